@@ -1,0 +1,9 @@
+"""The one pagination style of every list endpoint: page number, bounded size."""
+
+from rest_framework.pagination import PageNumberPagination
+
+
+class LabPagination(PageNumberPagination):
+    page_size = 20
+    page_size_query_param = "page_size"
+    max_page_size = 100

@@ -1,0 +1,57 @@
+"""Request ids: accept or generate ``X-Request-ID``, echo it, log it, forward it.
+
+The id lives in a context variable so that log lines and the HTTP client see
+it without it being passed around.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import uuid
+
+HEADER = "X-Request-ID"
+_VALID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_current: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+def get_request_id() -> str:
+    """The id of the request being served, or ``"-"`` outside a request."""
+    return _current.get()
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def bind_request_id(value: str | None) -> contextvars.Token:
+    """Make ``value`` (or a new id when it is missing or malformed) current."""
+    if not value or not _VALID.match(value):
+        value = new_request_id()
+    return _current.set(value)
+
+
+class RequestIdMiddleware:
+    """Binds the request id for the duration of a request and echoes it back."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        token = bind_request_id(request.headers.get(HEADER))
+        request.request_id = get_request_id()
+        try:
+            response = self.get_response(request)
+            response[HEADER] = request.request_id
+            return response
+        finally:
+            _current.reset(token)
+
+
+class RequestIdLogFilter(logging.Filter):
+    """Adds ``record.request_id`` so every log format can print it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = get_request_id()
+        return True

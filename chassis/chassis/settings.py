@@ -1,0 +1,184 @@
+"""Settings shared by every lab service, read from the environment.
+
+A service's ``config/settings.py`` calls :func:`build` once and adds what is
+its own (apps, urlconf, extra settings)::
+
+    from chassis.settings import build
+    globals().update(build(service="inventory", base_dir=BASE_DIR, apps=["catalog"]))
+
+Values come from the process environment first, then from
+``$LAB_ROOT/var/env/<service>.env`` (written by ``labctl up``), then from
+defaults that work on one machine. Everything the chassis itself reads lives
+in the namespaced ``CHASSIS`` dict.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+SERVICES = ("user", "order", "inventory", "payment")
+DEFAULT_PORTS = {"dashboard": 8000, "user": 8001, "order": 8002, "inventory": 8003, "payment": 8004}
+SCHEMAS = {"user": "lab_users", "order": "lab_orders", "inventory": "lab_inventory", "payment": "lab_payments"}
+
+
+def lab_root(base_dir: Path) -> Path:
+    """The repository root: ``LAB_ROOT`` or the parent of the service dir."""
+    return Path(os.environ.get("LAB_ROOT") or Path(base_dir).resolve().parent)
+
+
+def peer_urls(env: environ.Env) -> dict[str, str]:
+    """Base URL of every service, by short name, from ``<NAME>_SERVICE_URL``."""
+    return {
+        name: env.str(f"{name.upper()}_SERVICE_URL", default=f"http://127.0.0.1:{DEFAULT_PORTS[name]}").rstrip("/")
+        for name in (*SERVICES, "dashboard")
+    }
+
+
+def build(
+    *, service: str, base_dir: Path, apps: list[str], title: str, description: str = "", django_auth: bool = False
+) -> dict:
+    """Return the settings of one service as a dict of Django setting names.
+
+    ``django_auth`` installs ``django.contrib.auth`` (user_service only: the
+    other services know users from their JWT and keep no user table).
+    """
+    root = lab_root(base_dir)
+    env = environ.Env()
+    env_file = root / "var" / "env" / f"{service}.env"
+    if env_file.exists():
+        environ.Env.read_env(str(env_file), overwrite=False)
+
+    debug = env.bool("DEBUG", default=False)
+    secret_key = env.str("DJANGO_SECRET_KEY", default="")
+    if not secret_key:
+        if not debug:
+            raise ImproperlyConfigured(
+                f"DJANGO_SECRET_KEY is not set for the {service} service: set it in the environment "
+                f"or run `labctl setup` to write {env_file}."
+            )
+        secret_key = f"insecure-dev-key-{service}"
+
+    sqlite_path = root / "var" / "db" / f"{service}.sqlite3"
+    database = env.db_url("DATABASE_URL", default=f"sqlite:///{sqlite_path}")
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        Path(database["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+        database.setdefault("OPTIONS", {})["timeout"] = 20
+        database["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
+    else:
+        database.setdefault("OPTIONS", {}).update(
+            {"charset": "utf8mb4", "isolation_level": "read committed", "connect_timeout": 3}
+        )
+        database["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+        database["CONN_HEALTH_CHECKS"] = True
+        database["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default=f"test_{database['NAME']}")}
+    database["ATOMIC_REQUESTS"] = False
+
+    redis_url = env.str("REDIS_URL", default="")
+    if redis_url:
+        cache = {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": redis_url,
+            "KEY_PREFIX": f"lab:{service}",
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    else:
+        cache = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": service}
+
+    return {
+        "BASE_DIR": Path(base_dir),
+        "LAB_ROOT": root,
+        "SERVICE_NAME": service,
+        "DEBUG": debug,
+        "SECRET_KEY": secret_key,
+        "ALLOWED_HOSTS": env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"]),
+        "INSTALLED_APPS": [
+            "django.contrib.contenttypes",
+            *(["django.contrib.auth"] if django_auth else []),
+            "django.contrib.staticfiles",
+            "rest_framework",
+            "drf_spectacular",
+            "chassis",
+            *apps,
+        ],
+        "MIDDLEWARE": [
+            "chassis.requestid.RequestIdMiddleware",
+            "django.middleware.security.SecurityMiddleware",
+            "whitenoise.middleware.WhiteNoiseMiddleware",
+            "django.middleware.common.CommonMiddleware",
+            "chassis.errors.DatabaseUnavailableMiddleware",
+        ],
+        "ROOT_URLCONF": "config.urls",
+        "WSGI_APPLICATION": "config.wsgi.application",
+        "TEMPLATES": [
+            {
+                "BACKEND": "django.template.backends.django.DjangoTemplates",
+                "DIRS": [],
+                "APP_DIRS": True,
+                "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+            }
+        ],
+        "DATABASES": {"default": database},
+        "CACHES": {"default": cache},
+        "DEFAULT_AUTO_FIELD": "django.db.models.BigAutoField",
+        "USE_TZ": True,
+        "TIME_ZONE": "UTC",
+        "LANGUAGE_CODE": "en-us",
+        "STATIC_URL": "/static/",
+        "STATIC_ROOT": Path(base_dir) / "staticfiles",
+        "STORAGES": {
+            "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+            "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+        },
+        "APPEND_SLASH": True,
+        "DATA_UPLOAD_MAX_MEMORY_SIZE": 256 * 1024,
+        "REST_FRAMEWORK": {
+            "DEFAULT_AUTHENTICATION_CLASSES": ["chassis.auth.LabJWTAuthentication"],
+            "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+            "DEFAULT_PAGINATION_CLASS": "chassis.pagination.LabPagination",
+            "PAGE_SIZE": 20,
+            "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+            "EXCEPTION_HANDLER": "chassis.errors.exception_handler",
+            "DEFAULT_RENDERER_CLASSES": [
+                "rest_framework.renderers.JSONRenderer",
+                "rest_framework.renderers.BrowsableAPIRenderer",
+            ],
+            "UNAUTHENTICATED_USER": "chassis.auth.anonymous_user",
+            "DEFAULT_THROTTLE_RATES": {},
+        },
+        "SPECTACULAR_SETTINGS": {
+            "TITLE": title,
+            "DESCRIPTION": description,
+            "VERSION": "1.0.0",
+            "SERVE_INCLUDE_SCHEMA": False,
+            "COMPONENT_SPLIT_REQUEST": True,
+            "APPEND_COMPONENTS": {
+                "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
+            },
+            "SECURITY": [{"bearerAuth": []}],
+        },
+        "LOGGING": {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "filters": {"request_id": {"()": "chassis.requestid.RequestIdLogFilter"}},
+            "formatters": {
+                "lab": {"format": f"%(asctime)s %(levelname)s {service} [%(request_id)s] %(name)s: %(message)s"}
+            },
+            "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["request_id"], "formatter": "lab"}},
+            "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+            "loggers": {"django.server": {"level": "WARNING"}},
+        },
+        "CHASSIS": {
+            "SERVICE": service,
+            "PEERS": peer_urls(env),
+            "KEYS_DIR": Path(env.str("LAB_KEYS_DIR", default=str(root / "var" / "keys"))),
+            "SERVICE_TOKEN_TTL": env.int("SERVICE_TOKEN_TTL", default=60),
+            "CONNECT_TIMEOUT": env.float("CLIENT_CONNECT_TIMEOUT", default=1.0),
+            "READ_TIMEOUT": env.float("CLIENT_READ_TIMEOUT", default=5.0),
+            "RETRY_ATTEMPTS": env.int("CLIENT_RETRY_ATTEMPTS", default=3),
+            "RETRY_BACKOFF": env.float("CLIENT_RETRY_BACKOFF", default=0.1),
+        },
+    }

@@ -1,0 +1,30 @@
+"""Routes every service mounts: health, OpenAPI schema, Swagger UI.
+
+A service's ``config/urls.py``::
+
+    from chassis.urls import chassis_urlpatterns
+    urlpatterns = [*chassis_urlpatterns(), path("api/", include("catalog.urls"))]
+    handler404 = "chassis.errors.not_found"
+    ...
+"""
+
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from .health import health
+
+
+def chassis_urlpatterns() -> list:
+    return [
+        path("health/", health, name="health"),
+        path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+        path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    ]
+
+
+handlers = {
+    "handler400": "chassis.errors.bad_request",
+    "handler403": "chassis.errors.permission_denied",
+    "handler404": "chassis.errors.not_found",
+    "handler500": "chassis.errors.server_error",
+}
