@@ -1,0 +1,1 @@
+"""labctl: the command-line runner of the microservices lab."""

@@ -1,0 +1,250 @@
+"""The ``labctl`` command: set up, start, stop and watch the lab on one machine.
+
+    labctl setup              keys, databases, env files, migrations, seed data
+    labctl up                 setup, then start every service and wait until healthy
+    labctl down               stop every service and the process manager
+    labctl status             process state and /health/ of each service
+    labctl logs [svc] [-f]    show (or follow) the service logs
+    labctl restart <svc|all>  restart a service and wait until it is healthy
+    labctl keys [--dir DIR]   only generate the services' key pairs
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from . import config, health, provision, supervisor
+from .config import Paths, Service
+
+
+def _echo(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _present(paths: Paths) -> list[Service]:
+    return [s for s in config.SERVICES if paths.service_present(s)]
+
+
+def database_label(paths: Paths, service: Service) -> str:
+    """What the service's env file says about its database, in a few words."""
+    url = provision.read_env_file(paths.env_file(service)).get("DATABASE_URL", "")
+    parts = urlsplit(url)
+    if parts.scheme == "mysql":
+        return f"MySQL {parts.path.lstrip('/')}"
+    if parts.scheme == "sqlite":
+        return f"SQLite {Path(parts.path).name}"
+    return "?"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
+    def line(cells):
+        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def cmd_setup(paths: Paths, args) -> int:
+    _echo(f"Setting up the lab in {paths.root}")
+    result = provision.setup(paths, echo=_echo)
+    _echo()
+    if result.missing:
+        _echo(f"Not set up (directory missing): {', '.join(result.missing)}")
+    _echo("Ready to start: make up")
+    return 0
+
+
+def cmd_keys(paths: Paths, args) -> int:
+    keys_dir = Path(args.dir) if args.dir else paths.keys
+    created = provision.ensure_keys(keys_dir, [s.short for s in config.SERVICES])
+    if args.owner:
+        uid, _, gid = args.owner.partition(":")
+        for key in keys_dir.glob("*.pem"):
+            os.chown(key, int(uid), int(gid or uid))
+    _echo(f"keys in {keys_dir}: " + (f"created for {', '.join(created)}" if created else "present"))
+    return 0
+
+
+def cmd_up(paths: Paths, args) -> int:
+    _echo(f"Setting up the lab in {paths.root}")
+    result = provision.setup(paths, echo=_echo, show_seed=False)
+    services = _present(paths)
+    if not services:
+        _echo("No service directory exists yet: nothing to start.")
+        return 1
+    _echo()
+    supervisor.ensure_running(paths, services, echo=_echo)
+    _echo(f"waiting for /health/ of {len(services)} service(s) (up to "
+          f"{config.HEALTH_TIMEOUT_SECONDS}s) ...")
+
+    def given_up(service: Service) -> bool:
+        info = supervisor.process_info(paths).get(service.short)
+        return bool(info) and info["statename"] == "FATAL"
+
+    results = health.wait_healthy(services, config.HEALTH_TIMEOUT_SECONDS, given_up)
+    _echo()
+    _echo(_service_table(paths, services, results))
+    _echo()
+    _echo(f"database: {result.database.summary}")
+    _echo("redis:    " + ("one database number per service" if result.redis_ok
+                          else f"not reachable ({result.redis_reason}); local-memory cache"))
+
+    failed = [s for s in services if not results[s.short].ok]
+    for service in failed:
+        _echo()
+        _echo(f"== {service.directory} is not healthy: {results[service.short].label()}")
+        _echo(f"== last lines of {paths.log_file(service)}:")
+        _echo(health.tail(paths.log_file(service)))
+    if failed:
+        _echo()
+        _echo(f"{len(failed)} service(s) did not become healthy. "
+              "Logs: make logs   Stop: make down")
+        return 1
+
+    credentials = result.seed_output.get("user", "")
+    if credentials:
+        _echo()
+        _echo("Lab credentials (from user_service seed_lab):")
+        _echo(_indent(credentials))
+    if result.missing:
+        _echo()
+        _echo(f"Not started (directory missing): {', '.join(result.missing)}")
+    _echo()
+    _echo("The lab is up.  make status: health of each service   "
+          "make logs: follow the logs   make down: stop everything")
+    return 0
+
+
+def _service_table(paths: Paths, services: list[Service], results) -> str:
+    rows = []
+    for s in services:
+        h = results.get(s.short)
+        rows.append([
+            s.directory,
+            s.url + "/",
+            s.url + s.browse_path,
+            s.url + "/api/docs/",
+            database_label(paths, s),
+            "healthy" if h and h.ok else (h.label() if h else "-"),
+        ])
+    return _table(["service", "URL", "browsable API", "Swagger", "database", "status"], rows)
+
+
+def cmd_status(paths: Paths, args) -> int:
+    running = supervisor.is_running(paths)
+    infos = supervisor.process_info(paths) if running else {}
+    rows = []
+    all_ok = running
+    for s in _present(paths):
+        info = infos.get(s.short)
+        state = f"{info['statename']} ({info['description']})" if info else "not managed"
+        h = health.check(s)
+        all_ok = all_ok and h.ok
+        rows.append([s.directory, s.url + "/", database_label(paths, s), state,
+                     "healthy" if h.ok else h.label()])
+    _echo(_table(["service", "URL", "database", "process", "health"], rows))
+    _echo()
+    if not running:
+        _echo("supervisord is not running: the lab is down (make up starts it).")
+    return 0 if all_ok else 1
+
+
+def cmd_down(paths: Paths, args) -> int:
+    if supervisor.shutdown(paths):
+        _echo("The lab is stopped (every service and supervisord).")
+    else:
+        _echo("The lab was not running.")
+    return 0
+
+
+def cmd_logs(paths: Paths, args) -> int:
+    if args.service:
+        files = [paths.log_file(config.SERVICE_BY_NAME[args.service])]
+    else:
+        files = [paths.log_file(s) for s in _present(paths)]
+    files = [f for f in files if f.exists()]
+    if not files:
+        _echo(f"No log yet under {paths.log} (make up writes them).")
+        return 1
+    cmd = ["tail", "-n", str(args.lines)] + (["-F"] if args.follow else []) + [str(f) for f in files]
+    sys.stdout.flush()
+    os.execvp("tail", cmd)
+    return 0  # not reached
+
+
+def cmd_restart(paths: Paths, args) -> int:
+    if not supervisor.is_running(paths):
+        _echo("The lab is not running: start it with make up.")
+        return 1
+    services = _present(paths) if args.service == "all" else [config.SERVICE_BY_NAME[args.service]]
+    supervisor.ctl(paths, "restart", *[s.short for s in services])
+    results = health.wait_healthy(services, config.HEALTH_TIMEOUT_SECONDS)
+    failed = False
+    for s in services:
+        _echo(f"{s.directory}: {'healthy' if results[s.short].ok else results[s.short].label()}")
+        failed = failed or not results[s.short].ok
+    return 1 if failed else 0
+
+
+# -------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    names = [s.short for s in config.SERVICES]
+    parser = argparse.ArgumentParser(
+        prog="labctl",
+        description="Run the microservices lab on this machine "
+                    "(supervisord, MySQL or SQLite, Redis if present).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("setup", help="keys, databases, env files, migrate, collectstatic, seed "
+                                 "(idempotent; starts nothing)")
+    sub.add_parser("up", help="setup, then start every service and wait until healthy")
+    sub.add_parser("down", help="stop every service and supervisord")
+    sub.add_parser("status", help="process state and /health/ of each service")
+
+    logs = sub.add_parser("logs", help="show the service logs (all, or one service)")
+    logs.add_argument("service", nargs="?", choices=names, help="one service (default: all)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep following the logs")
+    logs.add_argument("-n", "--lines", type=int, default=30, help="lines to show (default 30)")
+
+    restart = sub.add_parser("restart", help="restart a service (or all) and wait until healthy")
+    restart.add_argument("service", choices=names + ["all"])
+
+    keys = sub.add_parser("keys", help="only generate the Ed25519 key pairs of the services")
+    keys.add_argument("--dir", help="where to write them (default: var/keys)")
+    keys.add_argument("--owner", help="UID[:GID] to give the key files (containers)")
+    return parser
+
+
+COMMANDS = {
+    "setup": cmd_setup, "up": cmd_up, "down": cmd_down, "status": cmd_status,
+    "logs": cmd_logs, "restart": cmd_restart, "keys": cmd_keys,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    paths = Paths(config.find_root())
+    try:
+        return COMMANDS[args.command](paths, args)
+    except provision.ProvisionError as exc:
+        print(f"\nlabctl {args.command}: FAILED\n{exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _indent(text: str, prefix: str = "  ") -> str:
+    return "\n".join(prefix + line for line in text.splitlines())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

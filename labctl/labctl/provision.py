@@ -1,0 +1,440 @@
+"""Bring the lab to "ready to start": keys, databases, env files, migrations.
+
+Every step here is idempotent, so ``labctl setup`` can run any number of times:
+
+* an Ed25519 key pair per service in ``var/keys`` (kept once made);
+* the database mode: MySQL when the admin URL answers (one schema and one
+  MySQL user per service, each user granted only its own schema and its test
+  databases), otherwise one SQLite file per service under ``var/db``;
+* the Redis mode: one Redis database number per service, or none;
+* ``var/env/<short>.env`` per service, keeping its secret key and database
+  password across runs;
+* ``manage.py migrate``, ``collectstatic`` and ``seed_lab`` in each service.
+
+MySQLdb and redis are imported where they are used, so that ``labctl keys``
+runs where only ``cryptography`` is installed (the compose key initialiser).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+from urllib.parse import unquote, urlsplit
+
+from . import config
+from .config import Paths, Service
+
+Echo = Callable[[str], None]
+
+
+class ProvisionError(Exception):
+    """Setup cannot go on; the message says why and what to do."""
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def ensure_keys(keys_dir: Path, names: Iterable[str]) -> list[str]:
+    """Make ``<name>.private.pem`` / ``<name>.public.pem`` for each name if missing.
+
+    Private keys are PKCS8 PEM with mode 0600, public keys SubjectPublicKeyInfo
+    PEM. An existing private key is kept (and its public half rewritten if
+    missing). Returns the names whose private key was created.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    created = []
+    for name in names:
+        private_path = keys_dir / f"{name}.private.pem"
+        public_path = keys_dir / f"{name}.public.pem"
+        if private_path.exists():
+            os.chmod(private_path, 0o600)
+            key = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
+        else:
+            key = Ed25519PrivateKey.generate()
+            pem = key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            _write_private(private_path, pem)
+            created.append(name)
+        public_pem = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        if not public_path.exists() or public_path.read_bytes() != public_pem:
+            public_path.write_bytes(public_pem)
+            os.chmod(public_path, 0o644)
+    return created
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a secret file that is never, even briefly, readable by others."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o600)
+
+
+# ---------------------------------------------------------------------- env files
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse a ``KEY=value`` file; a missing file is empty."""
+    values: dict[str, str] = {}
+    if not path.exists():
+        return values
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        values[key.strip()] = value.strip()
+    return values
+
+
+def write_env_file(path: Path, values: Mapping[str, str], header: str) -> None:
+    """Write ``values`` as a ``KEY=value`` file readable only by its owner."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    lines += [f"{key}={value}" for key, value in values.items()]
+    _write_private(path, ("\n".join(lines) + "\n").encode())
+
+
+# ----------------------------------------------------------------------- database
+
+
+@dataclass
+class MySQLTarget:
+    """Where a MySQL server is, parsed from a ``mysql://user:pw@host:port`` URL."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+
+    @classmethod
+    def from_url(cls, url: str) -> "MySQLTarget":
+        parts = urlsplit(url)
+        if parts.scheme not in ("mysql", "mariadb"):
+            raise ProvisionError(f"LAB_MYSQL_ADMIN_URL must start with mysql://, got {url!r}")
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 3306,
+            user=unquote(parts.username or "root"),
+            password=unquote(parts.password or ""),
+        )
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def mysql_connect(target: MySQLTarget, timeout: int = 3):
+    """Open an admin connection; raises MySQLdb.OperationalError when unreachable."""
+    import MySQLdb
+
+    return MySQLdb.connect(
+        host=target.host,
+        port=target.port,
+        user=target.user,
+        passwd=target.password,
+        connect_timeout=timeout,
+        charset="utf8mb4",
+    )
+
+
+_SCHEMA_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def _like_escape(name: str) -> str:
+    """Escape ``_`` so that a GRANT on ``name`` does not act as a wildcard."""
+    return name.replace("_", r"\_")
+
+
+def mysql_expected_grants(schema: str) -> list[str]:
+    """The database-level grants of a service user: its schema and its test databases."""
+    return [_like_escape(schema), _like_escape(f"test_{schema}") + "%"]
+
+
+def mysql_provision(conn, *, schema: str, password: str, hosts=("%", "localhost")) -> None:
+    """Create ``schema`` and a user of the same name allowed on it alone.
+
+    The user may also create and use ``test_<schema>*`` databases, which is what
+    the test runner needs. Grants outside those are revoked, so a user that
+    somehow gained more is brought back to exactly its own schema.
+    """
+    if not _SCHEMA_NAME.match(schema):
+        raise ProvisionError(f"refusing an unusual schema name: {schema!r}")
+    allowed = mysql_expected_grants(schema)
+    # Statements are built as text (names are checked above, the password is
+    # quoted by the driver): with parameters, MySQLdb reads every "%" of a host
+    # or a GRANT pattern as a placeholder.
+    quoted_password = conn.literal(password).decode()
+    cur = conn.cursor()
+    cur.execute(
+        f"CREATE DATABASE IF NOT EXISTS `{schema}` "
+        "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+    )
+    for host in hosts:
+        account = f"'{schema}'@'{host}'"
+        cur.execute(f"CREATE USER IF NOT EXISTS {account} IDENTIFIED BY {quoted_password}")
+        cur.execute(f"ALTER USER {account} IDENTIFIED BY {quoted_password}")
+        cur.execute(f"SHOW GRANTS FOR {account}")
+        current = [row[0] for row in cur.fetchall()]
+        if any(not _grant_is_allowed(g, allowed) for g in current):
+            cur.execute(f"REVOKE ALL PRIVILEGES, GRANT OPTION FROM {account}")
+        for db in allowed:
+            cur.execute(f"GRANT ALL PRIVILEGES ON `{db}`.* TO {account}")
+    cur.execute("FLUSH PRIVILEGES")
+    conn.commit()
+    cur.close()
+
+
+def _grant_is_allowed(grant: str, allowed: list[str]) -> bool:
+    if grant.startswith("GRANT USAGE ON *.*"):
+        return True
+    return any(f" ON `{db}`.* TO " in grant for db in allowed)
+
+
+def mysql_drop(conn, *, schema: str, hosts=("%", "localhost")) -> None:
+    """Remove a schema and its user (used by tests to clean up after themselves)."""
+    cur = conn.cursor()
+    cur.execute(f"DROP DATABASE IF EXISTS `{schema}`")
+    for host in hosts:
+        cur.execute(f"DROP USER IF EXISTS '{schema}'@'{host}'")
+    conn.commit()
+    cur.close()
+
+
+@dataclass
+class DatabasePlan:
+    """Which database each service uses and how to say so."""
+
+    mode: str  # "mysql" or "sqlite"
+    summary: str
+    mysql: MySQLTarget | None = None
+    reason: str = ""  # why MySQL is not used, when it is not
+
+
+def decide_database(env: Mapping[str, str]) -> tuple[DatabasePlan, object | None]:
+    """Choose MySQL or SQLite; returns the plan and an open admin connection (or None).
+
+    ``LAB_DB=sqlite`` forces SQLite. ``LAB_DB=mysql`` or ``CI=true`` make an
+    unreachable MySQL an error instead of a fallback.
+    """
+    wanted = env.get("LAB_DB", "").strip().lower()
+    if wanted not in ("", "mysql", "sqlite"):
+        raise ProvisionError(f"LAB_DB must be 'mysql' or 'sqlite', got {wanted!r}")
+    if wanted == "sqlite":
+        return DatabasePlan("sqlite", "", reason="LAB_DB=sqlite"), None
+
+    url = env.get("LAB_MYSQL_ADMIN_URL") or config.DEFAULT_MYSQL_ADMIN_URL
+    target = MySQLTarget.from_url(url)
+    try:
+        conn = mysql_connect(target)
+    except Exception as exc:  # MySQLdb.OperationalError, or MySQLdb missing
+        reason = f"MySQL at {target.address} ({_redact(url)}) is not reachable: {exc}"
+        required = wanted == "mysql" or env.get("CI", "").lower() == "true"
+        if required:
+            why = "LAB_DB=mysql" if wanted == "mysql" else "CI=true"
+            raise ProvisionError(
+                f"{reason}\n{why} requires MySQL. Start the server, or point "
+                "LAB_MYSQL_ADMIN_URL at it (mysql://user:password@host:port)."
+            ) from exc
+        return DatabasePlan("sqlite", "", reason=reason), None
+    return DatabasePlan("mysql", "", mysql=target), conn
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url
+
+
+# -------------------------------------------------------------------------- redis
+
+
+def redis_url_for(base_url: str, db: int) -> str:
+    """``redis://host:port`` (any path dropped) with the service's database number."""
+    parts = urlsplit(base_url)
+    return f"{parts.scheme}://{parts.netloc}/{db}"
+
+
+def redis_reachable(url: str) -> tuple[bool, str]:
+    """Ping Redis; returns (ok, reason when not ok)."""
+    try:
+        import redis
+    except ImportError as exc:  # pragma: no cover - the venv always has it
+        return False, f"the redis package is missing ({exc})"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).ping()
+    except Exception as exc:
+        return False, str(exc)
+    return True, ""
+
+
+# ----------------------------------------------------------------------- commands
+
+
+def child_env(paths: Paths, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for service processes: the caller's, less what the env files say."""
+    env = dict(os.environ if base is None else base)
+    for name in config.MANAGED_ENV_VARS:
+        env.pop(name, None)
+    env["LAB_ROOT"] = str(paths.root)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_manage(paths: Paths, service: Service, *args: str, timeout: int = 600) -> str:
+    """Run ``manage.py <args>`` in the service dir; return its output or raise."""
+    cmd = [str(paths.python), "manage.py", *args]
+    try:
+        proc = subprocess.run(
+            cmd,
+            cwd=paths.service_dir(service),
+            env=child_env(paths),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ProvisionError(f"{service.directory}: `manage.py {' '.join(args)}` timed out") from exc
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stdout.splitlines()[-40:])
+        raise ProvisionError(
+            f"{service.directory}: `manage.py {' '.join(args)}` failed "
+            f"(exit {proc.returncode}):\n{tail}"
+        )
+    return proc.stdout
+
+
+# -------------------------------------------------------------------------- setup
+
+
+@dataclass
+class SetupResult:
+    """What ``setup`` decided, for the summary printed by ``up`` and ``status``."""
+
+    database: DatabasePlan
+    redis_ok: bool
+    redis_reason: str
+    seed_output: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+
+def write_env_files(
+    paths: Paths, plan: DatabasePlan, redis_base: str | None, conn=None
+) -> None:
+    """Write ``var/env/<short>.env`` for every service (and its MySQL user, if any)."""
+    for service in config.SERVICES:
+        path = paths.env_file(service)
+        previous = read_env_file(path)
+        secret = previous.get("DJANGO_SECRET_KEY") or secrets.token_urlsafe(50)
+        if plan.mode == "mysql":
+            assert plan.mysql is not None
+            password = _previous_mysql_password(previous, service) or secrets.token_hex(16)
+            if conn is not None:
+                mysql_provision(conn, schema=service.schema, password=password)
+            database_url = (
+                f"mysql://{service.schema}:{password}@{plan.mysql.host}:{plan.mysql.port}"
+                f"/{service.schema}"
+            )
+        else:
+            paths.db.mkdir(parents=True, exist_ok=True)
+            database_url = f"sqlite:///{paths.sqlite_file(service)}"
+        values = {
+            "DJANGO_SECRET_KEY": secret,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url_for(redis_base, service.redis_db) if redis_base else "",
+            "LAB_KEYS_DIR": str(paths.keys),
+        }
+        values.update({peer.env_var: peer.url for peer in config.SERVICES})
+        header = (
+            f"Environment of {service.directory}, written by `labctl setup`.\n"
+            "Rewritten on every run; DJANGO_SECRET_KEY and the database password are kept."
+        )
+        write_env_file(path, values, header)
+
+
+def _previous_mysql_password(previous: Mapping[str, str], service: Service) -> str | None:
+    url = previous.get("DATABASE_URL", "")
+    parts = urlsplit(url)
+    if parts.scheme == "mysql" and parts.username == service.schema and parts.password:
+        return unquote(parts.password)
+    return None
+
+
+def setup(paths: Paths, echo: Echo = print, env: Mapping[str, str] | None = None,
+          show_seed: bool = True) -> SetupResult:
+    """Do everything up to "ready to start"; see the module docstring."""
+    env = os.environ if env is None else env
+    for directory in (paths.var, paths.env, paths.log, paths.run):
+        directory.mkdir(parents=True, exist_ok=True)
+
+    created = ensure_keys(paths.keys, [s.short for s in config.SERVICES])
+    echo(f"keys      {'created for ' + ', '.join(created) if created else 'present'}"
+         f" in {_rel(paths.keys, paths)}")
+
+    plan, conn = decide_database(env)
+    redis_base = env.get("REDIS_URL") or config.DEFAULT_REDIS_URL
+    redis_ok, redis_reason = redis_reachable(redis_base)
+    try:
+        write_env_files(paths, plan, redis_base if redis_ok else None, conn)
+    finally:
+        if conn is not None:
+            conn.close()
+
+    schemas = ", ".join(s.schema for s in config.SERVICES)
+    if plan.mode == "mysql":
+        assert plan.mysql is not None
+        plan.summary = (f"MySQL at {plan.mysql.address}, schemas {schemas}, "
+                        "one MySQL user per schema granted only its own")
+    else:
+        plan.summary = (f"SQLite files under {_rel(paths.db, paths)}/ "
+                        f"(MySQL not used: {plan.reason})")
+    echo(f"database  {plan.summary}")
+    if redis_ok:
+        echo(f"redis     {_redact(redis_base)}, database 0-3 (one per service)")
+    else:
+        echo(f"redis     not reachable at {_redact(redis_base)} ({redis_reason}); "
+             "REDIS_URL left empty, services use a local-memory cache")
+    echo(f"env files {_rel(paths.env, paths)}/<service>.env")
+
+    result = SetupResult(plan, redis_ok, redis_reason)
+    for service in config.SERVICES:
+        if not paths.service_present(service):
+            result.missing.append(service.directory)
+            echo(f"{service.short:<9} skipped: {service.directory}/manage.py does not exist yet")
+            continue
+        migrated = run_manage(paths, service, "migrate", "--noinput")
+        applied = sum(1 for line in migrated.splitlines() if line.strip().startswith("Applying "))
+        run_manage(paths, service, "collectstatic", "--noinput", "--verbosity", "0")
+        seeded = run_manage(paths, service, "seed_lab").strip()
+        result.seed_output[service.short] = seeded
+        echo(f"{service.short:<9} migrated ({applied} new migration(s)), "
+             "static files collected, seeded")
+        if show_seed and seeded:
+            echo(_indent(seeded))
+    return result
+
+
+def _rel(path: Path, paths: Paths) -> str:
+    try:
+        return str(path.relative_to(paths.root))
+    except ValueError:
+        return str(path)
+
+
+def _indent(text: str, prefix: str = "          ") -> str:
+    return "\n".join(prefix + line for line in text.splitlines())

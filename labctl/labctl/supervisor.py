@@ -1,0 +1,178 @@
+"""Run the services under supervisord, the lab's process manager.
+
+``write_config`` renders ``var/supervisord.conf`` (one program per service,
+gunicorn on its port, logs in ``var/log/<short>.log``); ``ensure_running``
+starts supervisord or, when it already runs, applies a changed config the way
+``supervisorctl reread`` + ``update`` do. Process state is read over
+supervisord's XML-RPC interface on its unix socket.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import xmlrpc.client
+from pathlib import Path
+
+from . import config
+from .config import Paths, Service
+from .provision import child_env
+
+GUNICORN_ARGS = "--workers 2 --threads 4 --worker-class gthread --timeout 30 --access-logfile -"
+
+
+def program_command(paths: Paths, service: Service) -> str:
+    return (f"{paths.venv_bin / 'gunicorn'} config.wsgi:application "
+            f"--bind 127.0.0.1:{service.port} {GUNICORN_ARGS}")
+
+
+def render_config(paths: Paths, services: list[Service]) -> str:
+    """The supervisord.conf text for ``services``."""
+    sections = [
+        f"""; Written by `labctl up`; rewritten on every run.
+[unix_http_server]
+file={paths.supervisor_socket}
+chmod=0700
+
+[supervisord]
+logfile={paths.log / 'supervisord.log'}
+pidfile={paths.supervisord_pidfile}
+childlogdir={paths.log}
+directory={paths.root}
+logfile_maxbytes=10MB
+logfile_backups=2
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{paths.supervisor_socket}
+"""
+    ]
+    for service in services:
+        sections.append(
+            f"""[program:{service.short}]
+command={program_command(paths, service)}
+directory={paths.service_dir(service)}
+environment=LAB_ROOT="{paths.root}",PYTHONUNBUFFERED="1"
+autostart=true
+autorestart=true
+startsecs=3
+startretries=3
+stopasgroup=true
+killasgroup=true
+stopwaitsecs=15
+redirect_stderr=true
+stdout_logfile={paths.log_file(service)}
+stdout_logfile_maxbytes=10MB
+stdout_logfile_backups=2
+"""
+        )
+    return "\n".join(sections)
+
+
+def write_config(paths: Paths, services: list[Service]) -> bool:
+    """Write the config; return True if its content changed."""
+    text = render_config(paths, services)
+    conf = paths.supervisord_conf
+    if conf.exists() and conf.read_text() == text:
+        return False
+    paths.run.mkdir(parents=True, exist_ok=True)
+    paths.log.mkdir(parents=True, exist_ok=True)
+    conf.write_text(text)
+    return True
+
+
+def rpc(paths: Paths):
+    """An XML-RPC proxy to supervisord over its unix socket."""
+    from supervisor.xmlrpc import SupervisorTransport
+
+    transport = SupervisorTransport(None, None, f"unix://{paths.supervisor_socket}")
+    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+
+
+def is_running(paths: Paths) -> bool:
+    """True when supervisord answers on the lab's socket."""
+    if not paths.supervisor_socket.exists():
+        return False
+    try:
+        return rpc(paths).supervisor.getState()["statename"] == "RUNNING"
+    except Exception:
+        return False
+
+
+def ctl(paths: Paths, *args: str, check: bool = True, capture: bool = False):
+    """Run ``supervisorctl -c var/supervisord.conf <args>``."""
+    cmd = [str(paths.venv_bin / "supervisorctl"), "-c", str(paths.supervisord_conf), *args]
+    return subprocess.run(cmd, check=check, text=True,
+                          stdout=subprocess.PIPE if capture else None,
+                          stderr=subprocess.STDOUT if capture else None)
+
+
+def ensure_running(paths: Paths, services: list[Service], echo=print) -> None:
+    """Start supervisord with the current config, or bring a running one up to date."""
+    changed = write_config(paths, services)
+    if not is_running(paths):
+        echo("starting supervisord ...")
+        subprocess.run(
+            [str(paths.venv_bin / "supervisord"), "-c", str(paths.supervisord_conf)],
+            check=True, cwd=paths.root, env=child_env(paths),
+        )
+        deadline = time.monotonic() + 15
+        while not is_running(paths):
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"supervisord did not start; see {paths.log / 'supervisord.log'}")
+            time.sleep(0.2)
+        return
+    if changed:
+        echo("supervisord already running; applying the changed config (reread + update)")
+        ctl(paths, "reread", capture=True)
+        ctl(paths, "update")
+    else:
+        echo("supervisord already running; config unchanged")
+    # Anything stopped or given up on (FATAL) is started again; running ones are left alone.
+    for info in process_info(paths).values():
+        if info["statename"] in ("STOPPED", "EXITED", "FATAL", "BACKOFF"):
+            echo(f"starting {info['name']} (was {info['statename']})")
+            ctl(paths, "start", info["name"], check=False)
+
+
+def process_info(paths: Paths) -> dict[str, dict]:
+    """Supervisor's view of each program, by name; empty when supervisord is down."""
+    if not is_running(paths):
+        return {}
+    return {p["name"]: p for p in rpc(paths).supervisor.getAllProcessInfo()}
+
+
+def shutdown(paths: Paths, timeout: float = 30) -> bool:
+    """Stop every program and supervisord itself; return False if it was not running."""
+    if not is_running(paths):
+        return False
+    ctl(paths, "shutdown", check=False, capture=True)
+    pid = _read_pid(paths.supervisord_pidfile)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_running(paths) and (pid is None or not _pid_alive(pid)):
+            return True
+        time.sleep(0.2)
+    raise RuntimeError(f"supervisord (pid {pid}) still running after {timeout:.0f}s")
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
