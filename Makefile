@@ -1,0 +1,140 @@
+# The microservices lab on one machine.
+#   make up      install, set up and start everything, wait until healthy
+#   make test    install, set up (without starting) and run every test suite
+# labctl (labctl/) does the work; this file installs it and calls it.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.ONESHELL:
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+LABCTL := $(VENV)/bin/labctl
+
+SERVICES := user_service order_service inventory_service payment_service
+# Test suites, run in this order. Each is a directory: `tests` runs from the
+# repository root, any other runs pytest inside its directory. A directory that
+# does not exist (yet) is reported as skipped.
+TEST_SUITES := chassis $(SERVICES) tests
+PYTEST_ARGS ?=
+RESULTS := var/test-results
+
+# Installing is skipped while a stamp named after a hash of every file that
+# says what to install exists, so a second `make up` does not run pip at all.
+REQUIREMENTS := $(wildcard $(addsuffix /requirements.txt,$(SERVICES)))
+RUNTIME_INPUTS := $(REQUIREMENTS) $(wildcard chassis/pyproject.toml) labctl/pyproject.toml
+RUNTIME_HASH := $(shell cat $(RUNTIME_INPUTS) | sha1sum | cut -c1-16)
+DEV_HASH := $(shell cat $(RUNTIME_INPUTS) requirements-dev.txt | sha1sum | cut -c1-16)
+RUNTIME_STAMP := $(VENV)/.installed-$(RUNTIME_HASH)
+DEV_STAMP := $(VENV)/.installed-dev-$(DEV_HASH)
+
+# pip resolves `-e ../chassis` inside a requirements file against its own
+# working directory, so it runs from a directory one level below the root.
+PIP_DIR := $(or $(firstword $(dir $(REQUIREMENTS))),labctl)
+PIP_ARGS := $(addprefix -r ../,$(REQUIREMENTS)) \
+	$(if $(wildcard chassis/pyproject.toml),-e ../chassis) -e ../labctl
+
+.PHONY: help up down status logs test install install-dev clean python-check
+
+help:
+	@echo "Microservices lab"
+	@echo
+	@echo "  make up       install, set up databases/keys, start every service, wait until healthy"
+	@echo "  make status   process state and /health/ of each service"
+	@echo "  make logs     follow the service logs (one service: make logs s=order)"
+	@echo "  make down     stop every service"
+	@echo "  make test     install test tools, set up (nothing started) and run every suite"
+	@echo "  make clean    down, then remove var/ (databases files, keys, logs) and .venv/"
+	@echo
+	@echo "Environment: LAB_DB=sqlite|mysql, LAB_MYSQL_ADMIN_URL, REDIS_URL (see labctl/README.md)"
+
+python-check:
+	@if ! command -v $(PYTHON) >/dev/null; then
+		echo "error: $(PYTHON) not found; install Python 3.11 or newer (or make up PYTHON=python3.12)" >&2
+		exit 1
+	fi
+	if ! $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+		echo "error: $(PYTHON) is $$($(PYTHON) -V 2>&1); the lab needs Python 3.11 or newer" >&2
+		exit 1
+	fi
+
+$(VPY): | python-check
+	@echo "creating $(VENV) with $$($(PYTHON) -V)"
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+
+# $(1): extra pip arguments, $(2): stamps to create on success
+define pip_install
+	@mkdir -p var/log
+	echo "installing into $(VENV) (log: var/log/pip-install.log) ..."
+	if ! (cd $(PIP_DIR) && ../$(VENV)/bin/pip install --quiet $(PIP_ARGS) $(1)) \
+			> var/log/pip-install.log 2>&1; then
+		tail -n 40 var/log/pip-install.log
+		echo
+		if grep -qi mysqlclient var/log/pip-install.log; then
+			echo "error: mysqlclient could not be built. It needs the MariaDB/MySQL client headers:" >&2
+			echo "         sudo apt-get install libmariadb-dev pkg-config" >&2
+			echo "       (or default-libmysqlclient-dev pkg-config), then run make again." >&2
+		else
+			echo "error: pip install failed; the full log is var/log/pip-install.log" >&2
+		fi
+		exit 1
+	fi
+	rm -f $(VENV)/.installed-*
+	touch $(2)
+	echo "installed."
+endef
+
+$(RUNTIME_STAMP): | $(VPY)
+	$(call pip_install,,$(RUNTIME_STAMP))
+
+$(DEV_STAMP): | $(VPY)
+	$(call pip_install,-r ../requirements-dev.txt,$(DEV_STAMP) $(RUNTIME_STAMP))
+
+install: python-check $(RUNTIME_STAMP)
+install-dev: python-check $(DEV_STAMP)
+
+up: install
+	@$(LABCTL) up
+
+down:
+	@if [ -x $(LABCTL) ]; then $(LABCTL) down; else echo "The lab was not running."; fi
+
+status: install
+	@$(LABCTL) status
+
+logs: install
+	@$(LABCTL) logs -f $(s)
+
+test: install-dev
+	@$(LABCTL) setup
+	rm -rf $(RESULTS)
+	mkdir -p $(RESULTS)
+	results=()
+	for suite in $(TEST_SUITES); do
+		if [ ! -d "$$suite" ]; then
+			echo; echo "== $$suite: directory not there yet, skipped"
+			results+=("$$suite=missing"); continue
+		fi
+		echo; echo "== $$suite"
+		report="$(CURDIR)/$(RESULTS)/$$suite.xml"
+		status=0
+		if [ "$$suite" = tests ]; then
+			$(VPY) -m pytest tests --junitxml="$$report" $(PYTEST_ARGS) || status=$$?
+		else
+			(cd "$$suite" && ../$(VPY) -m pytest --junitxml="$$report" $(PYTEST_ARGS)) || status=$$?
+		fi
+		case $$status in
+			0) results+=("$$suite=passed") ;;
+			5) results+=("$$suite=no-tests") ;;
+			*) results+=("$$suite=failed") ;;
+		esac
+	done
+	$(VPY) -m labctl.testreport $(RESULTS) "$${results[@]}"
+
+clean: down
+	rm -rf var $(VENV)
+	@echo "removed var/ and $(VENV)/ (MySQL schemas, if used, are kept)"
