@@ -8,4 +8,9 @@ class ChassisConfig(AppConfig):
     verbose_name = "Microservice chassis"
 
     def ready(self):
+        from django.core.signals import request_finished
+
         from . import schema  # noqa: F401  registers the OpenAPI auth extension
+        from .requestid import clear_request_id
+
+        request_finished.connect(clear_request_id, dispatch_uid="chassis.clear_request_id")

@@ -150,7 +150,7 @@ class ServiceClient:
 
         retrying = Retrying(
             stop=stop_after_attempt(max(1, conf["RETRY_ATTEMPTS"])),
-            wait=wait_exponential_jitter(initial=conf["RETRY_BACKOFF"], max=2.0, jitter=conf["RETRY_BACKOFF"]),
+            wait=wait_exponential_jitter(multiplier=conf["RETRY_BACKOFF"], max=2.0, jitter=conf["RETRY_BACKOFF"]),
             retry=retry_if_exception(lambda exc: isinstance(exc, _RetryableFailure)),
             reraise=False,
         )

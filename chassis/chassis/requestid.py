@@ -32,21 +32,27 @@ def bind_request_id(value: str | None) -> contextvars.Token:
     return _current.set(value)
 
 
+def clear_request_id(**_kwargs) -> None:
+    _current.set("-")
+
+
 class RequestIdMiddleware:
-    """Binds the request id for the duration of a request and echoes it back."""
+    """Binds the request id for a request and echoes it back.
+
+    The id stays bound until ``request_finished`` (connected in the app
+    config), because Django logs "Not Found" and 500s after the middleware
+    chain has returned, and those lines need the id too.
+    """
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        token = bind_request_id(request.headers.get(HEADER))
+        bind_request_id(request.headers.get(HEADER))
         request.request_id = get_request_id()
-        try:
-            response = self.get_response(request)
-            response[HEADER] = request.request_id
-            return response
-        finally:
-            _current.reset(token)
+        response = self.get_response(request)
+        response[HEADER] = request.request_id
+        return response
 
 
 class RequestIdLogFilter(logging.Filter):

@@ -62,6 +62,7 @@ def build(
             )
         secret_key = f"insecure-dev-key-{service}"
 
+    (Path(base_dir) / "staticfiles").mkdir(exist_ok=True)  # WhiteNoise warns on every start without it
     sqlite_path = root / "var" / "db" / f"{service}.sqlite3"
     database = env.db_url("DATABASE_URL", default=f"sqlite:///{sqlite_path}")
     if database["ENGINE"] == "django.db.backends.sqlite3":

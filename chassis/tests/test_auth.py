@@ -1,0 +1,118 @@
+import base64
+import json
+import time
+
+import jwt
+import pytest
+from django.conf import settings
+
+from chassis import auth, keys
+from chassis.testing import bearer, service_token, user_token
+
+
+def _b64(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def test_user_token_authenticates_as_lab_user(api):
+    """Ensure a user_service access token gives a LabUser with its claims."""
+    response = api.get("/whoami/", **bearer(user_token(user_id=7, email="alice@lab.local")))
+    assert response.status_code == 200
+    assert response.json() == {"id": 7, "email": "alice@lab.local", "staff": False}
+
+
+def test_anonymous_is_401_with_bearer_challenge(api):
+    """Ensure no token at a user endpoint is a 401 asking for a bearer token."""
+    response = api.get("/whoami/")
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_staff_endpoint_refuses_customers(api):
+    """Ensure a customer token at a staff endpoint is a 403 and a staff token passes."""
+    assert api.get("/staff/", **bearer(user_token(user_id=1))).status_code == 403
+    assert api.get("/staff/", **bearer(user_token(user_id=2, staff=True))).status_code == 200
+
+
+def test_expired_token_is_401(api):
+    """Ensure an expired token is refused."""
+    response = api.get("/whoami/", **bearer(user_token(user_id=1, ttl=-60)))
+    assert response.status_code == 401
+    assert "expired" in response.json()["message"]
+
+
+def test_tampered_token_is_401(api):
+    """Ensure changing the payload breaks the signature."""
+    header, _payload, signature = user_token(user_id=1).split(".")
+    forged_payload = _b64({"iss": "user", "typ": "access", "sub": "1", "staff": True, "iat": 1, "exp": int(time.time()) + 60})
+    response = api.get("/staff/", **bearer(f"{header}.{forged_payload}.{signature}"))
+    assert response.status_code == 401
+
+
+def test_alg_none_is_refused(api):
+    """Ensure an unsigned token (alg none) is refused."""
+    claims = {"iss": "user", "typ": "access", "sub": "1", "staff": True, "iat": 1, "exp": int(time.time()) + 60}
+    token = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}."
+    assert api.get("/whoami/", **bearer(token)).status_code == 401
+
+
+def test_hs256_signed_with_public_key_is_refused(api):
+    """Ensure the classic key-confusion attack (HMAC keyed with the public PEM) fails."""
+    keys.ensure_key_pair(settings.CHASSIS["KEYS_DIR"], "user")
+    public_pem = keys.public_path(settings.CHASSIS["KEYS_DIR"], "user").read_text()
+    claims = {"iss": "user", "typ": "access", "sub": "1", "staff": True, "iat": 1, "exp": int(time.time()) + 60}
+    header = _b64({"alg": "HS256", "typ": "JWT"})
+    import hashlib
+    import hmac
+
+    signing_input = f"{header}.{_b64(claims)}"
+    signature = base64.urlsafe_b64encode(
+        hmac.new(public_pem.encode(), signing_input.encode(), hashlib.sha256).digest()
+    ).rstrip(b"=").decode()
+    assert api.get("/whoami/", **bearer(f"{signing_input}.{signature}")).status_code == 401
+
+
+def test_token_signed_by_another_services_key_is_refused(api):
+    """Ensure a token claiming iss=user but signed with the order key is refused."""
+    key = keys.load_private_key(str(settings.CHASSIS["KEYS_DIR"]), "order")
+    claims = {"iss": "user", "typ": "access", "sub": "1", "iat": 1, "exp": int(time.time()) + 60}
+    assert api.get("/whoami/", **bearer(jwt.encode(claims, key, algorithm="EdDSA"))).status_code == 401
+
+
+def test_refresh_token_is_not_an_access_token(api):
+    """Ensure a refresh token cannot be used to call an API."""
+    token = auth.sign({"typ": "refresh", "sub": "1", "exp": int(time.time()) + 60}, issuer="user")
+    assert api.get("/whoami/", **bearer(token)).status_code == 401
+
+
+def test_unknown_issuer_is_refused(api):
+    """Ensure a token from an issuer the lab does not know is refused."""
+    key = keys.load_private_key(str(settings.CHASSIS["KEYS_DIR"]), "order")
+    claims = {"iss": "mallory", "typ": "access", "sub": "1", "iat": 1, "exp": int(time.time()) + 60}
+    assert api.get("/whoami/", **bearer(jwt.encode(claims, key, algorithm="EdDSA"))).status_code == 401
+
+
+@pytest.mark.parametrize("header", ["Bearer", "Bearer a b", "Bearer not-a-jwt", "Bearer \u00e9t\u00e9"])
+def test_malformed_authorization_is_401(api, header):
+    """Ensure garbage in the Authorization header is a 401, never a 500."""
+    assert api.get("/whoami/", HTTP_AUTHORIZATION=header).status_code == 401
+
+
+def test_internal_endpoint_accepts_only_listed_callers(api):
+    """Ensure a service token from the allowed caller passes, another caller and users get 403."""
+    ok = api.get("/internal/", **bearer(service_token(caller="order", audience="inventory")))
+    assert ok.status_code == 200 and ok.json() == {"caller": "order"}
+    assert api.get("/internal/", **bearer(service_token(caller="payment", audience="inventory"))).status_code == 403
+    assert api.get("/internal/", **bearer(user_token(user_id=1, staff=True))).status_code == 403
+    assert api.get("/internal/").status_code == 401
+
+
+def test_service_token_for_another_audience_is_refused(api):
+    """Ensure a token order minted for payment cannot be replayed against inventory."""
+    assert api.get("/internal/", **bearer(service_token(caller="order", audience="payment"))).status_code == 401
+
+
+def test_service_token_is_cached_until_near_expiry(settings):
+    """Ensure the client does not sign a new token for every call."""
+    assert auth.service_token("payment") == auth.service_token("payment")
+    assert auth.service_token("payment") != auth.service_token("user")

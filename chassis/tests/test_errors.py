@@ -1,0 +1,62 @@
+import pytest
+
+
+def test_validation_error_has_fields_and_message(api):
+    """Ensure a 400 names each bad field in the shared error format."""
+    response = api.post("/echo/", {"name": "x" * 11, "quantity": 0}, format="json")
+    body = response.json()
+    assert response.status_code == 400
+    assert body["code"] == "invalid"
+    assert set(body["fields"]) == {"name", "quantity"}
+    assert body["message"].startswith("Invalid input.")
+    assert body["request_id"]
+
+
+def test_malformed_json_is_a_400(api):
+    """Ensure a body that is not JSON is a 400 parse_error, not a 500."""
+    response = api.post("/echo/", data="{not json", content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["code"] == "parse_error"
+
+
+@pytest.mark.parametrize("payload", ['[1,2]', '"text"', "null", '{"name": {"a": 1}, "quantity": "many"}'])
+def test_wrong_shapes_are_400(api, payload):
+    """Ensure JSON of the wrong shape is refused with 400."""
+    response = api.post("/echo/", data=payload, content_type="application/json")
+    assert response.status_code == 400, response.content
+
+
+def test_service_error_keeps_status_code_and_fields(api):
+    """Ensure a business refusal keeps its status, code and fields."""
+    response = api.post("/conflict/")
+    assert response.status_code == 409
+    assert response.json()["code"] == "insufficient_stock"
+    assert response.json()["fields"] == {"sku": ["X"]}
+
+
+def test_database_error_in_api_view_is_503(api):
+    """Ensure a database outage inside a DRF view is a 503, not a traceback."""
+    response = api.get("/broken-db/")
+    assert response.status_code == 503
+    assert response.json()["code"] == "database_unavailable"
+
+
+def test_database_error_in_plain_view_is_503(client):
+    """Ensure the middleware catches database errors outside DRF too."""
+    response = client.get("/broken-plain/")
+    assert response.status_code == 503
+    assert response.json()["code"] == "database_unavailable"
+
+
+def test_unknown_route_is_json_404(client):
+    """Ensure an unknown URL answers the JSON error format."""
+    response = client.get("/nowhere/")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
+def test_method_not_allowed_is_405(api):
+    """Ensure a wrong method is a 405 in the shared format."""
+    response = api.delete("/echo/")
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"

@@ -1,0 +1,68 @@
+"""A tiny API exercising every chassis piece."""
+
+from django.db import OperationalError
+from django.urls import path
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from chassis.auth import IsLabUser, IsStaff, ServiceOnly
+from chassis.errors import ServiceError
+from chassis.urls import chassis_urlpatterns, handlers
+
+
+class ThingIn(serializers.Serializer):
+    name = serializers.CharField(max_length=10)
+    quantity = serializers.IntegerField(min_value=1, max_value=1000)
+
+
+class EchoApi(APIView):
+    def post(self, request):
+        data = ThingIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response(data.validated_data, status=201)
+
+
+class BrokenDatabaseApi(APIView):
+    def get(self, request):
+        raise OperationalError(2003, "Can't connect to MySQL server")
+
+
+def broken_plain_view(request):
+    raise OperationalError(2003, "Can't connect to MySQL server")
+
+
+class ConflictApi(APIView):
+    def post(self, request):
+        raise ServiceError(status_code=409, code="insufficient_stock", message="Not enough stock.", fields={"sku": ["X"]})
+
+
+class WhoAmIApi(APIView):
+    permission_classes = [IsLabUser]
+
+    def get(self, request):
+        return Response({"id": request.user.id, "email": request.user.email, "staff": request.user.is_staff})
+
+
+class StaffApi(WhoAmIApi):
+    permission_classes = [IsStaff]
+
+
+class InternalApi(APIView):
+    permission_classes = [ServiceOnly.allow("order")]
+
+    def get(self, request):
+        return Response({"caller": request.user.name})
+
+
+urlpatterns = [
+    *chassis_urlpatterns(),
+    path("echo/", EchoApi.as_view()),
+    path("broken-db/", BrokenDatabaseApi.as_view()),
+    path("broken-plain/", broken_plain_view),
+    path("conflict/", ConflictApi.as_view()),
+    path("whoami/", WhoAmIApi.as_view()),
+    path("staff/", StaffApi.as_view()),
+    path("internal/", InternalApi.as_view()),
+]
+globals().update(handlers)
