@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.http import JsonResponse
+from django.views.decorators.http import require_safe
 
 
 def _timed(check) -> dict:
@@ -43,6 +44,7 @@ def check_cache() -> dict:
 CHECKS = {"database": check_database, "cache": check_cache}
 
 
+@require_safe
 def health(request):
     checks = {name: _timed(check) for name, check in CHECKS.items()}
     healthy = all(c["status"] == "ok" for c in checks.values())
