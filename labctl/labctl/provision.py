@@ -412,20 +412,29 @@ def setup(paths: Paths, echo: Echo = print, env: Mapping[str, str] | None = None
     echo(f"env files {_rel(paths.env, paths)}/<service>.env")
 
     result = SetupResult(plan, redis_ok, redis_reason)
+    failures: list[str] = []
     for service in config.SERVICES:
         if not paths.service_present(service):
             result.missing.append(service.directory)
             echo(f"{service.short:<9} skipped: {service.directory}/manage.py does not exist yet")
             continue
-        migrated = run_manage(paths, service, "migrate", "--noinput")
+        try:
+            migrated = run_manage(paths, service, "migrate", "--noinput")
+            run_manage(paths, service, "collectstatic", "--noinput", "--verbosity", "0")
+            seeded = run_manage(paths, service, "seed_lab").strip()
+        except ProvisionError as exc:
+            # Go on with the other services, so one broken service does not hide the rest.
+            echo(f"{service.short:<9} FAILED (details below)")
+            failures.append(str(exc))
+            continue
         applied = sum(1 for line in migrated.splitlines() if line.strip().startswith("Applying "))
-        run_manage(paths, service, "collectstatic", "--noinput", "--verbosity", "0")
-        seeded = run_manage(paths, service, "seed_lab").strip()
         result.seed_output[service.short] = seeded
         echo(f"{service.short:<9} migrated ({applied} new migration(s)), "
              "static files collected, seeded")
         if show_seed and seeded:
             echo(_indent(seeded))
+    if failures:
+        raise ProvisionError("\n\n".join(failures))
     return result
 
 

@@ -2,8 +2,9 @@
 
 Usage: python -m labctl.testreport RESULTS_DIR SUITE=STATUS [SUITE=STATUS ...]
 
-STATUS is ``passed``, ``failed``, ``no-tests`` or ``missing``. Each suite that
-ran left ``RESULTS_DIR/<suite>.xml``. Prints one line per suite and a total
+STATUS is ``passed``, ``failed``, ``no-tests`` or ``missing``. Each pytest suite
+that ran left ``RESULTS_DIR/<suite>.xml``; a step without one (``setup``) is
+listed with its status only. Prints one line per suite and a total
 line that adds up the test cases of every suite (a suite that failed without
 a failing test case, e.g. pytest could not start, counts as one failure, so the
 total never reads "0 failed" when something failed); exits 1 if any suite failed.
@@ -60,14 +61,15 @@ def main(argv: list[str]) -> int:
     print("\n== make test: summary ==")
     for item in argv[1:]:
         suite, _, status = item.partition("=")
-        counts = read_junit(results_dir / f"{suite}.xml")
+        report = results_dir / f"{suite}.xml"
+        counts = read_junit(report)
         total += counts
         if status in ("failed", "no-tests"):
             failed_suites.append(suite)
             if counts.failed == 0:
                 total.failed += 1
         detail = ""
-        if status != "missing":
+        if report.exists():
             detail = f"  ({counts.passed} passed, {counts.failed} failed, {counts.skipped} skipped)"
         print(f"  {suite:<20} {LABELS.get(status, status)}{detail}")
     if failed_suites:
