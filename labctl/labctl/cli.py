@@ -140,7 +140,7 @@ def cmd_status(paths: Paths, args) -> int:
     running = supervisor.is_running(paths)
     infos = supervisor.process_info(paths) if running else {}
     rows = []
-    all_ok = running
+    all_ok = True
     for s in _present(paths):
         info = infos.get(s.short)
         state = f"{info['statename']} ({info['description']})" if info else "not managed"
@@ -152,7 +152,12 @@ def cmd_status(paths: Paths, args) -> int:
     _echo()
     if not running:
         _echo("supervisord is not running: the lab is down (make up starts it).")
-    return 0 if all_ok else 1
+        return 0
+    if not all_ok:
+        _echo("Some service is not healthy: make logs shows why.")
+        return 1
+    _echo("Every service is running and healthy.")
+    return 0
 
 
 def cmd_down(paths: Paths, args) -> int:

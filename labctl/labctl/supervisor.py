@@ -131,7 +131,8 @@ def ensure_running(paths: Paths, services: list[Service], echo=print) -> None:
         ctl(paths, "reread", capture=True)
         ctl(paths, "update")
     else:
-        echo("supervisord already running; config unchanged")
+        echo("supervisord already running; config unchanged "
+             "(labctl restart all makes the services load changed code)")
     # Anything stopped or given up on (FATAL) is started again; running ones are left alone.
     for info in process_info(paths).values():
         if info["statename"] in ("STOPPED", "EXITED", "FATAL", "BACKOFF"):

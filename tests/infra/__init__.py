@@ -1,0 +1,1 @@
+"""Tests of the lab's own tooling: labctl and docker-compose.yml."""
