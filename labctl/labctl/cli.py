@@ -91,7 +91,7 @@ def cmd_up(paths: Paths, args) -> int:
     _echo()
     _echo(_service_table(paths, services, results))
     _echo()
-    _echo(f"database: {result.database.summary}")
+    _echo(f"database: {result.database.describe(paths)}")
     _echo("redis:    " + ("one database number per service" if result.redis_ok
                           else f"not reachable ({result.redis_reason}); local-memory cache"))
 

@@ -216,12 +216,20 @@ def mysql_drop(conn, *, schema: str, hosts=("%", "localhost")) -> None:
 
 @dataclass
 class DatabasePlan:
-    """Which database each service uses and how to say so."""
+    """Which database the services use, and why."""
 
     mode: str  # "mysql" or "sqlite"
-    summary: str
     mysql: MySQLTarget | None = None
     reason: str = ""  # why MySQL is not used, when it is not
+
+    def describe(self, paths: Paths) -> str:
+        """One line for a person: where the data lives."""
+        if self.mode == "mysql":
+            assert self.mysql is not None
+            schemas = ", ".join(s.schema for s in config.SERVICES)
+            return (f"MySQL at {self.mysql.address}, schemas {schemas}, "
+                    "one MySQL user per schema granted only its own")
+        return f"SQLite files under {_rel(paths.db, paths)}/ (MySQL not used: {self.reason})"
 
 
 def decide_database(env: Mapping[str, str]) -> tuple[DatabasePlan, object | None]:
@@ -234,7 +242,7 @@ def decide_database(env: Mapping[str, str]) -> tuple[DatabasePlan, object | None
     if wanted not in ("", "mysql", "sqlite"):
         raise ProvisionError(f"LAB_DB must be 'mysql' or 'sqlite', got {wanted!r}")
     if wanted == "sqlite":
-        return DatabasePlan("sqlite", "", reason="LAB_DB=sqlite"), None
+        return DatabasePlan("sqlite", reason="LAB_DB=sqlite"), None
 
     url = env.get("LAB_MYSQL_ADMIN_URL") or config.DEFAULT_MYSQL_ADMIN_URL
     target = MySQLTarget.from_url(url)
@@ -249,8 +257,8 @@ def decide_database(env: Mapping[str, str]) -> tuple[DatabasePlan, object | None
                 f"{reason}\n{why} requires MySQL. Start the server, or point "
                 "LAB_MYSQL_ADMIN_URL at it (mysql://user:password@host:port)."
             ) from exc
-        return DatabasePlan("sqlite", "", reason=reason), None
-    return DatabasePlan("mysql", "", mysql=target), conn
+        return DatabasePlan("sqlite", reason=reason), None
+    return DatabasePlan("mysql", mysql=target), conn
 
 
 def _redact(url: str) -> str:
@@ -395,15 +403,7 @@ def setup(paths: Paths, echo: Echo = print, env: Mapping[str, str] | None = None
         if conn is not None:
             conn.close()
 
-    schemas = ", ".join(s.schema for s in config.SERVICES)
-    if plan.mode == "mysql":
-        assert plan.mysql is not None
-        plan.summary = (f"MySQL at {plan.mysql.address}, schemas {schemas}, "
-                        "one MySQL user per schema granted only its own")
-    else:
-        plan.summary = (f"SQLite files under {_rel(paths.db, paths)}/ "
-                        f"(MySQL not used: {plan.reason})")
-    echo(f"database  {plan.summary}")
+    echo(f"database  {plan.describe(paths)}")
     if redis_ok:
         echo(f"redis     {_redact(redis_base)}, database 0-3 (one per service)")
     else:

@@ -21,7 +21,7 @@ from labctl.config import Paths, Service
 
 
 def sqlite_plan():
-    return provision.DatabasePlan("sqlite", "", reason="test")
+    return provision.DatabasePlan("sqlite", reason="test")
 
 
 # ------------------------------------------------------------------------- keys
@@ -259,7 +259,7 @@ def test_env_files_keep_mysql_password(mysql_admin, lab_paths, monkeypatch):
     suffix = secrets.token_hex(3)
     services = tuple(replace(s, schema=f"labt_{suffix}_{s.short}") for s in config.SERVICES)
     monkeypatch.setattr(config, "SERVICES", services)
-    plan = provision.DatabasePlan("mysql", "", mysql=target)
+    plan = provision.DatabasePlan("mysql", mysql=target)
     try:
         provision.write_env_files(lab_paths, plan, None, conn)
         first = provision.read_env_file(lab_paths.env_file(services[0]))["DATABASE_URL"]
