@@ -7,6 +7,10 @@ and retries with exponential backoff and jitter — only where a retry cannot do
 a thing twice: idempotent methods, requests carrying an ``Idempotency-Key``,
 and connection failures that happened before anything was sent.
 
+Around each logical call: a bulkhead (bounded concurrent calls per peer), a
+circuit breaker per peer shared by every worker process, and injected
+dependency faults — each switchable at run time (``chassis.lab.resilience``).
+
 Answers below 500 are returned to the caller (a 4xx is a business answer, not
 a failure); network errors, timeouts and 5xx that survive the retries raise
 :class:`PeerUnavailable`.
@@ -19,12 +23,15 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+import pybreaker
 import requests
 from django.conf import settings
+from django.core.cache import cache
 from requests.adapters import HTTPAdapter
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from . import auth
+from .lab import faults, resilience
 from .requestid import HEADER as REQUEST_ID_HEADER
 from .requestid import get_request_id, new_request_id
 
@@ -37,11 +44,12 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 class PeerUnavailable(Exception):
     """The peer could not give an answer: unreachable, timed out, or 5xx after retries."""
 
-    def __init__(self, peer: str, reason: str, *, status: int | None = None, attempts: int = 1):
+    def __init__(self, peer: str, reason: str, *, status: int | None = None, attempts: int = 1, rejected: bool = False):
         self.peer = peer
         self.reason = reason
         self.status = status
         self.attempts = attempts
+        self.rejected = rejected  # True when the breaker or bulkhead refused without calling
         super().__init__(f"{peer} unavailable after {attempts} attempt(s): {reason}")
 
 
@@ -53,6 +61,7 @@ class PeerResponse:
     data: object
     headers: dict = field(default_factory=dict)
     attempts: int = 1
+    stale: bool = False  # served from the fallback cache, the peer being unavailable
 
     @property
     def ok(self) -> bool:
@@ -106,10 +115,52 @@ class ServiceClient:
         params: dict | None = None,
         idempotency_key: str | None = None,
         bearer: str | None = None,
+        fallback_key: str | None = None,
     ) -> PeerResponse:
-        """Send one logical call, retried where safe; see the module docstring."""
-        conf = settings.CHASSIS
-        method = method.upper()
+        """Send one logical call through bulkhead, breaker and retries; see the module docstring.
+
+        ``fallback_key`` (GET only): remember successful answers under this key
+        and, when the peer is unavailable and the fallback switch is on, return
+        the remembered one marked ``stale``.
+        """
+        switches = resilience.switches()
+        try:
+            response = self._guarded(method.upper(), path, json, params, idempotency_key, bearer, switches)
+        except PeerUnavailable:
+            if fallback_key and switches["fallback"]["enabled"]:
+                cached = cache.get(f"lab:fallback:{self.peer}:{fallback_key}")
+                if cached is not None:
+                    return PeerResponse(status=200, data=cached, stale=True)
+            raise
+        if fallback_key and response.ok:
+            cache.set(f"lab:fallback:{self.peer}:{fallback_key}", response.data, timeout=24 * 3600)
+        return response
+
+    def _guarded(self, method, path, json, params, idempotency_key, bearer, switches) -> PeerResponse:
+        bulkhead = None
+        if switches["bulkhead"]["enabled"]:
+            bulkhead = resilience.bulkhead_for(self.peer, int(switches["bulkhead"]["max_concurrent"]))
+            if not bulkhead.acquire(blocking=False):
+                raise PeerUnavailable(self.peer, "bulkhead full: too many concurrent calls", rejected=True, attempts=0)
+        try:
+            if not switches["breaker"]["enabled"]:
+                return self._send(method, path, json, params, idempotency_key, bearer, switches)
+            breaker = resilience.breaker_for(self.peer)
+            try:
+                with breaker.calling():
+                    try:
+                        return self._send(method, path, json, params, idempotency_key, bearer, switches)
+                    except PeerUnavailable as exc:
+                        raise resilience.PeerDown(exc) from exc
+            except resilience.PeerDown as down:
+                raise down.error from None
+            except pybreaker.CircuitBreakerError as exc:
+                raise PeerUnavailable(self.peer, "circuit open: failing fast", rejected=True, attempts=0) from exc
+        finally:
+            if bulkhead is not None:
+                bulkhead.release()
+
+    def _send(self, method, path, json, params, idempotency_key, bearer, switches) -> PeerResponse:
         retry_safe = method in SAFE_METHODS or bool(idempotency_key)
         request_id = get_request_id()
         headers = {
@@ -120,21 +171,25 @@ class ServiceClient:
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
         url = f"{self.base_url}{path}"
-        timeout = (conf["CONNECT_TIMEOUT"], conf["READ_TIMEOUT"])
+        if switches["timeouts"]["enabled"]:
+            timeout = (switches["timeouts"]["connect"], switches["timeouts"]["read"])
+        else:
+            timeout = (resilience.OFF_READ_TIMEOUT, resilience.OFF_READ_TIMEOUT)
         attempts = 0
 
         def attempt() -> PeerResponse:
             nonlocal attempts
             attempts += 1
             try:
+                _apply_dependency_fault(self.peer, timeout[1])
                 response = _session().request(method, url, json=json, params=params, headers=headers, timeout=timeout)
             except requests.ConnectionError as exc:
                 # A refused or failed connection sent nothing (ConnectTimeout is one too);
                 # a read timeout or a dropped answer may have been acted on.
                 never_sent = isinstance(exc, requests.ConnectTimeout) or _connect_refused(exc)
-                raise _RetryableFailure(f"connection failed: {type(exc).__name__}") if (
-                    retry_safe or never_sent
-                ) else PeerUnavailable(self.peer, f"connection lost: {type(exc).__name__}", attempts=attempts)
+                if retry_safe or never_sent:
+                    raise _RetryableFailure(f"connection failed: {type(exc).__name__}") from exc
+                raise PeerUnavailable(self.peer, f"connection lost: {type(exc).__name__}", attempts=attempts) from exc
             except requests.Timeout as exc:
                 if retry_safe:
                     raise _RetryableFailure("read timed out") from exc
@@ -148,9 +203,10 @@ class ServiceClient:
                 status=response.status_code, data=_decode(response), headers=dict(response.headers), attempts=attempts
             )
 
+        retries = switches["retries"]
         retrying = Retrying(
-            stop=stop_after_attempt(max(1, conf["RETRY_ATTEMPTS"])),
-            wait=wait_exponential_jitter(multiplier=conf["RETRY_BACKOFF"], max=2.0, jitter=conf["RETRY_BACKOFF"]),
+            stop=stop_after_attempt(max(1, int(retries["attempts"])) if retries["enabled"] else 1),
+            wait=wait_exponential_jitter(multiplier=retries["backoff"], max=2.0, jitter=retries["backoff"]),
             retry=retry_if_exception(lambda exc: isinstance(exc, _RetryableFailure)),
             reraise=False,
         )
@@ -160,6 +216,20 @@ class ServiceClient:
             last = exc.last_attempt.exception()
             log.warning("%s %s%s failed after %d attempts: %s", method, self.peer, path, attempts, last)
             raise PeerUnavailable(self.peer, last.reason, status=last.status, attempts=attempts) from last
+
+
+def _apply_dependency_fault(peer: str, read_timeout: float) -> None:
+    """Make this attempt suffer the injected dependency fault on ``peer``, if one bites."""
+    fault = faults.dependency_fault(peer)
+    if fault is None:
+        return
+    if fault["mode"] == "delay":
+        faults.sleep(faults._delay_seconds(fault))
+    elif fault["mode"] == "fail":
+        raise requests.ConnectionError(f"NewConnectionError: injected fault {fault['id']}: connection refused")
+    else:  # hang: nothing comes back until the caller gives up
+        faults.sleep(read_timeout)
+        raise requests.ReadTimeout(f"injected fault {fault['id']}: no answer")
 
 
 def _connect_refused(exc: requests.ConnectionError) -> bool:

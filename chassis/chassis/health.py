@@ -14,6 +14,8 @@ from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.http import require_safe
 
+from .lab.faults import faults_active
+
 
 def _timed(check) -> dict:
     started = time.perf_counter()
@@ -48,5 +50,10 @@ CHECKS = {"database": check_database, "cache": check_cache}
 def health(request):
     checks = {name: _timed(check) for name, check in CHECKS.items()}
     healthy = all(c["status"] == "ok" for c in checks.values())
-    body = {"service": settings.SERVICE_NAME, "status": "ok" if healthy else "down", "checks": checks}
+    body = {
+        "service": settings.SERVICE_NAME,
+        "status": "ok" if healthy else "down",
+        "checks": checks,
+        "faults": faults_active(),
+    }
     return JsonResponse(body, status=200 if healthy else 503)

@@ -39,12 +39,20 @@ def peer_urls(env: environ.Env) -> dict[str, str]:
 
 
 def build(
-    *, service: str, base_dir: Path, apps: list[str], title: str, description: str = "", django_auth: bool = False
+    *,
+    service: str,
+    base_dir: Path,
+    apps: list[str],
+    title: str,
+    description: str = "",
+    django_auth: bool = False,
+    depends_on: tuple[str, ...] = (),
 ) -> dict:
     """Return the settings of one service as a dict of Django setting names.
 
     ``django_auth`` installs ``django.contrib.auth`` (user_service only: the
     other services know users from their JWT and keep no user table).
+    ``depends_on`` names the peers this service calls (their breakers are shown).
     """
     root = lab_root(base_dir)
     env = environ.Env()
@@ -107,6 +115,7 @@ def build(
         ],
         "MIDDLEWARE": [
             "chassis.requestid.RequestIdMiddleware",
+            "chassis.lab.faults.FaultInjectionMiddleware",
             "django.middleware.security.SecurityMiddleware",
             "whitenoise.middleware.WhiteNoiseMiddleware",
             "django.middleware.common.CommonMiddleware",
@@ -181,5 +190,10 @@ def build(
             "READ_TIMEOUT": env.float("CLIENT_READ_TIMEOUT", default=5.0),
             "RETRY_ATTEMPTS": env.int("CLIENT_RETRY_ATTEMPTS", default=3),
             "RETRY_BACKOFF": env.float("CLIENT_RETRY_BACKOFF", default=0.1),
+            "BREAKER_FAIL_MAX": env.int("BREAKER_FAIL_MAX", default=5),
+            "BREAKER_RESET_TIMEOUT": env.int("BREAKER_RESET_TIMEOUT", default=10),
+            "BULKHEAD_MAX_CONCURRENT": env.int("BULKHEAD_MAX_CONCURRENT", default=16),
+            "LAB_STATE_REFRESH": env.float("LAB_STATE_REFRESH", default=0.5),
+            "DEPENDS_ON": list(depends_on),
         },
     }

@@ -1,4 +1,4 @@
-"""Routes every service mounts: health, OpenAPI schema, Swagger UI.
+"""Routes every service mounts: health, OpenAPI schema, Swagger UI, the /_lab/ control API.
 
 A service's ``config/urls.py``::
 
@@ -12,6 +12,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from .health import health
+from .lab.views import FaultDetailApi, FaultsApi, ResilienceApi
 
 
 def chassis_urlpatterns() -> list:
@@ -19,6 +20,9 @@ def chassis_urlpatterns() -> list:
         path("health/", health, name="health"),
         path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
         path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+        path("_lab/faults/", FaultsApi.as_view(), name="lab-faults"),
+        path("_lab/faults/<str:fault_id>/", FaultDetailApi.as_view(), name="lab-fault"),
+        path("_lab/resilience/", ResilienceApi.as_view(), name="lab-resilience"),
     ]
 
 

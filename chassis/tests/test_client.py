@@ -1,61 +1,14 @@
 """The peer client against a real HTTP server on loopback, scripted answer by answer."""
 
-import json
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
 import pytest
 
-from chassis import client as client_module
 from chassis.client import PeerUnavailable, ServiceClient
 from chassis.requestid import bind_request_id
 
-
-class ScriptedPeer:
-    """Answers each request with the next scripted (status, body); records what it received."""
-
-    def __init__(self):
-        self.script: list[tuple[int, dict | None]] = []
-        self.received: list[dict] = []
-        peer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                peer.received.append({"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body})
-                status, payload = peer.script.pop(0) if peer.script else (200, {"ok": True})
-                data = json.dumps(payload).encode() if payload is not None else b""
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_DELETE = _answer
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def peer(settings):
-    settings.CHASSIS = {**settings.CHASSIS, "RETRY_BACKOFF": 0.01, "RETRY_ATTEMPTS": 3, "READ_TIMEOUT": 0.5}
-    server = ScriptedPeer()
-    yield server
-    server.close()
-    client_module._local.__dict__.clear()
 
 
 def test_get_is_retried_on_503_then_succeeds(peer):

@@ -1,0 +1,193 @@
+"""Run-time resilience switches, and the per-destination breaker and bulkhead.
+
+The switches (one dict, stored like the faults so every worker shares them)::
+
+    timeouts  {enabled, connect, read}         off → read timeout of 30 s
+    retries   {enabled, attempts, backoff}      off → one attempt
+    breaker   {enabled, fail_max, reset_timeout}
+    bulkhead  {enabled, max_concurrent}         per destination, per process
+    fallback  {enabled}                         serve a cached answer when a peer is down
+
+Breakers are pybreaker's, one per destination, named after it, with their
+state and failure counter in Redis so every worker process shares them
+(in-memory when the service runs without Redis). Only ``PeerUnavailable``
+counts as a failure: a 4xx is an answer, not a fault of the peer.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pybreaker
+from django.conf import settings
+from rest_framework import serializers
+
+from . import store
+
+OFF_READ_TIMEOUT = 30.0
+
+
+def defaults() -> dict:
+    conf = settings.CHASSIS
+    return {
+        "timeouts": {"enabled": True, "connect": conf["CONNECT_TIMEOUT"], "read": conf["READ_TIMEOUT"]},
+        "retries": {"enabled": True, "attempts": conf["RETRY_ATTEMPTS"], "backoff": conf["RETRY_BACKOFF"]},
+        "breaker": {"enabled": True, "fail_max": conf.get("BREAKER_FAIL_MAX", 5),
+                    "reset_timeout": conf.get("BREAKER_RESET_TIMEOUT", 10)},
+        "bulkhead": {"enabled": True, "max_concurrent": conf.get("BULKHEAD_MAX_CONCURRENT", 16)},
+        "fallback": {"enabled": True},
+    }
+
+
+class _Timeouts(serializers.Serializer):
+    enabled = serializers.BooleanField(required=False)
+    connect = serializers.FloatField(min_value=0.05, max_value=30, required=False)
+    read = serializers.FloatField(min_value=0.05, max_value=30, required=False)
+
+
+class _Retries(serializers.Serializer):
+    enabled = serializers.BooleanField(required=False)
+    attempts = serializers.IntegerField(min_value=1, max_value=10, required=False)
+    backoff = serializers.FloatField(min_value=0.0, max_value=5, required=False)
+
+
+class _Breaker(serializers.Serializer):
+    enabled = serializers.BooleanField(required=False)
+    fail_max = serializers.IntegerField(min_value=1, max_value=100, required=False)
+    reset_timeout = serializers.IntegerField(min_value=1, max_value=600, required=False)  # Redis keeps whole seconds
+
+
+class _Bulkhead(serializers.Serializer):
+    enabled = serializers.BooleanField(required=False)
+    max_concurrent = serializers.IntegerField(min_value=1, max_value=256, required=False)
+
+
+class _Fallback(serializers.Serializer):
+    enabled = serializers.BooleanField(required=False)
+
+
+class SwitchesSerializer(serializers.Serializer):
+    """A partial update of the switches: only the keys sent change."""
+
+    timeouts = _Timeouts(required=False)
+    retries = _Retries(required=False)
+    breaker = _Breaker(required=False)
+    bulkhead = _Bulkhead(required=False)
+    fallback = _Fallback(required=False)
+    reset_breakers = serializers.BooleanField(required=False, default=False)
+
+
+def switches() -> dict:
+    """The switches in force, defaults filled in for anything never set."""
+    stored = store.read("resilience", {}) or {}
+    merged = defaults()
+    for section, values in stored.items():
+        if section in merged:
+            merged[section] = {**merged[section], **values}
+    return merged
+
+
+def switches_update(*, changes: dict) -> dict:
+    stored = store.read("resilience", {}) or {}
+    stored = {k: dict(v) for k, v in stored.items()}
+    for section, values in changes.items():
+        if section in defaults():
+            stored.setdefault(section, {}).update(values)
+    store.write("resilience", stored)
+    if "breaker" in changes:
+        for breaker in _breakers.values():
+            _configure(breaker, switches()["breaker"])
+    return switches()
+
+
+def switches_reset() -> dict:
+    store.write("resilience", {})
+    return switches()
+
+
+# --- breakers -------------------------------------------------------------
+
+_breakers: dict[str, pybreaker.CircuitBreaker] = {}
+_breakers_lock = threading.Lock()
+
+
+class PeerDown(Exception):
+    """Raised inside the breaker when a call failed; carries the client's error."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+        super().__init__(str(error))
+
+
+def _storage(peer: str):
+    redis_url = _redis_url()
+    if redis_url:
+        import redis
+
+        client = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=1)
+        return pybreaker.CircuitRedisStorage(
+            pybreaker.STATE_CLOSED, client, namespace=f"lab:{settings.SERVICE_NAME}:breaker:{peer}"
+        )
+    return pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+
+
+def _redis_url() -> str:
+    cache = settings.CACHES["default"]
+    return cache["LOCATION"] if cache["BACKEND"].endswith("RedisCache") else ""
+
+
+def _configure(breaker: pybreaker.CircuitBreaker, conf: dict) -> None:
+    breaker.fail_max = int(conf["fail_max"])
+    breaker.reset_timeout = float(conf["reset_timeout"])
+
+
+def breaker_for(peer: str) -> pybreaker.CircuitBreaker:
+    """The breaker guarding calls from this service to ``peer``."""
+    with _breakers_lock:
+        breaker = _breakers.get(peer)
+        if breaker is None:
+            conf = switches()["breaker"]
+            breaker = pybreaker.CircuitBreaker(
+                fail_max=conf["fail_max"], reset_timeout=conf["reset_timeout"], state_storage=_storage(peer),
+                name=peer, throw_new_error_on_trip=False,
+            )
+            _breakers[peer] = breaker
+        else:
+            _configure(breaker, switches()["breaker"])
+        return breaker
+
+
+def breaker_states(peers) -> dict:
+    """Each breaker's state and failure counter, as every worker sees them."""
+    out = {}
+    for peer in peers:
+        breaker = breaker_for(peer)
+        storage = breaker._state_storage
+        opened_at = storage.opened_at
+        out[peer] = {
+            "state": breaker.current_state,
+            "fail_counter": breaker.fail_counter,
+            "fail_max": breaker.fail_max,
+            "reset_timeout": breaker.reset_timeout,
+            "opened_at": opened_at.isoformat() if opened_at else None,
+        }
+    return out
+
+
+def breakers_reset(peers) -> None:
+    for peer in peers:
+        breaker_for(peer).close()
+
+
+# --- bulkheads ------------------------------------------------------------
+
+_bulkheads: dict[tuple[str, int], threading.BoundedSemaphore] = {}
+
+
+def bulkhead_for(peer: str, size: int) -> threading.BoundedSemaphore:
+    """A semaphore of ``size`` places for calls to ``peer`` from this process."""
+    with _breakers_lock:
+        key = (peer, size)
+        if key not in _bulkheads:
+            _bulkheads[key] = threading.BoundedSemaphore(size)
+        return _bulkheads[key]
