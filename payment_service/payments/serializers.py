@@ -1,0 +1,182 @@
+"""Input serializers (bounded, validated) and output serializers of the payment API.
+
+Validation messages never quote the submitted card number or CVC.
+"""
+
+from __future__ import annotations
+
+import re
+
+from django.core.validators import RegexValidator
+from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
+from rest_framework import serializers
+
+from . import cards
+from .models import Charge, LedgerEntry, PaymentMethod, Refund
+
+MAX_AMOUNT_CENTS = 10**9
+MAX_CUSTOMER_ID = 2**63 - 1
+ORDER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_:.-]{1,64}$")
+ORDER_ID_MESSAGE = "Use 1 to 64 characters among letters, digits, '_', ':', '.' and '-'."
+
+
+# ---------------------------------------------------------------- inputs
+
+
+class PaymentMethodCreateInput(serializers.Serializer):
+    card_number = serializers.CharField(
+        max_length=30, help_text="12 to 19 digits; spaces and dashes are ignored. Never stored."
+    )
+    exp_month = serializers.IntegerField(min_value=1, max_value=12)
+    exp_year = serializers.IntegerField(min_value=2000, max_value=2100, help_text="Four digits, e.g. 2030.")
+    cvc = serializers.CharField(
+        min_length=3, max_length=4, help_text="3 digits (4 for American Express). Never stored."
+    )
+
+    @sensitive_variables("value")
+    def validate_card_number(self, value: str) -> str:
+        try:
+            return cards.normalise(value)
+        except cards.InvalidCardNumber as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+    @sensitive_variables("value")
+    def validate_cvc(self, value: str) -> str:
+        if not value.isascii() or not value.isdigit():
+            raise serializers.ValidationError("The CVC contains digits only.")
+        return value
+
+    @sensitive_variables("attrs")
+    def validate(self, attrs: dict) -> dict:
+        today = timezone.now().date()
+        if attrs["exp_year"] < today.year:
+            raise serializers.ValidationError({"exp_year": ["This card has expired."]})
+        if attrs["exp_year"] == today.year and attrs["exp_month"] < today.month:
+            raise serializers.ValidationError({"exp_month": ["This card has expired."]})
+        expected = cards.cvc_length(cards.brand_of(attrs["card_number"]))
+        if len(attrs["cvc"]) != expected:
+            raise serializers.ValidationError({"cvc": [f"The CVC of this card has {expected} digits."]})
+        return attrs
+
+
+class OrderIdField(serializers.CharField):
+    """An order id from order_service (an integer or a UUID), kept as a string."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 64)
+        kwargs.setdefault("validators", [RegexValidator(ORDER_ID_PATTERN, ORDER_ID_MESSAGE)])
+        super().__init__(**kwargs)
+
+
+class ChargeCreateInput(serializers.Serializer):
+    order_id = OrderIdField()
+    customer_id = serializers.IntegerField(min_value=1, max_value=MAX_CUSTOMER_ID)
+    payment_method = serializers.CharField(max_length=64)
+    amount_cents = serializers.IntegerField(min_value=1, max_value=MAX_AMOUNT_CENTS)
+    currency = serializers.RegexField(
+        r"^[A-Za-z]{3}$", max_length=3, error_messages={"invalid": "Use a 3-letter ISO 4217 code, e.g. EUR."}
+    )
+
+    def validate_currency(self, value: str) -> str:
+        return value.upper()
+
+
+class RefundCreateInput(serializers.Serializer):
+    amount_cents = serializers.IntegerField(
+        min_value=1, max_value=MAX_AMOUNT_CENTS, required=False, help_text="Omit to refund what remains."
+    )
+    reason = serializers.CharField(max_length=200)
+
+
+class OrderIdFilter(serializers.Serializer):
+    order_id = OrderIdField(required=False)
+
+
+class OrderIdRequiredFilter(serializers.Serializer):
+    order_id = OrderIdField()
+
+
+# ---------------------------------------------------------------- outputs
+
+
+class PaymentMethodOutput(serializers.ModelSerializer):
+    class Meta:
+        model = PaymentMethod
+        fields = ["token", "brand", "last4", "exp_month", "exp_year"]
+
+
+class RefundOutput(serializers.ModelSerializer):
+    charge = serializers.UUIDField(source="charge_id")
+    currency = serializers.CharField(source="charge.currency")
+
+    class Meta:
+        model = Refund
+        fields = ["id", "charge", "amount_cents", "currency", "reason", "created_at"]
+
+
+class ChargeRefundOutput(serializers.ModelSerializer):
+    class Meta:
+        model = Refund
+        fields = ["id", "amount_cents", "reason", "created_at"]
+
+
+class ChargeResultOutput(serializers.ModelSerializer):
+    """What a charge request answered; it never changes, so a replay returns the same body."""
+
+    payment_method = serializers.CharField(source="payment_method.token")
+    decline_code = serializers.CharField(allow_blank=True)
+
+    class Meta:
+        model = Charge
+        fields = [
+            "id",
+            "order_id",
+            "customer_id",
+            "payment_method",
+            "amount_cents",
+            "currency",
+            "status",
+            "decline_code",
+            "created_at",
+        ]
+
+
+class ChargeOutput(ChargeResultOutput):
+    """A charge as it is now: its card, what has been refunded, and each refund."""
+
+    card_brand = serializers.CharField(source="payment_method.brand")
+    card_last4 = serializers.CharField(source="payment_method.last4")
+    refunds = ChargeRefundOutput(many=True)
+
+    class Meta(ChargeResultOutput.Meta):
+        fields = [*ChargeResultOutput.Meta.fields, "card_brand", "card_last4", "refunded_cents", "refunds"]
+
+
+class LedgerEntryOutput(serializers.ModelSerializer):
+    charge = serializers.UUIDField(source="charge_id")
+    refund = serializers.UUIDField(source="refund_id", allow_null=True)
+    order_id = serializers.CharField(source="charge.order_id")
+
+    class Meta:
+        model = LedgerEntry
+        fields = ["id", "kind", "order_id", "charge", "refund", "customer_id", "amount_cents", "currency", "created_at"]
+
+
+class ErrorOutput(serializers.Serializer):
+    """The chassis error body (documentation only)."""
+
+    code = serializers.CharField()
+    message = serializers.CharField()
+    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
+    request_id = serializers.CharField()
+
+
+class DeclinedOutput(ErrorOutput):
+    """A 402: the card was declined; the recorded charge is in ``charge``."""
+
+    charge = ChargeResultOutput()
+
+
+class RefundExceedsOutput(ErrorOutput):
+    refundable_cents = serializers.IntegerField(required=False)
