@@ -30,7 +30,7 @@ from django.core.cache import cache
 from requests.adapters import HTTPAdapter
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from . import auth
+from . import auth, metrics, telemetry
 from .lab import faults, resilience
 from .requestid import HEADER as REQUEST_ID_HEADER
 from .requestid import get_request_id, new_request_id
@@ -126,12 +126,21 @@ class ServiceClient:
         switches = resilience.switches()
         try:
             response = self._guarded(method.upper(), path, json, params, idempotency_key, bearer, switches)
-        except PeerUnavailable:
+        except PeerUnavailable as exc:
+            if exc.rejected:
+                metrics.PEER_CALLS.labels(self.peer, "rejected").inc()
+                telemetry.event("lab.breaker_rejected" if "circuit" in exc.reason else "lab.bulkhead_rejected",
+                                peer=self.peer, reason=exc.reason)
+            else:
+                metrics.PEER_CALLS.labels(self.peer, "unavailable").inc()
             if fallback_key and switches["fallback"]["enabled"]:
                 cached = cache.get(f"lab:fallback:{self.peer}:{fallback_key}")
                 if cached is not None:
+                    metrics.PEER_CALLS.labels(self.peer, "stale").inc()
+                    telemetry.event("lab.fallback", peer=self.peer, key=fallback_key)
                     return PeerResponse(status=200, data=cached, stale=True)
             raise
+        metrics.PEER_CALLS.labels(self.peer, "ok" if response.status < 400 else "client_error").inc()
         if fallback_key and response.ok:
             cache.set(f"lab:fallback:{self.peer}:{fallback_key}", response.data, timeout=24 * 3600)
         return response
@@ -180,6 +189,9 @@ class ServiceClient:
         def attempt() -> PeerResponse:
             nonlocal attempts
             attempts += 1
+            if attempts > 1:
+                metrics.RETRIES.labels(self.peer).inc()
+                telemetry.event("lab.retry", peer=self.peer, attempt=attempts, path=path)
             try:
                 _apply_dependency_fault(self.peer, timeout[1])
                 response = _session().request(method, url, json=json, params=params, headers=headers, timeout=timeout)
@@ -223,6 +235,7 @@ def _apply_dependency_fault(peer: str, read_timeout: float) -> None:
     fault = faults.dependency_fault(peer)
     if fault is None:
         return
+    faults.record_hit(fault)
     if fault["mode"] == "delay":
         faults.sleep(faults._delay_seconds(fault))
     elif fault["mode"] == "fail":

@@ -11,6 +11,8 @@ import logging
 import re
 import uuid
 
+from opentelemetry import trace
+
 HEADER = "X-Request-ID"
 _VALID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _current: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -50,6 +52,7 @@ class RequestIdMiddleware:
     def __call__(self, request):
         bind_request_id(request.headers.get(HEADER))
         request.request_id = get_request_id()
+        trace.get_current_span().set_attribute("lab.request_id", request.request_id)
         response = self.get_response(request)
         response[HEADER] = request.request_id
         return response

@@ -114,6 +114,7 @@ def build(
             *apps,
         ],
         "MIDDLEWARE": [
+            "chassis.metrics.MetricsMiddleware",
             "chassis.requestid.RequestIdMiddleware",
             "chassis.lab.faults.FaultInjectionMiddleware",
             "django.middleware.security.SecurityMiddleware",

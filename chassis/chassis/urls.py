@@ -1,4 +1,4 @@
-"""Routes every service mounts: health, OpenAPI schema, Swagger UI, the /_lab/ control API.
+"""Routes every service mounts: health, metrics, OpenAPI schema, Swagger UI, the /_lab/ control API.
 
 A service's ``config/urls.py``::
 
@@ -12,12 +12,14 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from .health import health
+from .metrics import metrics_view
 from .lab.views import FaultDetailApi, FaultsApi, ResilienceApi
 
 
 def chassis_urlpatterns() -> list:
     return [
         path("health/", health, name="health"),
+        path("metrics", metrics_view, name="metrics"),
         path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
         path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
         path("_lab/faults/", FaultsApi.as_view(), name="lab-faults"),

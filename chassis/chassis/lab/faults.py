@@ -15,7 +15,8 @@ dependency calls from this service to ``target`` wait (``mode=delay``),
 
 Every kind has a ``probability`` (0..1), an optional scope (``path_prefix``,
 ``method``) and an optional ``ttl_seconds`` after which it clears itself.
-``/_lab/`` itself is never faulted, so a fault can always be cleared.
+``/_lab/`` and ``/metrics`` are never faulted, so a fault can always be
+cleared and its effect watched.
 Process faults (stop/kill a process) are applied by the process manager,
 through ``labctl``, not here.
 """
@@ -30,10 +31,11 @@ from django.db import OperationalError, connections
 from django.http import JsonResponse
 from rest_framework import serializers
 
+from .. import metrics, telemetry
 from . import store
 
 KINDS = ("latency", "error", "outage", "database", "dependency")
-EXEMPT_PREFIX = "/_lab/"
+EXEMPT_PREFIXES = ("/_lab/", "/metrics")
 rng = random.Random()  # seedable in tests
 clock = time.time  # injectable in tests
 sleep = time.sleep
@@ -133,9 +135,16 @@ def dependency_fault(peer: str) -> dict | None:
     return None
 
 
+def record_hit(fault: dict) -> None:
+    """Count and trace a fault that bit."""
+    metrics.FAULTS_INJECTED.labels(fault["kind"]).inc()
+    telemetry.event("lab.fault", fault_id=fault["id"], kind=fault["kind"], mode=fault.get("mode") or None)
+
+
 def _fault_response(status: int, code: str, message: str, fault: dict) -> JsonResponse:
     from ..errors import error_body
 
+    record_hit(fault)
     response = JsonResponse(error_body(code, message, fault_id=fault["id"]), status=status)
     response["X-Lab-Fault"] = fault["id"]
     return response
@@ -149,7 +158,7 @@ class FaultInjectionMiddleware:
 
     def __call__(self, request):
         path = request.path
-        if path.startswith(EXEMPT_PREFIX):
+        if path.startswith(EXEMPT_PREFIXES):
             return self.get_response(request)
         active = faults_active()
         if not active:
@@ -161,6 +170,7 @@ class FaultInjectionMiddleware:
                 return _fault_response(503, "service_outage", "Injected fault: this service is down.", fault)
             if kind in ("latency", "error", "database") and _applies(fault, path, request.method):
                 if kind == "latency":
+                    record_hit(fault)
                     sleep(_delay_seconds(fault))
                 elif kind == "error":
                     return _fault_response(fault["status"], "injected_error", f"Injected fault: HTTP {fault['status']}.", fault)
@@ -168,6 +178,7 @@ class FaultInjectionMiddleware:
                     database_fault = fault
         if database_fault is None:
             return self.get_response(request)
+        record_hit(database_fault)
         with _database_fault(database_fault):
             return self.get_response(request)
 
