@@ -63,10 +63,13 @@ def cmd_setup(paths: Paths, args) -> int:
 def cmd_keys(paths: Paths, args) -> int:
     keys_dir = Path(args.dir) if args.dir else paths.keys
     created = provision.ensure_keys(keys_dir, [s.short for s in config.SERVICES])
-    if args.owner:
-        uid, _, gid = args.owner.partition(":")
-        for key in keys_dir.glob("*.pem"):
-            os.chown(key, int(uid), int(gid or uid))
+    # In containers each service runs as its own user, which must own its private key.
+    for owner in args.owner:
+        name, _, ids = owner.partition("=")
+        if name not in config.SERVICE_BY_NAME or not ids:
+            raise provision.ProvisionError(f"--owner wants SERVICE=UID[:GID], got {owner!r}")
+        uid, _, gid = ids.partition(":")
+        os.chown(keys_dir / f"{name}.private.pem", int(uid), int(gid or uid))
     _echo(f"keys in {keys_dir}: " + (f"created for {', '.join(created)}" if created else "present"))
     return 0
 
@@ -110,8 +113,15 @@ def cmd_up(paths: Paths, args) -> int:
     credentials = result.seed_output.get("user", "")
     if credentials:
         _echo()
-        _echo("Lab credentials (from user_service seed_lab):")
+        _echo("Lab credentials (manage.py seed_lab in user_service):")
         _echo(_indent(credentials))
+    others = [(s, result.seed_output.get(s.short, "")) for s in services if s.short != "user"]
+    if any(text for _, text in others):
+        _echo()
+        _echo("Seed data of the other services:")
+        for service, text in others:
+            if text:
+                _echo(_indent(text))
     if result.missing:
         _echo()
         _echo(f"Not started (directory missing): {', '.join(result.missing)}")
@@ -225,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = sub.add_parser("keys", help="only generate the Ed25519 key pairs of the services")
     keys.add_argument("--dir", help="where to write them (default: var/keys)")
-    keys.add_argument("--owner", help="UID[:GID] to give the key files (containers)")
+    keys.add_argument("--owner", action="append", default=[], metavar="SERVICE=UID[:GID]",
+                      help="give SERVICE's private key to this user (repeatable; containers)")
     return parser
 
 

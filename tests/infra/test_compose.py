@@ -147,3 +147,28 @@ def test_init_sql_really_walls_users_in(mysql_admin, init_sql):
     finally:
         for schema in schemas:
             provision.mysql_drop(conn, schema=schema, hosts=("%",))
+
+
+def test_each_app_migrates_seeds_then_serves_on_its_port(compose):
+    """Ensure a container brings its schema up to date before gunicorn takes requests."""
+    for service in config.SERVICES:
+        command = compose["services"][compose_name(service)]["command"]
+        script = command[-1]
+        assert command[:2] == ["sh", "-c"]
+        assert script.index("migrate --noinput") < script.index("seed_lab") < script.index("gunicorn")
+        assert f"--bind 0.0.0.0:{service.port}" in script
+        assert "config.wsgi:application" in script
+
+
+def test_key_owners_match_the_users_in_the_dockerfiles(compose):
+    """Ensure each private key goes to the uid its service's Dockerfile runs as."""
+    command = compose["services"]["keys"]["command"]
+    owners = dict(arg.split("=", 1) for arg in command if "=" in arg)
+    assert set(owners) == {s.short for s in config.SERVICES}
+    for service in config.SERVICES:
+        dockerfile = ROOT / service.directory / "Dockerfile"
+        if not dockerfile.exists():
+            continue  # the service's Dockerfile is not written yet
+        uid = re.search(r"useradd\b[^\n]*--uid (\d+)", dockerfile.read_text())
+        assert uid, f"{dockerfile} creates no user with a fixed --uid"
+        assert owners[service.short].split(":")[0] == uid.group(1), service.short
