@@ -120,6 +120,7 @@ def build(
             "django.middleware.security.SecurityMiddleware",
             "whitenoise.middleware.WhiteNoiseMiddleware",
             "django.middleware.common.CommonMiddleware",
+            "django.middleware.clickjacking.XFrameOptionsMiddleware",
             "chassis.errors.DatabaseUnavailableMiddleware",
         ],
         "ROOT_URLCONF": "config.urls",
@@ -153,6 +154,11 @@ def build(
             "PAGE_SIZE": 20,
             "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
             "EXCEPTION_HANDLER": "chassis.errors.exception_handler",
+            "DEFAULT_PARSER_CLASSES": [
+                "chassis.parsers.SafeJSONParser",
+                "rest_framework.parsers.FormParser",
+                "rest_framework.parsers.MultiPartParser",
+            ],
             "DEFAULT_RENDERER_CLASSES": [
                 "rest_framework.renderers.JSONRenderer",
                 "rest_framework.renderers.BrowsableAPIRenderer",
@@ -166,10 +172,6 @@ def build(
             "VERSION": "1.0.0",
             "SERVE_INCLUDE_SCHEMA": False,
             "COMPONENT_SPLIT_REQUEST": True,
-            "APPEND_COMPONENTS": {
-                "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
-            },
-            "SECURITY": [{"bearerAuth": []}],
         },
         "LOGGING": {
             "version": 1,

@@ -60,3 +60,18 @@ def test_method_not_allowed_is_405(api):
     response = api.delete("/echo/")
     assert response.status_code == 405
     assert response.json()["code"] == "method_not_allowed"
+
+
+def test_deeply_nested_json_is_a_400(api):
+    """Ensure JSON nested deep enough to exhaust the parser's stack is a 400, not a 500."""
+    response = api.post("/echo/", data="[" * 100000, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["code"] == "parse_error"
+
+
+def test_schema_generates_without_warnings(tmp_path):
+    """Ensure the routes every service inherits from the chassis make a valid schema without warnings."""
+    from django.core.management import call_command
+
+    call_command("spectacular", "--validate", "--fail-on-warn", "--urlconf", "tests.chassis_only_urls",
+                 "--file", str(tmp_path / "schema.yml"))

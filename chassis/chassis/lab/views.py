@@ -52,7 +52,7 @@ class FaultsApi(APIView):
         fault = faults.fault_add(data=data.validated_data)
         return Response({**_faults_body(), "added": fault}, status=status.HTTP_201_CREATED)
 
-    @extend_schema(summary="Clear every fault", responses={200: dict})
+    @extend_schema(summary="Clear every fault", operation_id="lab_faults_clear_all", responses={200: dict})
     def delete(self, request):
         cleared = faults.fault_clear()
         return Response({**_faults_body(), "cleared": cleared})
@@ -61,7 +61,7 @@ class FaultsApi(APIView):
 class FaultDetailApi(APIView):
     permission_classes = [IsLabAdmin]
 
-    @extend_schema(summary="Clear one fault", responses={200: dict})
+    @extend_schema(summary="Clear one fault", operation_id="lab_fault_clear", responses={200: dict})
     def delete(self, request, fault_id: str):
         if not faults.fault_clear(fault_id=fault_id):
             raise ServiceError(status_code=404, code="not_found", message=f"No active fault {fault_id}.")
