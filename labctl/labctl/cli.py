@@ -155,7 +155,7 @@ def cmd_status(paths: Paths, args) -> int:
         info = infos.get(s.short)
         state = f"{info['statename']} ({info['description']})" if info else "not managed"
         h = health.check(s)
-        all_ok = all_ok and h.ok
+        all_ok = all_ok and h.ok and bool(info) and info["statename"] == "RUNNING"
         rows.append([s.directory, s.url + "/", database_label(paths, s), state,
                      "healthy" if h.ok else h.label()])
     _echo(_table(["service", "URL", "database", "process", "health"], rows))
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = Paths(config.find_root())
     try:
         return COMMANDS[args.command](paths, args)
-    except provision.ProvisionError as exc:
+    except (provision.ProvisionError, supervisor.PortInUse) as exc:
         print(f"\nlabctl {args.command}: FAILED\n{exc}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:

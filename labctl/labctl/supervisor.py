@@ -10,6 +10,7 @@ supervisord's XML-RPC interface on its unix socket.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 import xmlrpc.client
@@ -110,8 +111,41 @@ def ctl(paths: Paths, *args: str, check: bool = True, capture: bool = False):
                           stderr=subprocess.STDOUT if capture else None)
 
 
+class PortInUse(RuntimeError):
+    """A service's port is held by a process this lab did not start."""
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when nothing listens on ``host:port`` (we could bind it)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def check_ports(paths: Paths, services: list[Service]) -> None:
+    """Refuse to start when another program holds a service's port.
+
+    Otherwise gunicorn would retry and fail in the background while the
+    health check happily talks to the stranger on that port.
+    """
+    ours = {name for name, info in process_info(paths).items()
+            if info["statename"] in ("RUNNING", "STARTING")}
+    taken = [s for s in services if s.short not in ours and not port_free(s.port)]
+    if taken:
+        lines = [f"  port {s.port} ({s.directory})" for s in taken]
+        raise PortInUse(
+            "another program already listens on:\n" + "\n".join(lines) + "\n"
+            "Stop it first (see who it is: ss -ltnp 'sport = :PORT'), then run make up again."
+        )
+
+
 def ensure_running(paths: Paths, services: list[Service], echo=print) -> None:
     """Start supervisord with the current config, or bring a running one up to date."""
+    check_ports(paths, services)
     changed = write_config(paths, services)
     if not is_running(paths):
         echo("starting supervisord ...")

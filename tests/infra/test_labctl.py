@@ -311,6 +311,19 @@ def test_long_roots_get_a_short_socket_path(tmp_path):
     assert len(str(Paths(deep).supervisor_socket)) < 108
 
 
+def test_a_port_held_by_a_stranger_stops_the_start(lab_paths):
+    """Ensure up refuses to start when another program listens on a service port."""
+    with socket.socket() as stranger:
+        stranger.bind(("127.0.0.1", 0))
+        stranger.listen()
+        port = stranger.getsockname()[1]
+        service = Service("fake", "fake_service", port, "lab_fake", 0, "/")
+
+        with pytest.raises(supervisor.PortInUse, match=f"port {port} \\(fake_service\\)"):
+            supervisor.ensure_running(lab_paths, [service], echo=lambda _: None)
+    assert not supervisor.is_running(lab_paths)
+
+
 FAKE_WSGI = textwrap.dedent('''
     """A stand-in service: /health/ answers 200 as long as HEALTHY exists."""
     import os
