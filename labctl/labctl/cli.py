@@ -120,8 +120,8 @@ def cmd_up(paths: Paths, args) -> int:
         _echo()
         _echo("Seed data of the other services:")
         for service, text in others:
-            if text:
-                _echo(_indent(text))
+            for i, line in enumerate(text.splitlines()):
+                _echo(f"  {service.directory if i == 0 else '':<18} {line}")
     if result.missing:
         _echo()
         _echo(f"Not started (directory missing): {', '.join(result.missing)}")
