@@ -11,30 +11,17 @@ from chassis.settings import build
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-_shared = build(
-    service="payment",
-    base_dir=BASE_DIR,
-    apps=["payments"],
-    title="Payment service",
-    description=(
-        "Tokenised cards, charges, refunds and an append-only ledger. "
-        "Card numbers are checked (Luhn) and never stored: only a token, the brand and the last four digits. "
-        "Test cards: 4242424242424242 approves, 4000000000000002 is declined, "
-        "4000000000009995 fails for insufficient funds; any other Luhn-valid number approves."
-    ),
+globals().update(
+    build(
+        service="payment",
+        base_dir=BASE_DIR,
+        apps=["payments"],
+        title="Payment service",
+        description=(
+            "Tokenised cards, charges, refunds and an append-only ledger. "
+            "Card numbers are checked (Luhn) and never stored: only a token, the brand and the last four digits. "
+            "Test cards: 4242424242424242 approves, 4000000000000002 is declined, "
+            "4000000000009995 fails for insufficient funds; any other Luhn-valid number approves."
+        ),
+    )
 )
-globals().update(_shared)
-
-# The browsable API pages must not be framed by another site (clickjacking);
-# the chassis middleware list leaves this out.
-MIDDLEWARE = [*_shared["MIDDLEWARE"], "django.middleware.clickjacking.XFrameOptionsMiddleware"]
-
-# DRF's JSON parser lets a deeply nested body escape as a 500; this one answers 400.
-REST_FRAMEWORK = {
-    **_shared["REST_FRAMEWORK"],
-    "DEFAULT_PARSER_CLASSES": [
-        "payments.parsers.SafeJSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
-}

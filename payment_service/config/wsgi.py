@@ -1,9 +1,5 @@
-"""WSGI entry point of the payment service: ``gunicorn config.wsgi:application``."""
+"""WSGI entry point of the payment service: ``gunicorn config.wsgi:application`` (tracing installed first)."""
 
-import os
+from chassis.wsgi import build_application
 
-from django.core.wsgi import get_wsgi_application
-
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-
-application = get_wsgi_application()
+application = build_application()
