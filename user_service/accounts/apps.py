@@ -1,0 +1,9 @@
+"""The accounts app: users, their refresh tokens and their addresses."""
+
+from django.apps import AppConfig
+
+
+class AccountsConfig(AppConfig):
+    name = "accounts"
+    verbose_name = "Accounts"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,175 @@
+"""Input serializers (bounded, validating shapes only) and output serializers."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from rest_framework import serializers
+
+from .countries import COUNTRY_CODES
+from .models import Address, User
+
+EMAIL_MAX = 254
+PASSWORD_MAX = 128
+NAME_MAX = 150
+TOKEN_MAX = 2048
+
+
+class _StringOnly:
+    """Refuse numbers and booleans where a string is expected (DRF would turn 12 into "12")."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("not_a_string")
+        return super().to_internal_value(data)
+
+
+class StrictCharField(_StringOnly, serializers.CharField):
+    default_error_messages = {"not_a_string": "Must be a string."}
+
+
+class StrictEmailField(_StringOnly, serializers.EmailField):
+    default_error_messages = {"not_a_string": "Must be a string."}
+
+
+# Bidirectional overrides and isolates let a name display as something else (in the staff list, say).
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def no_control_characters(value: str) -> None:
+    for char in value:
+        if char in _BIDI_CONTROLS or unicodedata.category(char) == "Cc":
+            raise serializers.ValidationError(f"Must not contain control characters (found U+{ord(char):04X}).")
+
+
+class TextField(StrictCharField):
+    """One line of human-readable text: a string, bounded, without control characters."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.validators.append(no_control_characters)
+
+
+def _password_field(**kwargs) -> serializers.CharField:
+    # Spaces are part of a password; the upper bound keeps hashing cheap to refuse.
+    return StrictCharField(
+        max_length=PASSWORD_MAX, trim_whitespace=False, write_only=True, style={"input_type": "password"}, **kwargs
+    )
+
+
+class ErrorOutput(serializers.Serializer):
+    """The chassis error body (documentation only)."""
+
+    code = serializers.CharField()
+    message = serializers.CharField()
+    fields = serializers.JSONField(required=False, help_text="Per-field messages, for validation errors.")
+    request_id = serializers.CharField()
+
+
+# --- auth ---------------------------------------------------------------------
+
+
+class RegisterInput(serializers.Serializer):
+    email = StrictEmailField(max_length=EMAIL_MAX)
+    password = _password_field(
+        help_text="At least 8 characters, not too common, not all digits, not like your email or name."
+    )
+    name = TextField(max_length=NAME_MAX)
+
+
+class LoginInput(serializers.Serializer):
+    email = StrictEmailField(max_length=EMAIL_MAX)
+    password = _password_field()
+
+
+class RefreshInput(serializers.Serializer):
+    refresh = StrictCharField(max_length=TOKEN_MAX, help_text="The refresh token from login or a previous refresh.")
+
+
+class TokenPairOutput(serializers.Serializer):
+    access = serializers.CharField(help_text="Send as `Authorization: Bearer <access>`.")
+    refresh = serializers.CharField(help_text="Single use: trade it at /api/auth/refresh/ for a new pair.")
+    token_type = serializers.CharField(help_text='Always "Bearer".')
+    expires_in = serializers.IntegerField(help_text="Lifetime of the access token, in seconds.")
+
+
+class UserCreatedOutput(serializers.ModelSerializer):
+    class Meta:
+        model = User
+        fields = ["id", "email", "name"]
+        read_only_fields = fields
+
+
+# --- the logged-in user ---------------------------------------------------------
+
+
+class MeOutput(serializers.ModelSerializer):
+    class Meta:
+        model = User
+        fields = ["id", "email", "name", "is_staff", "date_joined"]
+        read_only_fields = fields
+
+
+class MeUpdateInput(serializers.Serializer):
+    name = TextField(max_length=NAME_MAX)
+
+
+class PasswordChangeInput(serializers.Serializer):
+    old_password = _password_field()
+    new_password = _password_field()
+
+
+class CountryField(StrictCharField):
+    """An ISO 3166-1 alpha-2 code, accepted in any case and stored in upper case."""
+
+    def __init__(self, **kwargs):
+        super().__init__(min_length=2, max_length=2, **kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data).upper()
+        if value not in COUNTRY_CODES:
+            raise serializers.ValidationError(
+                f'"{value}" is not an ISO 3166-1 alpha-2 country code (such as FR, DE, US).'
+            )
+        return value
+
+
+class AddressInput(serializers.Serializer):
+    label = TextField(max_length=50, help_text='A name for this address, such as "Home".')
+    line1 = TextField(max_length=200)
+    line2 = TextField(max_length=200, required=False, allow_blank=True, default="")
+    city = TextField(max_length=100)
+    postal_code = TextField(max_length=20)
+    country = CountryField(help_text="ISO 3166-1 alpha-2 code, such as FR.")
+
+
+class AddressUpdateInput(AddressInput):
+    """PATCH: any subset of the address fields, at least one."""
+
+    def validate(self, attrs):
+        if not attrs:
+            raise serializers.ValidationError(f"Send at least one of: {', '.join(self.fields)}.")
+        return attrs
+
+
+class AddressOutput(serializers.ModelSerializer):
+    class Meta:
+        model = Address
+        fields = ["id", "label", "line1", "line2", "city", "postal_code", "country", "created_at"]
+        read_only_fields = fields
+
+
+# --- staff ------------------------------------------------------------------------
+
+
+class UserSearchInput(serializers.Serializer):
+    search = StrictCharField(max_length=100, required=False, allow_blank=True, default="")
+
+
+class UserListOutput(serializers.ModelSerializer):
+    address_count = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = User
+        fields = ["id", "email", "name", "is_staff", "is_active", "date_joined", "last_login", "address_count"]
+        read_only_fields = fields
