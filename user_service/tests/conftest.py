@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import pytest
 from django.conf import settings as django_settings
 from django.core.cache import cache
+from django.test import override_settings
 from rest_framework.test import APIClient
 
 from accounts.models import User
@@ -22,9 +24,22 @@ def _fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache_namespace():
+    """Keep the tests' cache keys apart from a running user service sharing the same Redis database.
+
+    Without this, `make test` during a lab session would read the live service's faults
+    and wipe its throttle counts.
+    """
+    caches = copy.deepcopy(django_settings.CACHES)
+    caches["default"]["KEY_PREFIX"] = f"test:{caches['default'].get('KEY_PREFIX', '')}"
+    with override_settings(CACHES=caches):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _fresh_throttle_counts():
-    """Forget login counts between tests (only this service's keys: the Redis db may be shared)."""
+    """Forget login counts between tests (only the tests' own keys: the Redis database may be shared)."""
     _forget_cache_keys()
     yield
     _forget_cache_keys()
