@@ -63,7 +63,11 @@ python-check:
 
 $(VPY): | python-check
 	@echo "creating $(VENV) with $$($(PYTHON) -V)"
-	$(PYTHON) -m venv $(VENV)
+	if ! $(PYTHON) -m venv $(VENV); then
+		echo "error: could not create $(VENV); on Debian/Ubuntu: sudo apt-get install python3-venv" >&2
+		rm -rf $(VENV)
+		exit 1
+	fi
 	$(VPY) -m pip install --quiet --upgrade pip
 
 # $(1): extra pip arguments, $(2): stamps to create on success
