@@ -1,0 +1,179 @@
+"""The internal API: reservations for order_service's checkout saga, reconciliation for the audit.
+
+Callers authenticate with a service token: ``order`` for reservations,
+``dashboard`` for reconciliation.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import APIView
+
+from chassis.auth import ServiceOnly
+from chassis.idempotency import idempotency_key_from
+
+from . import selectors, services
+from .serializers import (
+    ReservationCreateInputSerializer,
+    ReservationOutputSerializer,
+    ReservationReconciliationOutputSerializer,
+    ReservationReconciliationQuerySerializer,
+    StockReconciliationOutputSerializer,
+)
+from .views import InputFormMixin, errors, paginated
+
+OrderServiceOnly = ServiceOnly.allow("order")
+
+
+def _with_header_key(request: Request):
+    """The body, with ``idempotency_key`` taken from the ``Idempotency-Key`` header when the body has none."""
+    data = request.data
+    header_key = idempotency_key_from(request, required=False)
+    if header_key is None or not isinstance(data, Mapping):
+        return data
+    body_key = data.get("idempotency_key")
+    if body_key in (None, ""):
+        return {**data, "idempotency_key": header_key}
+    if body_key != header_key:
+        raise ValidationError({"idempotency_key": ["Differs from the Idempotency-Key header; send one key."]})
+    return data
+
+
+class ReservationCreateApi(InputFormMixin, APIView):
+    """Reserve stock for an order, all lines or none.
+
+    201 with the new reservation (HELD until `expires_at`); 200 with the same
+    reservation when the same `idempotency_key` comes back with the same order
+    and lines; 409 `idempotency_conflict` when it comes with different ones;
+    409 `insufficient_stock` (nothing reserved); 400 `unknown_sku`.
+    """
+
+    permission_classes = [OrderServiceOnly]
+    input_serializers = {"POST": ReservationCreateInputSerializer}
+
+    @extend_schema(
+        operation_id="reservations_create",
+        tags=["internal"],
+        request=ReservationCreateInputSerializer,
+        responses={
+            201: ReservationOutputSerializer,
+            200: OpenApiResponse(ReservationOutputSerializer, description="Replay of an earlier request."),
+            **errors(400, 401, 403, 409, 503),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = ReservationCreateInputSerializer(data=_with_header_key(request))
+        serializer.is_valid(raise_exception=True)
+        reservation, created = services.reservation_create(**serializer.validated_data)
+        return Response(
+            ReservationOutputSerializer(reservation).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
+
+
+class ReservationDetailApi(APIView):
+    """One reservation with its lines and total."""
+
+    permission_classes = [OrderServiceOnly]
+
+    @extend_schema(
+        operation_id="reservations_retrieve",
+        tags=["internal"],
+        responses={200: ReservationOutputSerializer, **errors(401, 403, 404)},
+    )
+    def get(self, request: Request, reservation_id: uuid.UUID) -> Response:
+        return Response(ReservationOutputSerializer(selectors.reservation_get(reservation_id=reservation_id)).data)
+
+
+class ReservationCommitApi(APIView):
+    """HELD → COMMITTED: the reserved units are sold. Committing again answers the same.
+
+    409 `reservation_not_held` when it was released, returned or expired. A HELD
+    reservation past `expires_at` is still committed if the sweeper has not
+    expired it yet.
+    """
+
+    permission_classes = [OrderServiceOnly]
+
+    @extend_schema(
+        operation_id="reservations_commit",
+        tags=["internal"],
+        request=None,
+        responses={200: ReservationOutputSerializer, **errors(401, 403, 404, 409, 503)},
+    )
+    def post(self, request: Request, reservation_id: uuid.UUID) -> Response:
+        reservation = services.reservation_commit(reservation_id=reservation_id)
+        return Response(ReservationOutputSerializer(reservation).data)
+
+
+class ReservationReleaseApi(APIView):
+    """Give the units back: HELD → RELEASED, COMMITTED → RETURNED. Releasing again answers the same.
+
+    A reservation already RELEASED, RETURNED or EXPIRED is answered unchanged.
+    """
+
+    permission_classes = [OrderServiceOnly]
+
+    @extend_schema(
+        operation_id="reservations_release",
+        tags=["internal"],
+        request=None,
+        responses={200: ReservationOutputSerializer, **errors(401, 403, 404, 503)},
+    )
+    def post(self, request: Request, reservation_id: uuid.UUID) -> Response:
+        reservation = services.reservation_release(reservation_id=reservation_id)
+        return Response(ReservationOutputSerializer(reservation).data)
+
+
+# --- reconciliation (the audit) -------------------------------------------------------------
+
+
+class ReconciliationPagination(api_settings.DEFAULT_PAGINATION_CLASS):
+    """Audit pages are larger: the audit walks everything."""
+
+    page_size = 100
+    max_page_size = 1000
+
+
+DashboardOnly = ServiceOnly.allow("dashboard")
+
+
+class StockReconciliationApi(APIView):
+    """Every product's stock counters, by sku, for the audit (`initial + restocked = available + reserved + sold`)."""
+
+    permission_classes = [DashboardOnly]
+    pagination_class = ReconciliationPagination
+
+    @extend_schema(
+        operation_id="reconciliation_stock_list",
+        tags=["internal"],
+        responses={200: StockReconciliationOutputSerializer(many=True), **errors(401, 403, 404)},
+    )
+    def get(self, request: Request) -> Response:
+        return paginated(self, request, selectors.stock_reconciliation_list(), StockReconciliationOutputSerializer)
+
+
+class ReservationReconciliationApi(APIView):
+    """Every reservation with its status, total and lines, oldest first, for the audit to join with orders."""
+
+    permission_classes = [DashboardOnly]
+    pagination_class = ReconciliationPagination
+
+    @extend_schema(
+        operation_id="reconciliation_reservations_list",
+        tags=["internal"],
+        parameters=[ReservationReconciliationQuerySerializer],
+        responses={200: ReservationReconciliationOutputSerializer(many=True), **errors(400, 401, 403, 404)},
+    )
+    def get(self, request: Request) -> Response:
+        query = ReservationReconciliationQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        reservations = selectors.reservation_reconciliation_list(**query.validated_data)
+        return paginated(self, request, reservations, ReservationReconciliationOutputSerializer)

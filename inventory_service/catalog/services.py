@@ -1,0 +1,435 @@
+"""Writes of the catalog: products, restocks, and the reservation life cycle.
+
+Reservation life cycle (driven by order_service's checkout saga)::
+
+    HELD ──commit──▶ COMMITTED ──release──▶ RETURNED
+      │ └──release──▶ RELEASED
+      └──sweeper (past expires_at)──▶ EXPIRED
+
+How stock stays right under concurrent load: every change runs in one
+transaction that first locks the ``Stock`` rows it touches with
+``SELECT ... FOR UPDATE``, always in ascending product id order (so two
+checkouts sharing products queue instead of deadlocking), then moves the
+quantities with one conditional ``UPDATE`` and appends the matching
+``StockMovement`` rows. If the database still aborts a transaction for a
+deadlock or a lock wait timeout, it is replayed a few times, then answered
+503 ``stock_busy`` (never 500).
+
+A HELD reservation past its ``expires_at`` can still be committed until the
+sweeper (:func:`reservations_expire`) has expired it: the saga may already
+have charged the customer, and refusing would only force a refund. Commit and
+the sweeper lock the same reservation row, so exactly one of them wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from django.db import IntegrityError, OperationalError, transaction
+from django.db.models import Case, F, PositiveIntegerField, Q, When
+from django.utils import timezone
+from rest_framework.exceptions import NotFound
+
+from chassis.errors import ServiceError
+from chassis.idempotency import fingerprint
+
+from .models import Product, Reservation, ReservationLine, Stock, StockMovement
+from .selectors import reservation_get
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RESERVATION_TTL_DEFAULT = 900
+# Keeps every counter far below the 2**32 - 1 an unsigned MySQL INT can hold.
+STOCK_COUNTER_MAX = 2_000_000_000
+LOCK_ATTEMPTS = 3
+# MySQL/MariaDB: 1205 lock wait timeout, 1213 deadlock (the transaction was rolled back).
+_LOCK_CONFLICT_CODES = frozenset({1205, 1213})
+
+Status = Reservation.Status
+Kind = StockMovement.Kind
+
+
+# --- transactions -----------------------------------------------------------------
+
+
+def _is_lock_conflict(exc: OperationalError) -> bool:
+    code = exc.args[0] if exc.args else None
+    return code in _LOCK_CONFLICT_CODES or (isinstance(code, str) and "database is locked" in code)
+
+
+def run_in_transaction(work: Callable[[], T], *, attempts: int = LOCK_ATTEMPTS) -> T:
+    """Run ``work`` in one transaction, replayed when the database aborted it for a lock conflict.
+
+    Inside an enclosing transaction there is nothing safe to replay, so the
+    error propagates. After ``attempts`` conflicts, a 503 ``stock_busy``.
+    """
+    nested = transaction.get_connection().in_atomic_block
+    for attempt in range(1, attempts + 1):
+        try:
+            with transaction.atomic():
+                return work()
+        except OperationalError as exc:
+            if nested or not _is_lock_conflict(exc):
+                raise
+            log.warning("stock transaction aborted by a lock conflict (attempt %d/%d): %s", attempt, attempts, exc)
+            if attempt < attempts:
+                time.sleep(random.uniform(0.005, 0.02) * attempt)
+    raise ServiceError(
+        status_code=503,
+        code="stock_busy",
+        message="The stock rows are busy with other orders; try again shortly.",
+    )
+
+
+def _lock_stocks(product_ids: Iterable[int]) -> dict[int, Stock]:
+    """Lock the stock rows of ``product_ids`` in ascending id order (the one order every writer uses)."""
+    stocks = Stock.objects.select_for_update().filter(product_id__in=sorted(product_ids)).order_by("product_id")
+    return {stock.product_id: stock for stock in stocks}
+
+
+def _shift(*, quantities: dict[int, int], source: str, target: str | None, now: datetime) -> None:
+    """Move ``quantities[product_id]`` units from counter ``source`` to ``target``, in one UPDATE.
+
+    The UPDATE only touches rows whose ``source`` holds enough, and every row
+    must be touched: the rows are locked, so anything else is a bug, and the
+    transaction is rolled back rather than left half done.
+    """
+
+    def shifted(field: str, sign: int) -> Case:
+        whens = [When(product_id=pid, then=F(field) + sign * qty) for pid, qty in quantities.items()]
+        return Case(*whens, default=F(field), output_field=PositiveIntegerField())
+
+    enough = Q()
+    for pid, qty in quantities.items():
+        enough |= Q(product_id=pid, **{f"{source}__gte": qty})
+    changes = {source: shifted(source, -1), "updated_at": now}
+    if target:
+        changes[target] = shifted(target, +1)
+    updated = Stock.objects.filter(enough).update(**changes)
+    if updated != len(quantities):
+        raise RuntimeError(f"stock changed under lock: {updated} of {len(quantities)} rows had enough {source}")
+
+
+def _record(*, kind: str, quantities: dict[int, int], reservation: Reservation | None = None, note: str = "") -> None:
+    StockMovement.objects.bulk_create(
+        StockMovement(product_id=pid, kind=kind, quantity=qty, reservation=reservation, note=note)
+        for pid, qty in sorted(quantities.items())
+    )
+
+
+# --- products -----------------------------------------------------------------------
+
+
+def _sku_exists(sku: str) -> ServiceError:
+    # A 400 on the sku field, like any other invalid input: the client has to pick another sku.
+    return ServiceError(
+        status_code=400,
+        code="invalid",
+        message=f"Invalid input. sku: a product with sku {sku} already exists.",
+        fields={"sku": ["A product with this sku already exists; skus are unique and never reused."]},
+    )
+
+
+def product_create(
+    *,
+    sku: str,
+    name: str,
+    price_cents: int,
+    description: str = "",
+    currency: str = "EUR",
+    active: bool = True,
+    initial_stock: int = 0,
+) -> Product:
+    """Create a product with its stock row and, when ``initial_stock`` > 0, an INITIAL movement."""
+
+    def create() -> Product:
+        if Product.objects.filter(sku=sku).exists():
+            raise _sku_exists(sku)
+        product = Product.objects.create(
+            sku=sku, name=name, description=description, price_cents=price_cents, currency=currency, active=active
+        )
+        product.stock = Stock.objects.create(product=product, available=initial_stock, initial=initial_stock)
+        if initial_stock:
+            _record(kind=Kind.INITIAL, quantities={product.pk: initial_stock}, note="initial stock")
+        return product
+
+    try:
+        return run_in_transaction(create)
+    except IntegrityError:
+        # Two creations of the same sku raced; the loser gets the same answer as if it came second.
+        if Product.objects.filter(sku=sku).exists():
+            raise _sku_exists(sku) from None
+        raise
+
+
+def product_update(
+    *,
+    product: Product,
+    name: str | None = None,
+    description: str | None = None,
+    price_cents: int | None = None,
+    active: bool | None = None,
+) -> Product:
+    """Change the given attributes (``None`` leaves one unchanged). The sku and currency never change.
+
+    Reservations keep the price they were made at.
+    """
+    wanted = {"name": name, "description": description, "price_cents": price_cents, "active": active}
+    changed = [field for field, value in wanted.items() if value is not None and getattr(product, field) != value]
+    for field in changed:
+        setattr(product, field, wanted[field])
+    if changed:
+        product.save(update_fields=[*changed, "updated_at"])
+    return product
+
+
+def product_restock(*, product: Product, quantity: int, note: str = "", now: datetime | None = None) -> Product:
+    """Add ``quantity`` units to the available stock and record a RESTOCK movement."""
+    now = now or timezone.now()
+
+    def restock() -> Stock:
+        stock = _lock_stocks([product.pk])[product.pk]
+        if stock.initial + stock.restocked + quantity > STOCK_COUNTER_MAX:
+            raise ServiceError(
+                status_code=409,
+                code="stock_limit",
+                message=f"{product.sku} cannot hold more than {STOCK_COUNTER_MAX} units in total.",
+                fields={"quantity": [f"At most {STOCK_COUNTER_MAX - stock.initial - stock.restocked} more units."]},
+            )
+        Stock.objects.filter(pk=product.pk).update(
+            available=F("available") + quantity, restocked=F("restocked") + quantity, updated_at=now
+        )
+        _record(kind=Kind.RESTOCK, quantities={product.pk: quantity}, note=note or "restock")
+        stock.available += quantity
+        stock.restocked += quantity
+        stock.updated_at = now
+        return stock
+
+    product.stock = run_in_transaction(restock)
+    return product
+
+
+# --- reservations ---------------------------------------------------------------------
+
+
+def _merged(lines: Iterable[dict]) -> dict[str, int]:
+    """Quantities by sku, sorted by sku; a sku sent on several lines is one line with their sum."""
+    merged: dict[str, int] = {}
+    for line in lines:
+        merged[line["sku"]] = merged.get(line["sku"], 0) + line["quantity"]
+    return dict(sorted(merged.items()))
+
+
+def _replay(reservation: Reservation, request_fingerprint: str) -> Reservation:
+    if reservation.request_fingerprint != request_fingerprint:
+        raise ServiceError(
+            status_code=409,
+            code="idempotency_conflict",
+            message="This idempotency key was already used for a different reservation (other order or lines).",
+            extra={"reservation_id": str(reservation.pk)},
+        )
+    return reservation
+
+
+def _unknown_skus(skus: list[str]) -> ServiceError:
+    return ServiceError(
+        status_code=400,
+        code="unknown_sku",
+        message=f"Unknown or inactive sku: {', '.join(skus)}.",
+        fields={"lines": [f"{sku}: no active product has this sku." for sku in skus]},
+        extra={"skus": skus},
+    )
+
+
+def _insufficient(shortages: list[dict]) -> ServiceError:
+    return ServiceError(
+        status_code=409,
+        code="insufficient_stock",
+        message=f"Not enough stock for {', '.join(s['sku'] for s in shortages)}; nothing was reserved.",
+        fields={"lines": [f"{s['sku']}: {s['requested']} requested, {s['available']} available." for s in shortages]},
+        extra={"shortages": shortages},
+    )
+
+
+def reservation_create(
+    *,
+    order_id: str,
+    idempotency_key: str,
+    lines: list[dict],
+    ttl_seconds: int = RESERVATION_TTL_DEFAULT,
+    now: datetime | None = None,
+) -> tuple[Reservation, bool]:
+    """Hold stock for every line ``{sku, quantity}``, all or nothing. Returns ``(reservation, created)``.
+
+    The same ``idempotency_key`` with the same order and lines returns the
+    first reservation as it is now (``created`` False); with anything else, a
+    409 ``idempotency_conflict``. Lines naming the same sku are merged.
+    Unknown or inactive skus → 400 ``unknown_sku``; not enough stock for any
+    line → 409 ``insufficient_stock`` and nothing changes.
+    """
+    now = now or timezone.now()
+    wanted = _merged(lines)
+    request_fingerprint = fingerprint({"order_id": order_id, "lines": wanted})
+
+    existing = Reservation.objects.filter(idempotency_key=idempotency_key).first()
+    if existing is not None:
+        return reservation_get(reservation_id=_replay(existing, request_fingerprint).pk), False
+
+    def reserve() -> tuple[Reservation, bool]:
+        products = {p.sku: p for p in Product.objects.filter(sku__in=wanted, active=True)}
+        unknown = [sku for sku in wanted if sku not in products]
+        if unknown:
+            raise _unknown_skus(unknown)
+        currencies = sorted({p.currency for p in products.values()})
+        if len(currencies) > 1:
+            raise ServiceError(
+                status_code=400,
+                code="mixed_currency",
+                message=f"One reservation cannot mix currencies ({', '.join(currencies)}).",
+                fields={"lines": ["Reserve products priced in one currency at a time."]},
+            )
+        quantities = {products[sku].pk: qty for sku, qty in wanted.items()}
+        stocks = _lock_stocks(quantities)
+        shortages = [
+            {"sku": sku, "requested": qty, "available": stocks[products[sku].pk].available}
+            for sku, qty in wanted.items()
+            if stocks[products[sku].pk].available < qty
+        ]
+        if shortages:
+            # The same key may have won while we waited for the locks: that is a replay, not a shortage.
+            raced = Reservation.objects.filter(idempotency_key=idempotency_key).first()
+            if raced is not None:
+                return _replay(raced, request_fingerprint), False
+            raise _insufficient(shortages)
+        reservation = Reservation.objects.create(
+            order_id=order_id,
+            idempotency_key=idempotency_key,
+            request_fingerprint=request_fingerprint,
+            status=Status.HELD,
+            expires_at=now + timedelta(seconds=ttl_seconds),
+        )
+        ReservationLine.objects.bulk_create(
+            ReservationLine(
+                reservation=reservation,
+                product=products[sku],
+                quantity=qty,
+                unit_price_cents=products[sku].price_cents,
+                currency=products[sku].currency,
+            )
+            for sku, qty in wanted.items()
+        )
+        _shift(quantities=quantities, source="available", target="reserved", now=now)
+        _record(kind=Kind.RESERVE, quantities=quantities, reservation=reservation, note=f"order {order_id}")
+        return reservation, True
+
+    try:
+        reservation, created = run_in_transaction(reserve)
+    except IntegrityError:
+        # The same key was inserted by a concurrent request that committed first.
+        existing = Reservation.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is None:
+            raise
+        reservation, created = _replay(existing, request_fingerprint), False
+    return reservation_get(reservation_id=reservation.pk), created
+
+
+def _lock_reservation(reservation_id: uuid.UUID) -> Reservation:
+    reservation = Reservation.objects.select_for_update().filter(pk=reservation_id).first()
+    if reservation is None:
+        raise NotFound(f"No reservation {reservation_id}.")
+    return reservation
+
+
+def _transition(*, reservation: Reservation, to: str, kind: str, source: str, target: str, now: datetime) -> None:
+    """Move the reservation's quantities between stock counters and change its status (all locked)."""
+    quantities = dict(reservation.lines.order_by("product_id").values_list("product_id", "quantity"))
+    _lock_stocks(quantities)
+    _shift(quantities=quantities, source=source, target=target, now=now)
+    _record(kind=kind, quantities=quantities, reservation=reservation, note=f"order {reservation.order_id}")
+    reservation.status = to
+    reservation.save(update_fields=["status", "updated_at"])
+
+
+def reservation_commit(*, reservation_id: uuid.UUID, now: datetime | None = None) -> Reservation:
+    """HELD → COMMITTED: the reserved units are sold. Idempotent.
+
+    RELEASED, RETURNED or EXPIRED → 409 ``reservation_not_held``. A HELD one
+    past ``expires_at`` is committed if the sweeper has not expired it yet.
+    """
+    now = now or timezone.now()
+
+    def commit() -> Reservation:
+        reservation = _lock_reservation(reservation_id)
+        if reservation.status == Status.HELD:
+            _transition(reservation=reservation, to=Status.COMMITTED, kind=Kind.COMMIT,
+                        source="reserved", target="sold", now=now)
+        elif reservation.status != Status.COMMITTED:
+            raise ServiceError(
+                status_code=409,
+                code="reservation_not_held",
+                message=f"Reservation {reservation.pk} is {reservation.status}; only a HELD reservation can be committed.",
+                extra={"status": reservation.status},
+            )
+        return reservation
+
+    run_in_transaction(commit)
+    return reservation_get(reservation_id=reservation_id)
+
+
+def reservation_release(*, reservation_id: uuid.UUID, now: datetime | None = None) -> Reservation:
+    """Give the units back to available stock. Idempotent.
+
+    HELD → RELEASED (reserved → available), COMMITTED → RETURNED
+    (sold → available); RELEASED, RETURNED and EXPIRED stay as they are.
+    """
+    now = now or timezone.now()
+
+    def release() -> Reservation:
+        reservation = _lock_reservation(reservation_id)
+        if reservation.status == Status.HELD:
+            _transition(reservation=reservation, to=Status.RELEASED, kind=Kind.RELEASE,
+                        source="reserved", target="available", now=now)
+        elif reservation.status == Status.COMMITTED:
+            _transition(reservation=reservation, to=Status.RETURNED, kind=Kind.RETURN,
+                        source="sold", target="available", now=now)
+        return reservation
+
+    run_in_transaction(release)
+    return reservation_get(reservation_id=reservation_id)
+
+
+def reservations_expire(*, now: datetime, limit: int | None = None) -> int:
+    """Expire HELD reservations whose ``expires_at`` is past ``now``: their units go back to available.
+
+    Each reservation is expired in its own short transaction, with EXPIRE
+    movements. Returns how many were expired.
+    """
+    due = Reservation.objects.filter(status=Status.HELD, expires_at__lte=now).order_by("expires_at")
+    ids = list(due.values_list("id", flat=True)[:limit] if limit else due.values_list("id", flat=True))
+
+    def expire(reservation_id: uuid.UUID) -> bool:
+        reservation = _lock_reservation(reservation_id)
+        # Committed or released since the list was read: not ours to expire any more.
+        if reservation.status != Status.HELD or reservation.expires_at > now:
+            return False
+        _transition(reservation=reservation, to=Status.EXPIRED, kind=Kind.EXPIRE,
+                    source="reserved", target="available", now=now)
+        return True
+
+    expired = 0
+    for reservation_id in ids:
+        try:
+            expired += run_in_transaction(lambda rid=reservation_id: expire(rid))
+        except NotFound:
+            continue
+    if expired:
+        log.info("expired %d reservation(s) past their deadline", expired)
+    return expired
