@@ -38,6 +38,14 @@ def peer_urls(env: environ.Env) -> dict[str, str]:
     }
 
 
+def _shifted_redis_db(url: str, offset: int) -> str:
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    current = int(parsed.path.lstrip("/") or 0)
+    return parsed._replace(path=f"/{(current + offset) % 16}").geturl()
+
+
 def build(
     *,
     service: str,
@@ -87,6 +95,10 @@ def build(
     database["ATOMIC_REQUESTS"] = False
 
     redis_url = env.str("REDIS_URL", default="")
+    if redis_url and "PYTEST_VERSION" in os.environ:
+        # A test run must not see (or flush) the running lab's faults, switches and
+        # throttle counts: it uses the Redis database 8 above the service's own.
+        redis_url = _shifted_redis_db(redis_url, 8)
     if redis_url:
         cache = {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -120,6 +132,7 @@ def build(
             "django.middleware.security.SecurityMiddleware",
             "whitenoise.middleware.WhiteNoiseMiddleware",
             "django.middleware.common.CommonMiddleware",
+            "django.middleware.csrf.CsrfViewMiddleware",
             "django.middleware.clickjacking.XFrameOptionsMiddleware",
             "chassis.errors.DatabaseUnavailableMiddleware",
         ],

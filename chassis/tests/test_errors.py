@@ -75,3 +75,10 @@ def test_schema_generates_without_warnings(tmp_path):
 
     call_command("spectacular", "--validate", "--fail-on-warn", "--urlconf", "tests.chassis_only_urls",
                  "--file", str(tmp_path / "schema.yml"))
+
+
+def test_django_http404_keeps_the_not_found_code(api):
+    """Ensure get_object_or_404 in a DRF view gives code not_found, not a generic one."""
+    response = api.get("/missing-object/")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"

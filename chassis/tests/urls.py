@@ -1,6 +1,7 @@
 """A tiny API exercising every chassis piece."""
 
 from django.db import OperationalError
+from django.http import Http404
 from django.urls import path
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -32,6 +33,11 @@ def broken_plain_view(request):
     raise OperationalError(2003, "Can't connect to MySQL server")
 
 
+class MissingObjectApi(APIView):
+    def get(self, request):
+        raise Http404("no such thing")
+
+
 class ConflictApi(APIView):
     def post(self, request):
         raise ServiceError(status_code=409, code="insufficient_stock", message="Not enough stock.", fields={"sku": ["X"]})
@@ -61,6 +67,7 @@ urlpatterns = [
     path("broken-db/", BrokenDatabaseApi.as_view()),
     path("broken-plain/", broken_plain_view),
     path("conflict/", ConflictApi.as_view()),
+    path("missing-object/", MissingObjectApi.as_view()),
     path("whoami/", WhoAmIApi.as_view()),
     path("staff/", StaffApi.as_view()),
     path("internal/", InternalApi.as_view()),

@@ -130,7 +130,8 @@ def start_lab(workdir: Path, *, workers: int = 2, threads: int = 4) -> Lab:
             metrics_dir = workdir / "prometheus" / name
             shutil.rmtree(metrics_dir, ignore_errors=True)
             metrics_dir.mkdir(parents=True)
-            env = {**os.environ, **file_env, **common, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
+            parent_env = {k: v for k, v in os.environ.items() if k != "PYTEST_VERSION"}  # the services are not under test here
+            env = {**parent_env, **file_env, **common, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
                    "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
             if "OTEL_EXPORTER_OTLP_ENDPOINT" not in os.environ:
                 env["OTEL_SDK_DISABLED"] = "true"  # no collector to send spans to
