@@ -42,9 +42,6 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-# The chassis leaves CSRF protection out. The API authenticates with bearer tokens only
-# (DRF's views are exempt), but any plain Django view added later is protected.
-MIDDLEWARE = [*MIDDLEWARE, "django.middleware.csrf.CsrfViewMiddleware"]  # noqa: F821
 
 # Lifetimes of the tokens this service issues, in seconds.
 ACCESS_TOKEN_TTL = env.int("ACCESS_TOKEN_TTL", default=15 * 60)
