@@ -1,0 +1,120 @@
+"""Orders, their lines (a snapshot of the catalog at checkout) and their timeline.
+
+There is no user table here: ``customer_id`` is the id user_service put in the
+token. Money is integer cents. The saga's progress lives on the order itself
+(``saga_step`` and the ids it collected from the peers) so that any runner can
+resume a checkout or a cancellation from where the last one stopped.
+"""
+
+from django.db import models
+
+
+class OrderStatus(models.TextChoices):
+    PENDING = "PENDING", "Pending"
+    CONFIRMED = "CONFIRMED", "Confirmed"
+    SHIPPED = "SHIPPED", "Shipped"
+    DELIVERED = "DELIVERED", "Delivered"
+    CANCELLED = "CANCELLED", "Cancelled"
+
+
+class SagaStep(models.TextChoices):
+    """Where the checkout saga (or a cancellation's compensations) stands.
+
+    ``none``: a draft, nothing started. ``reserving``/``charging``/``committing``:
+    the call to the peer was decided and may have happened (its outcome is not
+    recorded yet). ``reserved``/``charged``: the peer's answer is recorded.
+    ``compensating``: undoing (refund, then release). ``done``: finished,
+    whichever way ``status`` says.
+    """
+
+    NONE = "none", "Not started"
+    RESERVING = "reserving", "Reserving stock"
+    RESERVED = "reserved", "Stock reserved"
+    CHARGING = "charging", "Charging"
+    CHARGED = "charged", "Charged"
+    COMMITTING = "committing", "Committing stock"
+    DONE = "done", "Done"
+    COMPENSATING = "compensating", "Compensating"
+
+
+class Order(models.Model):
+    customer_id = models.BigIntegerField(db_index=True)
+    status = models.CharField(max_length=16, choices=OrderStatus.choices, default=OrderStatus.PENDING, db_index=True)
+    status_reason = models.CharField(max_length=255, blank=True, default="")
+    saga_step = models.CharField(max_length=16, choices=SagaStep.choices, default=SagaStep.NONE)
+    # Who runs the saga now: nobody else may until this time has passed.
+    saga_lease_until = models.DateTimeField(null=True, blank=True)
+
+    idempotency_key = models.CharField(max_length=128)
+    request_fingerprint = models.CharField(max_length=64)
+
+    payment_method = models.CharField(max_length=64)
+    shipping_address = models.JSONField(null=True, blank=True)
+    total_cents = models.BigIntegerField(default=0)
+    currency = models.CharField(max_length=3, default="EUR")
+
+    reservation_id = models.CharField(max_length=64, blank=True, default="")
+    stock_released = models.BooleanField(default=False)
+    charge_id = models.CharField(max_length=64, blank=True, default="")
+    # A charge was sent and its answer lost: payment may hold a capture we do not know of.
+    charge_outcome_unknown = models.BooleanField(default=False)
+    refund_id = models.CharField(max_length=64, blank=True, default="")
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["customer_id", "idempotency_key"], name="order_unique_customer_idempotency_key"),
+            models.CheckConstraint(condition=models.Q(total_cents__gte=0), name="order_total_not_negative"),
+        ]
+        indexes = [models.Index(fields=["customer_id", "-created_at"], name="order_customer_newest")]
+
+    def __str__(self) -> str:
+        return f"Order {self.pk} ({self.status})"
+
+    @property
+    def is_draft(self) -> bool:
+        return self.status == OrderStatus.PENDING and self.saga_step == SagaStep.NONE
+
+    @property
+    def saga_finished(self) -> bool:
+        return self.saga_step in (SagaStep.NONE, SagaStep.DONE)
+
+
+class OrderLine(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="lines")
+    sku = models.CharField(max_length=32)
+    name = models.CharField(max_length=200)
+    quantity = models.PositiveIntegerField()
+    unit_price_cents = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["order", "sku"], name="order_line_unique_sku")]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} x {self.sku}"
+
+    @property
+    def line_total_cents(self) -> int:
+        return self.quantity * self.unit_price_cents
+
+
+class OrderEvent(models.Model):
+    """One entry of an order's tracking timeline: every step and compensation writes one."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="events")
+    status = models.CharField(max_length=16, choices=OrderStatus.choices)
+    # What happened, as a short label: received, reserved, charged, committed,
+    # confirmed, compensating, refunded, released, returned, cancelled, paused...
+    step = models.CharField(max_length=32)
+    note = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.order_id}: {self.note}"
