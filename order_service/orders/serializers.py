@@ -1,0 +1,159 @@
+"""Input serializers (bounded, strict) and output serializers of the orders API."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from .models import Order, OrderEvent, OrderLine, OrderStatus
+
+SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"
+PAYMENT_METHOD_PATTERN = r"^pm_[A-Za-z0-9_]{1,61}$"
+MAX_LINES = 50
+MAX_QUANTITY = 1000
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """An integer that refuses ``true``/``false`` (DRF would read them as 1 and 0)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class OrderLineIn(serializers.Serializer):
+    sku = serializers.RegexField(
+        SKU_PATTERN,
+        max_length=32,
+        error_messages={"invalid": "Use 1 to 32 letters, digits, '.', '_' or '-' (like KB-001)."},
+    )
+    quantity = StrictIntegerField(min_value=1, max_value=MAX_QUANTITY)
+
+
+class ShippingAddressIn(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    line1 = serializers.CharField(max_length=200)
+    line2 = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    city = serializers.CharField(max_length=100)
+    postal_code = serializers.CharField(max_length=20)
+    country = serializers.CharField(max_length=64)
+
+
+class _LinesMixin:
+    def validate_lines(self, lines):
+        skus = [line["sku"] for line in lines]
+        repeated = sorted({sku for sku in skus if skus.count(sku) > 1})
+        if repeated:
+            raise serializers.ValidationError(
+                f"Each sku may appear once; add up the quantities of {', '.join(repeated)}."
+            )
+        return lines
+
+
+class OrderCreateIn(_LinesMixin, serializers.Serializer):
+    lines = OrderLineIn(many=True, allow_empty=False, max_length=MAX_LINES)
+    payment_method = serializers.RegexField(
+        PAYMENT_METHOD_PATTERN,
+        max_length=64,
+        error_messages={"invalid": "Use a payment method token from payment_service (pm_...)."},
+    )
+    shipping_address = ShippingAddressIn(required=False, allow_null=True, default=None)
+    checkout = serializers.BooleanField(
+        default=True, help_text="false saves a draft (PENDING) without running the checkout saga."
+    )
+
+
+class OrderUpdateIn(_LinesMixin, serializers.Serializer):
+    lines = OrderLineIn(many=True, allow_empty=False, max_length=MAX_LINES, required=False)
+    shipping_address = ShippingAddressIn(required=False, allow_null=True)
+
+    def validate(self, attrs):
+        if not attrs:
+            raise serializers.ValidationError("Send lines and/or shipping_address.")
+        return attrs
+
+
+class OrderListQuery(serializers.Serializer):
+    customer_id = StrictIntegerField(
+        required=False, min_value=1, max_value=2**63 - 1, help_text="Staff only: the orders of one customer."
+    )
+    status = serializers.ChoiceField(choices=OrderStatus.choices, required=False)
+
+
+class ReconciliationListQuery(serializers.Serializer):
+    status = serializers.ChoiceField(choices=OrderStatus.choices, required=False)
+
+
+class OrderLineOut(serializers.ModelSerializer):
+    line_total_cents = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = OrderLine
+        fields = ["sku", "name", "quantity", "unit_price_cents", "line_total_cents"]
+
+
+class OrderEventOut(serializers.ModelSerializer):
+    at = serializers.DateTimeField(source="created_at", read_only=True)
+
+    class Meta:
+        model = OrderEvent
+        fields = ["status", "step", "note", "at"]
+
+
+class ShippingAddressOut(ShippingAddressIn):
+    pass
+
+
+class OrderOut(serializers.ModelSerializer):
+    shipping_address = ShippingAddressOut(read_only=True, allow_null=True)
+    lines = OrderLineOut(many=True, read_only=True)
+    history = OrderEventOut(source="events", many=True, read_only=True)
+
+    class Meta:
+        model = Order
+        fields = [
+            "id",
+            "customer_id",
+            "status",
+            "status_reason",
+            "saga_step",
+            "payment_method",
+            "shipping_address",
+            "currency",
+            "total_cents",
+            "lines",
+            "history",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class ReconciliationOrderOut(serializers.ModelSerializer):
+    class Meta:
+        model = Order
+        fields = [
+            "id",
+            "customer_id",
+            "status",
+            "saga_step",
+            "total_cents",
+            "currency",
+            "reservation_id",
+            "stock_released",
+            "charge_id",
+            "charge_outcome_unknown",
+            "refund_id",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class ErrorOut(serializers.Serializer):
+    """The chassis error body, for the schema."""
+
+    code = serializers.CharField()
+    message = serializers.CharField()
+    fields = serializers.DictField(required=False)
+    request_id = serializers.CharField()

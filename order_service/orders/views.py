@@ -1,0 +1,177 @@
+"""Thin views of the orders API: validate, call one service or selector, serialize."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, mixins, status
+from rest_framework.response import Response
+
+from chassis.auth import IsLabUser, ServiceOnly
+from chassis.idempotency import HEADER as IDEMPOTENCY_HEADER
+from chassis.idempotency import idempotency_key_from
+from chassis.pagination import LabPagination
+
+from . import selectors, services
+from .models import Order
+from .serializers import (
+    ErrorOut,
+    OrderCreateIn,
+    OrderListQuery,
+    OrderOut,
+    OrderUpdateIn,
+    ReconciliationListQuery,
+    ReconciliationOrderOut,
+)
+
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+_IDEMPOTENCY_PARAMETER = OpenApiParameter(
+    IDEMPOTENCY_HEADER,
+    type=str,
+    location=OpenApiParameter.HEADER,
+    required=True,
+    description="A unique key (8-128 characters) per order; sending it again replays the first answer.",
+)
+_ERRORS = {
+    400: OpenApiResponse(ErrorOut, description="Invalid input (field messages in `fields`)."),
+    401: OpenApiResponse(ErrorOut, description="No or bad token."),
+    404: OpenApiResponse(ErrorOut, description="No such order (or not yours)."),
+}
+_SAGA_RESPONSES = {
+    202: OpenApiResponse(OrderOut, description="The saga could not finish (a peer is down); progress is recorded. "
+                                               "Send the same request again to resume it."),
+    409: OpenApiResponse(ErrorOut, description="The order is not in a state that allows this."),
+    503: OpenApiResponse(ErrorOut, description="A peer service is unavailable; nothing half-done is left unrecorded."),
+}
+
+
+def _order_response(order: Order, user, *, status_code: int, replayed: bool = False) -> Response:
+    order = selectors.order_get_for_user(order_id=order.pk, user=user)
+    response = Response(OrderOut(order).data, status=status_code)
+    if replayed:
+        response[REPLAYED_HEADER] = "true"
+    return response
+
+
+class OrderListCreateApi(mixins.ListModelMixin, generics.GenericAPIView):
+    """Your orders, newest first (staff: everybody's, or one customer's); and placing an order."""
+
+    name = "Orders"  # the browsable API's page title
+    permission_classes = [IsLabUser]
+    serializer_class = OrderOut
+
+    def get_serializer_class(self):
+        # The browsable API builds its POST form from this.
+        return OrderCreateIn if self.request is not None and self.request.method == "POST" else OrderOut
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Order.objects.none()
+        query = OrderListQuery(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        return selectors.order_list(user=self.request.user, **query.validated_data)
+
+    @extend_schema(parameters=[OrderListQuery], responses={200: OrderOut(many=True), **_ERRORS})
+    def get(self, request):
+        return self.list(request)
+
+    @extend_schema(
+        parameters=[_IDEMPOTENCY_PARAMETER],
+        request=OrderCreateIn,
+        responses={
+            201: OpenApiResponse(OrderOut, description="Created: CONFIRMED, CANCELLED (see status_reason) or a draft."),
+            200: OpenApiResponse(OrderOut, description="A replay of an earlier request with the same key and body."),
+            **_SAGA_RESPONSES,
+            **_ERRORS,
+        },
+    )
+    def post(self, request):
+        key = idempotency_key_from(request)
+        data = OrderCreateIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        outcome = services.order_create(customer_id=request.user.id, idempotency_key=key, **data.validated_data)
+        if outcome.replayed:
+            code = status.HTTP_200_OK
+        else:
+            code = status.HTTP_201_CREATED if outcome.finished else status.HTTP_202_ACCEPTED
+        return _order_response(outcome.order, request.user, status_code=code, replayed=outcome.replayed)
+
+
+class OrderDetailApi(generics.GenericAPIView):
+    """One order with its lines and its tracking timeline; a draft's lines and address can change."""
+
+    name = "Order"  # the browsable API's page title
+    permission_classes = [IsLabUser]
+    serializer_class = OrderOut
+
+    def get_serializer_class(self):
+        return OrderUpdateIn if self.request is not None and self.request.method == "PATCH" else OrderOut
+
+    @extend_schema(responses={200: OrderOut, **_ERRORS})
+    def get(self, request, order_id: int):
+        order = selectors.order_get_for_user(order_id=order_id, user=request.user)
+        return Response(OrderOut(order).data)
+
+    @extend_schema(
+        request=OrderUpdateIn,
+        responses={200: OrderOut, 409: _SAGA_RESPONSES[409], 503: _SAGA_RESPONSES[503], **_ERRORS},
+    )
+    def patch(self, request, order_id: int):
+        data = OrderUpdateIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        outcome = services.order_update(order_id=order_id, user=request.user, **data.validated_data)
+        return _order_response(outcome.order, request.user, status_code=status.HTTP_200_OK)
+
+
+class OrderCheckoutApi(generics.GenericAPIView):
+    """Run the checkout saga of a draft. The saga's keys derive from the order id, so no header is needed."""
+
+    name = "Order checkout"  # the browsable API's page title
+    permission_classes = [IsLabUser]
+    serializer_class = OrderOut
+
+    @extend_schema(request=None, responses={200: OrderOut, **_SAGA_RESPONSES, **_ERRORS})
+    def post(self, request, order_id: int):
+        outcome = services.order_checkout(order_id=order_id, user=request.user)
+        code = status.HTTP_200_OK if outcome.finished else status.HTTP_202_ACCEPTED
+        return _order_response(outcome.order, request.user, status_code=code)
+
+
+class OrderCancelApi(generics.GenericAPIView):
+    """Cancel your order: a draft at once; a confirmed order with a full refund and its stock returned."""
+
+    name = "Order cancellation"  # the browsable API's page title
+    permission_classes = [IsLabUser]
+    serializer_class = OrderOut
+
+    @extend_schema(request=None, responses={200: OrderOut, **_SAGA_RESPONSES, **_ERRORS})
+    def post(self, request, order_id: int):
+        outcome = services.order_cancel(order_id=order_id, user=request.user)
+        return _order_response(outcome.order, request.user, status_code=status.HTTP_200_OK)
+
+
+class ReconciliationPagination(LabPagination):
+    max_page_size = 1000
+
+
+class ReconciliationOrderListApi(mixins.ListModelMixin, generics.GenericAPIView):
+    """Internal: every order with the reservation, charge and refund ids it holds (the dashboard's audit)."""
+
+    name = "Orders for reconciliation"  # the browsable API's page title
+    permission_classes = [ServiceOnly.allow("dashboard")]
+    serializer_class = ReconciliationOrderOut
+    pagination_class = ReconciliationPagination
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Order.objects.none()
+        query = ReconciliationListQuery(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        return selectors.order_list_for_reconciliation(**query.validated_data)
+
+    @extend_schema(
+        parameters=[ReconciliationListQuery],
+        responses={200: ReconciliationOrderOut(many=True), 400: ErrorOut, 403: ErrorOut},
+    )
+    def get(self, request):
+        return self.list(request)
