@@ -24,8 +24,13 @@ GUNICORN_ARGS = "--workers 2 --threads 4 --worker-class gthread --timeout 30 --a
 
 
 def program_command(paths: Paths, service: Service) -> str:
+    # gunicorn 27 opens a control socket, by default one path shared by every
+    # gunicorn of the user: give each service its own (or none if too long).
+    control = paths.run / f"gunicorn-{service.short}.ctl"
+    control_arg = (f"--control-socket {control}" if len(str(control)) < 100
+                   else "--no-control-socket")
     return (f"{paths.venv_bin / 'gunicorn'} config.wsgi:application "
-            f"--bind 127.0.0.1:{service.port} {GUNICORN_ARGS}")
+            f"--bind 127.0.0.1:{service.port} {GUNICORN_ARGS} {control_arg}")
 
 
 def render_config(paths: Paths, services: list[Service]) -> str:

@@ -289,6 +289,7 @@ def test_supervisor_config_runs_gunicorn_per_service(lab_paths):
         program = parser[f"program:{service.short}"]
         assert f"--bind 127.0.0.1:{service.port}" in program["command"]
         assert "config.wsgi:application" in program["command"]
+        assert f"--control-socket {lab_paths.run}/gunicorn-{service.short}.ctl" in program["command"]
         assert program["directory"] == str(lab_paths.root / service.directory)
         assert program["stdout_logfile"] == str(lab_paths.log / f"{service.short}.log")
         assert program["stopasgroup"] == program["killasgroup"] == "true"
@@ -300,7 +301,7 @@ def test_gunicorn_accepts_the_flags_we_pass():
     """Ensure every gunicorn option labctl uses exists in the installed gunicorn."""
     help_text = subprocess.run([sys.executable, "-m", "gunicorn", "--help"],
                                capture_output=True, text=True, check=True).stdout
-    for flag in supervisor.GUNICORN_ARGS.split():
+    for flag in supervisor.GUNICORN_ARGS.split() + ["--control-socket", "--no-control-socket"]:
         if flag.startswith("--"):
             assert flag in help_text, flag
 
