@@ -111,7 +111,16 @@ class DatabaseUnavailableMiddleware:
 
 
 def not_found(request, exception=None):
-    return JsonResponse(error_body("not_found", f"No route for {request.path}."), status=404)
+    message = f"No route for {request.path}."
+    if not request.path.endswith("/"):
+        from django.urls import Resolver404, resolve
+
+        try:
+            resolve(request.path + "/")
+            message += f" Did you mean {request.path}/ (with the trailing slash)?"
+        except Resolver404:
+            pass
+    return JsonResponse(error_body("not_found", message), status=404)
 
 
 def server_error(request):

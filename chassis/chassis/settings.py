@@ -158,7 +158,8 @@ def build(
             "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
             "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
         },
-        "APPEND_SLASH": True,
+        # A redirect would drop a POST body (and DEBUG turns it into a 500): answer 404 with a hint instead.
+        "APPEND_SLASH": False,
         "DATA_UPLOAD_MAX_MEMORY_SIZE": 256 * 1024,
         "REST_FRAMEWORK": {
             "DEFAULT_AUTHENTICATION_CLASSES": ["chassis.auth.LabJWTAuthentication"],

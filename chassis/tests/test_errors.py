@@ -82,3 +82,10 @@ def test_django_http404_keeps_the_not_found_code(api):
     response = api.get("/missing-object/")
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"
+
+
+def test_missing_trailing_slash_is_a_404_with_a_hint(client):
+    """Ensure a POST without the trailing slash is not redirected (losing its body) but told the right URL."""
+    response = client.post("/echo", {"name": "a", "quantity": 1}, content_type="application/json")
+    assert response.status_code == 404
+    assert "/echo/" in response.json()["message"]
