@@ -153,7 +153,7 @@ def cmd_status(paths: Paths, args) -> int:
     all_ok = True
     for s in _present(paths):
         info = infos.get(s.short)
-        state = f"{info['statename']} ({info['description']})" if info else "not managed"
+        state = f"{info['statename']} ({info['description']})" if info else "stopped"
         h = health.check(s)
         all_ok = all_ok and h.ok and bool(info) and info["statename"] == "RUNNING"
         rows.append([s.directory, s.url + "/", database_label(paths, s), state,

@@ -9,6 +9,7 @@ supervisord's XML-RPC interface on its unix socket.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import subprocess
@@ -61,7 +62,7 @@ serverurl=unix://{paths.supervisor_socket}
             f"""[program:{service.short}]
 command={program_command(paths, service)}
 directory={paths.service_dir(service)}
-environment=LAB_ROOT="{paths.root}",PYTHONUNBUFFERED="1"
+environment=LAB_ROOT="{paths.root}",PYTHONUNBUFFERED="1",LAB_ENV_DIGEST="{_env_digest(paths, service)}"
 autostart=true
 autorestart=true
 startsecs=3
@@ -76,6 +77,15 @@ stdout_logfile_backups=2
 """
         )
     return "\n".join(sections)
+
+
+def _env_digest(paths: Paths, service: Service) -> str:
+    """A digest of the service's env file. It is part of the program's config,
+    so when the env file changes (say SQLite -> MySQL), ``update`` restarts the
+    program instead of leaving it on the old settings."""
+    env_file = paths.env_file(service)
+    content = env_file.read_bytes() if env_file.exists() else b""
+    return hashlib.sha256(content).hexdigest()[:16]
 
 
 def write_config(paths: Paths, services: list[Service]) -> bool:

@@ -405,3 +405,15 @@ def test_report_totals_every_suite(tmp_path, capsys):
     assert code == 1
     assert out.strip().splitlines()[-1] == "total: 5 passed, 3 failed, 1 skipped"
     assert "failing suites: a d" in out
+
+
+def test_a_changed_env_file_changes_the_program_config(lab_paths):
+    """Ensure switching a service's settings makes supervisor restart it on the next up."""
+    services = list(config.SERVICES)
+    provision.write_env_files(lab_paths, sqlite_plan(), None)
+    assert supervisor.write_config(lab_paths, services) is True
+    assert supervisor.write_config(lab_paths, services) is False
+
+    provision.write_env_files(lab_paths, sqlite_plan(), "redis://127.0.0.1:6379")
+
+    assert supervisor.write_config(lab_paths, services) is True
