@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 
 from .lab.faults import faults_active
@@ -46,6 +47,7 @@ def check_cache() -> dict:
 CHECKS = {"database": check_database, "cache": check_cache}
 
 
+@csrf_exempt  # no cookies here; a wrong method must be a 405, not a CSRF 403
 @require_safe
 def health(request):
     checks = {name: _timed(check) for name, check in CHECKS.items()}

@@ -15,6 +15,8 @@ import os
 import time
 
 from django.http import HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
@@ -60,6 +62,8 @@ def _breaker_states():
 register_live_gauge("lab_breaker_state", "Breaker state per peer: 0 closed, 1 half-open, 2 open.", ["peer"], _breaker_states)
 
 
+@csrf_exempt
+@require_safe
 def metrics_view(request):
     """``GET /metrics`` in Prometheus' text format."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

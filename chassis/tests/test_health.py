@@ -30,3 +30,9 @@ def test_health_503_names_the_failing_check(client, settings):
     assert body["checks"]["cache"]["status"] == "down"
     assert "Connection" in body["checks"]["cache"]["error"]
     assert body["checks"]["database"]["status"] == "ok"
+
+
+def test_wrong_method_on_health_and_metrics_is_405(client):
+    """Ensure DELETE /health/ and POST /metrics are refused as methods, not as CSRF failures."""
+    assert client.delete("/health/").status_code == 405
+    assert client.post("/metrics").status_code == 405
