@@ -83,9 +83,14 @@ def wait_healthy(
     return results
 
 
-def tail(path: Path, lines: int = 40) -> str:
-    """The last ``lines`` lines of a log file, or a note that it is missing."""
+def tail(path: Path, lines: int = 40, skip: str = '"GET /health/ ') -> str:
+    """The last ``lines`` lines of a log file, or a note that it is missing.
+
+    Lines containing ``skip`` are left out: by default the access-log lines of
+    our own health polling, which would otherwise bury the service's errors.
+    """
     if not path.exists():
         return f"({path} does not exist)"
     with path.open(errors="replace") as f:
-        return "".join(deque(f, maxlen=lines)).rstrip()
+        kept = deque((line for line in f if not (skip and skip in line)), maxlen=lines)
+    return "".join(kept).rstrip() or "(nothing logged)"

@@ -417,3 +417,12 @@ def test_a_changed_env_file_changes_the_program_config(lab_paths):
     provision.write_env_files(lab_paths, sqlite_plan(), "redis://127.0.0.1:6379")
 
     assert supervisor.write_config(lab_paths, services) is True
+
+
+def test_log_tail_leaves_out_health_polling(tmp_path):
+    """Ensure the log excerpt shown for an unhealthy service is not just our own polling."""
+    log = tmp_path / "svc.log"
+    log.write_text("Traceback: boom\n" + '127.0.0.1 - - "GET /health/ HTTP/1.1" 503 62\n' * 100)
+
+    assert health.tail(log, lines=5) == "Traceback: boom"
+    assert "does not exist" in health.tail(tmp_path / "missing.log")
