@@ -249,7 +249,7 @@ def decide_database(env: Mapping[str, str]) -> tuple[DatabasePlan, object | None
     try:
         conn = mysql_connect(target)
     except Exception as exc:  # MySQLdb.OperationalError, or MySQLdb missing
-        reason = f"MySQL at {target.address} ({_redact(url)}) is not reachable: {exc}"
+        reason = f"MySQL at {_redact(url)} is not reachable: {exc}"
         required = wanted == "mysql" or env.get("CI", "").lower() == "true"
         if required:
             why = "LAB_DB=mysql" if wanted == "mysql" else "CI=true"

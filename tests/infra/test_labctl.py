@@ -163,7 +163,7 @@ def test_setup_without_services_reports_sqlite_and_missing_redis(lab_paths, clos
     text = "\n".join(lines)
     assert result.database.mode == "sqlite"
     assert "SQLite files under var/db/" in text
-    assert f"MySQL at 127.0.0.1:{closed_port}" in text
+    assert f"MySQL at mysql://root@127.0.0.1:{closed_port} is not reachable" in text
     assert "REDIS_URL left empty" in text
     assert result.missing == [s.directory for s in config.SERVICES]
     assert provision.read_env_file(lab_paths.env_file(config.SERVICES[0]))["REDIS_URL"] == ""
