@@ -5,6 +5,10 @@ A dead worker's metric files are marked so its live gauges stop counting.
 
 import os
 
+# Gunicorn 27's control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl):
+# with five services (and test labs) on one machine they would fight over it.
+control_socket_disable = True
+
 
 def child_exit(server, worker):
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -103,7 +103,7 @@ def build(
         cache = {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": redis_url,
-            "KEY_PREFIX": f"lab:{service}",
+            "KEY_PREFIX": f"{env.str('LAB_REDIS_PREFIX', default='lab')}:{service}",
             "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         }
     else:
@@ -211,6 +211,8 @@ def build(
             "BREAKER_RESET_TIMEOUT": env.int("BREAKER_RESET_TIMEOUT", default=10),
             "BULKHEAD_MAX_CONCURRENT": env.int("BULKHEAD_MAX_CONCURRENT", default=16),
             "LAB_STATE_REFRESH": env.float("LAB_STATE_REFRESH", default=0.5),
+            # Several labs (a test run beside the running one) can share one Redis.
+            "REDIS_PREFIX": env.str("LAB_REDIS_PREFIX", default="lab"),
             "DEPENDS_ON": list(depends_on),
         },
     }

@@ -16,7 +16,7 @@ _counter = itertools.count(1)
 
 @pytest.fixture(scope="session")
 def lab():
-    running = start_lab(ROOT / "var" / "it")
+    running = start_lab(ROOT / "var" / f"it-{os.getpid()}")
     yield running
     running.stop()
     for name in running.urls:

@@ -46,15 +46,30 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _mysql_admin(parsed):
+    import MySQLdb
+
+    return MySQLdb.connect(host=parsed.hostname or "127.0.0.1", port=parsed.port or 3306,
+                           user=parsed.username or "root", passwd=parsed.password or "")
+
+
+def drop_database(url: str) -> None:
+    parsed = urlparse(url)
+    if parsed.scheme.startswith("mysql"):
+        conn = _mysql_admin(parsed)
+        try:
+            conn.cursor().execute(f"DROP DATABASE IF EXISTS `{parsed.path.lstrip('/')}`")
+        finally:
+            conn.close()
+
+
 def recreate_database(url: str, workdir: Path, service: str) -> str:
     """Return the DATABASE_URL of a fresh, empty integration database for ``service``."""
     parsed = urlparse(url)
     if parsed.scheme.startswith("mysql"):
-        import MySQLdb
-
-        name = f"test_{parsed.path.lstrip('/')}_it"
-        conn = MySQLdb.connect(host=parsed.hostname or "127.0.0.1", port=parsed.port or 3306,
-                               user=parsed.username or "root", passwd=parsed.password or "")
+        # Unique per run: two test runs on one machine must not drop each other's databases.
+        name = f"test_{parsed.path.lstrip('/')}_it{os.getpid()}"
+        conn = _mysql_admin(parsed)
         try:
             cursor = conn.cursor()
             cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
@@ -87,6 +102,8 @@ class Lab:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for url in self.database_urls.values():
+            drop_database(url)
 
     def freeze(self, service: str) -> None:
         """Stop every process of ``service`` (master and workers) without killing them."""
@@ -111,6 +128,8 @@ def start_lab(workdir: Path, *, workers: int = 2, threads: int = 4) -> Lab:
         # The whole suite logs in far more often than a person would.
         "LOGIN_RATE_PER_IP": "100000/min",
         "LOGIN_RATE_PER_ACCOUNT": "100000/min",
+        # Keys of this run only, so parallel runs sharing Redis do not see each other's faults.
+        "LAB_REDIS_PREFIX": f"it{os.getpid()}-{int(time.time())}",
     }
     lab = Lab(urls=urls, database_urls={})
     try:
@@ -124,9 +143,6 @@ def start_lab(workdir: Path, *, workers: int = 2, threads: int = 4) -> Lab:
             redis_url = ""
             if file_env.get("REDIS_URL"):
                 redis_url = urlparse(file_env["REDIS_URL"])._replace(path=f"/{redis_db}").geturl()
-                import redis
-
-                redis.Redis.from_url(redis_url).flushdb()
             metrics_dir = workdir / "prometheus" / name
             shutil.rmtree(metrics_dir, ignore_errors=True)
             metrics_dir.mkdir(parents=True)

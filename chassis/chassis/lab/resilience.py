@@ -126,7 +126,7 @@ def _storage(peer: str):
 
         client = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=1)
         return pybreaker.CircuitRedisStorage(
-            pybreaker.STATE_CLOSED, client, namespace=f"lab:{settings.SERVICE_NAME}:breaker:{peer}"
+            pybreaker.STATE_CLOSED, client, namespace=f"{settings.CHASSIS.get('REDIS_PREFIX', 'lab')}:{settings.SERVICE_NAME}:breaker:{peer}"
         )
     return pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
 
