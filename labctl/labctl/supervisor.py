@@ -58,11 +58,16 @@ serverurl=unix://{paths.supervisor_socket}
 """
     ]
     for service in services:
+        metrics_dir = paths.run / "prometheus" / service.short
+        # The chassis' gunicorn hooks; the metrics dir is emptied at every
+        # start, including supervisor's own restarts after a crash.
+        gunicorn = f"{program_command(paths, service)} --config python:chassis.gunicorn_conf"
+        command = f"/bin/sh -c 'rm -rf {metrics_dir} && mkdir -p {metrics_dir} && exec {gunicorn}'"
         sections.append(
             f"""[program:{service.short}]
-command={program_command(paths, service)}
+command={command}
 directory={paths.service_dir(service)}
-environment=LAB_ROOT="{paths.root}",PYTHONUNBUFFERED="1",LAB_ENV_DIGEST="{_env_digest(paths, service)}"
+environment=LAB_ROOT="{paths.root}",PYTHONUNBUFFERED="1",LAB_ENV_DIGEST="{_env_digest(paths, service)}",PROMETHEUS_MULTIPROC_DIR="{metrics_dir}"
 autostart=true
 autorestart=true
 startsecs=3
