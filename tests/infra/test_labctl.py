@@ -294,6 +294,10 @@ def test_supervisor_config_runs_gunicorn_per_service(lab_paths):
         assert program["stdout_logfile"] == str(lab_paths.log / f"{service.short}.log")
         assert program["stopasgroup"] == program["killasgroup"] == "true"
         assert f'LAB_ROOT="{lab_paths.root}"' in program["environment"]
+        metrics = lab_paths.run / "prometheus" / service.short
+        assert f'PROMETHEUS_MULTIPROC_DIR="{metrics}"' in program["environment"]
+        assert f"rm -rf {metrics} && mkdir -p {metrics} && exec " in program["command"]
+        assert "--config python:chassis.gunicorn_conf" in program["command"]
     assert parser["unix_http_server"]["file"] == str(lab_paths.supervisor_socket)
 
 
