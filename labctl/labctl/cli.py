@@ -26,7 +26,7 @@ def _echo(text: str = "") -> None:
 
 
 def _present(paths: Paths) -> list[Service]:
-    return [s for s in config.SERVICES if paths.service_present(s)]
+    return [s for s in config.APPS if paths.service_present(s)]
 
 
 def database_label(paths: Paths, service: Service) -> str:
@@ -62,11 +62,11 @@ def cmd_setup(paths: Paths, args) -> int:
 
 def cmd_keys(paths: Paths, args) -> int:
     keys_dir = Path(args.dir) if args.dir else paths.keys
-    created = provision.ensure_keys(keys_dir, [s.short for s in config.SERVICES])
+    created = provision.ensure_keys(keys_dir, [s.short for s in config.APPS])
     # In containers each service runs as its own user, which must own its private key.
     for owner in args.owner:
         name, _, ids = owner.partition("=")
-        if name not in config.SERVICE_BY_NAME or not ids:
+        if name not in config.APP_BY_NAME or not ids:
             raise provision.ProvisionError(f"--owner wants SERVICE=UID[:GID], got {owner!r}")
         uid, _, gid = ids.partition(":")
         os.chown(keys_dir / f"{name}.private.pem", int(uid), int(gid or uid))
@@ -139,7 +139,7 @@ def _service_table(paths: Paths, services: list[Service], results) -> str:
             s.directory,
             s.url + "/",
             s.url + s.browse_path,
-            s.url + "/api/docs/",
+            s.url + "/api/docs/" if s.api_docs else "-",
             database_label(paths, s),
             "healthy" if h and h.ok else (h.label() if h else "-"),
         ])
@@ -180,7 +180,7 @@ def cmd_down(paths: Paths, args) -> int:
 
 def cmd_logs(paths: Paths, args) -> int:
     if args.service:
-        files = [paths.log_file(config.SERVICE_BY_NAME[args.service])]
+        files = [paths.log_file(config.APP_BY_NAME[args.service])]
     else:
         files = [paths.log_file(s) for s in _present(paths)]
     files = [f for f in files if f.exists()]
@@ -197,7 +197,7 @@ def cmd_restart(paths: Paths, args) -> int:
     if not supervisor.is_running(paths):
         _echo("The lab is not running: start it with make up.")
         return 1
-    services = _present(paths) if args.service == "all" else [config.SERVICE_BY_NAME[args.service]]
+    services = _present(paths) if args.service == "all" else [config.APP_BY_NAME[args.service]]
     supervisor.ctl(paths, "restart", *[s.short for s in services])
     results = health.wait_healthy(services, config.HEALTH_TIMEOUT_SECONDS)
     failed = False
@@ -211,7 +211,7 @@ def cmd_restart(paths: Paths, args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    names = [s.short for s in config.SERVICES]
+    names = [s.short for s in config.APPS]
     parser = argparse.ArgumentParser(
         prog="labctl",
         description="Run the microservices lab on this machine "

@@ -27,6 +27,8 @@ class Service:
     schema: str  # MySQL schema, also the name of its MySQL user
     redis_db: int  # each service gets its own Redis database number
     browse_path: str  # a page of the browsable API worth opening first
+    seeded: bool = True  # has a `manage.py seed_lab`
+    api_docs: bool = True  # serves Swagger UI at /api/docs/
 
     @property
     def url(self) -> str:
@@ -47,6 +49,15 @@ SERVICES: tuple[Service, ...] = (
 
 SERVICE_BY_NAME = {s.short: s for s in SERVICES}
 
+# The dashboard is a Django project like the services (own database, keys and
+# env file) but serves pages, not an API, and has nothing to seed.
+DASHBOARD = Service("dashboard", "dashboard", 8000, "lab_dashboard", 4, "/",
+                    seeded=False, api_docs=False)
+
+# Every Django project that labctl sets up and runs.
+APPS: tuple[Service, ...] = (*SERVICES, DASHBOARD)
+APP_BY_NAME = {s.short: s for s in APPS}
+
 DEFAULT_MYSQL_ADMIN_URL = "mysql://root@127.0.0.1:3306"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
 
@@ -61,7 +72,7 @@ MANAGED_ENV_VARS = (
     "REDIS_URL",
     "LAB_KEYS_DIR",
     "DJANGO_SETTINGS_MODULE",
-    *(s.env_var for s in SERVICES),
+    *(s.env_var for s in APPS),
 )
 
 

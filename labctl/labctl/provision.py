@@ -226,7 +226,7 @@ class DatabasePlan:
         """One line for a person: where the data lives."""
         if self.mode == "mysql":
             assert self.mysql is not None
-            schemas = ", ".join(s.schema for s in config.SERVICES)
+            schemas = ", ".join(s.schema for s in config.APPS)
             return (f"MySQL at {self.mysql.address}, schemas {schemas}, "
                     "one MySQL user per schema granted only its own")
         return f"SQLite files under {_rel(paths.db, paths)}/ (MySQL not used: {self.reason})"
@@ -344,8 +344,8 @@ class SetupResult:
 def write_env_files(
     paths: Paths, plan: DatabasePlan, redis_base: str | None, conn=None
 ) -> None:
-    """Write ``var/env/<short>.env`` for every service (and its MySQL user, if any)."""
-    for service in config.SERVICES:
+    """Write ``var/env/<short>.env`` for every app (and its MySQL user, if any)."""
+    for service in config.APPS:
         path = paths.env_file(service)
         previous = read_env_file(path)
         secret = previous.get("DJANGO_SECRET_KEY") or secrets.token_urlsafe(50)
@@ -367,7 +367,7 @@ def write_env_files(
             "REDIS_URL": redis_url_for(redis_base, service.redis_db) if redis_base else "",
             "LAB_KEYS_DIR": str(paths.keys),
         }
-        values.update({peer.env_var: peer.url for peer in config.SERVICES})
+        values.update({peer.env_var: peer.url for peer in config.APPS})
         header = (
             f"Environment of {service.directory}, written by `labctl setup`.\n"
             "Rewritten on every run; DJANGO_SECRET_KEY and the database password are kept."
@@ -390,7 +390,7 @@ def setup(paths: Paths, echo: Echo = print, env: Mapping[str, str] | None = None
     for directory in (paths.var, paths.env, paths.log, paths.run):
         directory.mkdir(parents=True, exist_ok=True)
 
-    created = ensure_keys(paths.keys, [s.short for s in config.SERVICES])
+    created = ensure_keys(paths.keys, [s.short for s in config.APPS])
     echo(f"keys      {'created for ' + ', '.join(created) if created else 'present'}"
          f" in {_rel(paths.keys, paths)}")
 
@@ -405,7 +405,7 @@ def setup(paths: Paths, echo: Echo = print, env: Mapping[str, str] | None = None
 
     echo(f"database  {plan.describe(paths)}")
     if redis_ok:
-        echo(f"redis     {_redact(redis_base)}, database 0-3 (one per service)")
+        echo(f"redis     {_redact(redis_base)}, database 0-{len(config.APPS) - 1} (one per service)")
     else:
         echo(f"redis     not reachable at {_redact(redis_base)} ({redis_reason}); "
              "REDIS_URL left empty, services use a local-memory cache")
@@ -413,7 +413,7 @@ def setup(paths: Paths, echo: Echo = print, env: Mapping[str, str] | None = None
 
     result = SetupResult(plan, redis_ok, redis_reason)
     failures: list[str] = []
-    for service in config.SERVICES:
+    for service in config.APPS:
         if not paths.service_present(service):
             result.missing.append(service.directory)
             echo(f"{service.short:<9} skipped: {service.directory}/manage.py does not exist yet")
@@ -421,7 +421,7 @@ def setup(paths: Paths, echo: Echo = print, env: Mapping[str, str] | None = None
         try:
             migrated = run_manage(paths, service, "migrate", "--noinput")
             run_manage(paths, service, "collectstatic", "--noinput", "--verbosity", "0")
-            seeded = run_manage(paths, service, "seed_lab").strip()
+            seeded = run_manage(paths, service, "seed_lab").strip() if service.seeded else ""
         except ProvisionError as exc:
             # Go on with the other services, so one broken service does not hide the rest.
             echo(f"{service.short:<9} FAILED (details below)")
@@ -429,8 +429,8 @@ def setup(paths: Paths, echo: Echo = print, env: Mapping[str, str] | None = None
             continue
         applied = sum(1 for line in migrated.splitlines() if line.strip().startswith("Applying "))
         result.seed_output[service.short] = seeded
-        echo(f"{service.short:<9} migrated ({applied} new migration(s)), "
-             "static files collected, seeded")
+        echo(f"{service.short:<9} migrated ({applied} new migration(s)), static files collected"
+             + (", seeded" if service.seeded else ""))
         if show_seed and seeded:
             echo(_indent(seeded))
     if failures:

@@ -72,25 +72,25 @@ def test_keys_are_kept_and_a_lost_public_key_is_rebuilt(lab_paths):
 def test_env_files_keep_secret_key_across_runs(lab_paths):
     """Ensure rewriting the env files keeps each service's DJANGO_SECRET_KEY."""
     provision.write_env_files(lab_paths, sqlite_plan(), None)
-    first = {s.short: provision.read_env_file(lab_paths.env_file(s)) for s in config.SERVICES}
+    first = {s.short: provision.read_env_file(lab_paths.env_file(s)) for s in config.APPS}
 
     provision.write_env_files(lab_paths, sqlite_plan(), "redis://127.0.0.1:6379")
-    second = {s.short: provision.read_env_file(lab_paths.env_file(s)) for s in config.SERVICES}
+    second = {s.short: provision.read_env_file(lab_paths.env_file(s)) for s in config.APPS}
 
     secrets_seen = set()
-    for service in config.SERVICES:
+    for service in config.APPS:
         assert len(first[service.short]["DJANGO_SECRET_KEY"]) >= 50
         assert second[service.short]["DJANGO_SECRET_KEY"] == first[service.short]["DJANGO_SECRET_KEY"]
         secrets_seen.add(first[service.short]["DJANGO_SECRET_KEY"])
         assert second[service.short]["REDIS_URL"] == f"redis://127.0.0.1:6379/{service.redis_db}"
-    assert len(secrets_seen) == len(config.SERVICES), "each service has its own secret"
+    assert len(secrets_seen) == len(config.APPS), "each service has its own secret"
 
 
 def test_env_file_names_every_peer_and_is_private(lab_paths):
-    """Ensure each env file lists the four peer URLs and the keys dir, mode 0600."""
+    """Ensure each env file (dashboard's too) lists the peer URLs and the keys dir, mode 0600."""
     provision.write_env_files(lab_paths, sqlite_plan(), None)
 
-    for service in config.SERVICES:
+    for service in config.APPS:
         path = lab_paths.env_file(service)
         values = provision.read_env_file(path)
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -98,6 +98,7 @@ def test_env_file_names_every_peer_and_is_private(lab_paths):
         assert values["ORDER_SERVICE_URL"] == "http://127.0.0.1:8002"
         assert values["INVENTORY_SERVICE_URL"] == "http://127.0.0.1:8003"
         assert values["PAYMENT_SERVICE_URL"] == "http://127.0.0.1:8004"
+        assert values["DASHBOARD_SERVICE_URL"] == "http://127.0.0.1:8000"
         assert values["LAB_KEYS_DIR"] == str(lab_paths.keys)
         assert values["REDIS_URL"] == ""
         assert values["DATABASE_URL"] == f"sqlite:///{lab_paths.db}/{service.short}.sqlite3"
@@ -165,7 +166,7 @@ def test_setup_without_services_reports_sqlite_and_missing_redis(lab_paths, clos
     assert "SQLite files under var/db/" in text
     assert f"MySQL at mysql://root@127.0.0.1:{closed_port} is not reachable" in text
     assert "REDIS_URL left empty" in text
-    assert result.missing == [s.directory for s in config.SERVICES]
+    assert result.missing == [s.directory for s in config.APPS]
     assert provision.read_env_file(lab_paths.env_file(config.SERVICES[0]))["REDIS_URL"] == ""
 
 
@@ -257,8 +258,8 @@ def test_env_files_keep_mysql_password(mysql_admin, lab_paths, monkeypatch):
     """Ensure the generated MySQL password is written once and reused on the next run."""
     target, conn = mysql_admin
     suffix = secrets.token_hex(3)
-    services = tuple(replace(s, schema=f"labt_{suffix}_{s.short}") for s in config.SERVICES)
-    monkeypatch.setattr(config, "SERVICES", services)
+    services = tuple(replace(s, schema=f"labt_{suffix}_{s.short}") for s in config.APPS)
+    monkeypatch.setattr(config, "APPS", services)
     plan = provision.DatabasePlan("mysql", mysql=target)
     try:
         provision.write_env_files(lab_paths, plan, None, conn)
