@@ -15,16 +15,18 @@ VPY := $(VENV)/bin/python
 LABCTL := $(VENV)/bin/labctl
 
 SERVICES := user_service order_service inventory_service payment_service
+# Everything whose requirements.txt is installed into the one virtualenv.
+PROJECTS := $(SERVICES) dashboard loadtests
 # Test suites, run in this order. Each is a directory: `tests` runs from the
 # repository root, any other runs pytest inside its directory. A directory that
 # does not exist (yet) is reported as skipped.
-TEST_SUITES := chassis $(SERVICES) tests
+TEST_SUITES := chassis $(SERVICES) dashboard tests
 PYTEST_ARGS ?=
 RESULTS := var/test-results
 
 # Installing is skipped while a stamp named after a hash of every file that
 # says what to install exists, so a second `make up` does not run pip at all.
-REQUIREMENTS := $(wildcard $(addsuffix /requirements.txt,$(SERVICES)))
+REQUIREMENTS := $(wildcard $(addsuffix /requirements.txt,$(PROJECTS)))
 RUNTIME_INPUTS := $(REQUIREMENTS) $(wildcard chassis/pyproject.toml) labctl/pyproject.toml
 RUNTIME_HASH := $(shell cat $(RUNTIME_INPUTS) | sha1sum | cut -c1-16)
 DEV_HASH := $(shell cat $(RUNTIME_INPUTS) requirements-dev.txt | sha1sum | cut -c1-16)
