@@ -126,6 +126,9 @@ def cmd_up(paths: Paths, args) -> int:
         _echo()
         _echo(f"Not started (directory missing): {', '.join(result.missing)}")
     _echo()
+    if config.DASHBOARD in services:
+        _echo(f"Start with the dashboard: {config.DASHBOARD.url}/ "
+              "(its controls need a staff login, e.g. admin@lab.local)")
     _echo("The lab is up.  make status: health of each service   "
           "make logs: follow the logs   make down: stop everything")
     return 0
