@@ -5,7 +5,8 @@ from django.urls import path
 from . import internal_views as views
 
 urlpatterns = [
-    path("reservations/", views.ReservationCreateApi.as_view(), name="reservation-create"),
+    path("reservations/", views.ReservationListCreateApi.as_view(), name="reservation-create"),
+    path("reservations/expire/", views.ReservationsExpireApi.as_view(), name="reservations-expire"),
     path("reservations/<uuid:reservation_id>/", views.ReservationDetailApi.as_view(), name="reservation-detail"),
     path("reservations/<uuid:reservation_id>/commit/", views.ReservationCommitApi.as_view(), name="reservation-commit"),
     path(

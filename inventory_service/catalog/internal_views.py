@@ -1,7 +1,7 @@
 """The internal API: reservations for order_service's checkout saga, reconciliation for the audit.
 
-Callers authenticate with a service token: ``order`` for reservations,
-``dashboard`` for reconciliation.
+Callers authenticate with a service token: ``order`` for reservations (and
+for the periodic expiry its scheduler triggers), ``dashboard`` for reconciliation.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
@@ -23,7 +24,9 @@ from chassis.idempotency import idempotency_key_from
 from . import selectors, services
 from .serializers import (
     ReservationCreateInputSerializer,
+    ReservationListQuerySerializer,
     ReservationOutputSerializer,
+    ReservationsExpiredOutputSerializer,
     ReservationReconciliationOutputSerializer,
     ReservationReconciliationQuerySerializer,
     StockReconciliationOutputSerializer,
@@ -47,17 +50,34 @@ def _with_header_key(request: Request):
     return data
 
 
-class ReservationCreateApi(InputFormMixin, APIView):
-    """Reserve stock for an order, all lines or none.
+class ReservationListCreateApi(InputFormMixin, APIView):
+    """Reserve stock for an order, all lines or none; or list the reservations of one order.
 
-    201 with the new reservation (HELD until `expires_at`); 200 with the same
+    POST: 201 with the new reservation (HELD until `expires_at`); 200 with the same
     reservation when the same `idempotency_key` comes back with the same order
     and lines; 409 `idempotency_conflict` when it comes with different ones;
     409 `insufficient_stock` (nothing reserved); 400 `unknown_sku`.
+
+    GET `?order_id=`: what inventory holds for that order, whatever its status.
+    order_service asks this when the answer to a reservation was lost, so that
+    its compensation can release a hold it never heard of.
     """
 
     permission_classes = [OrderServiceOnly]
     input_serializers = {"POST": ReservationCreateInputSerializer}
+    pagination_class = api_settings.DEFAULT_PAGINATION_CLASS
+
+    @extend_schema(
+        operation_id="reservations_list",
+        tags=["internal"],
+        parameters=[ReservationListQuerySerializer],
+        responses={200: ReservationOutputSerializer(many=True), **errors(400, 401, 403)},
+    )
+    def get(self, request: Request) -> Response:
+        query = ReservationListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        reservations = selectors.reservation_list_for_order(order_id=query.validated_data["order_id"])
+        return paginated(self, request, reservations, ReservationOutputSerializer)
 
     @extend_schema(
         operation_id="reservations_create",
@@ -130,6 +150,27 @@ class ReservationReleaseApi(APIView):
     def post(self, request: Request, reservation_id: uuid.UUID) -> Response:
         reservation = services.reservation_release(reservation_id=reservation_id)
         return Response(ReservationOutputSerializer(reservation).data)
+
+
+class ReservationsExpireApi(APIView):
+    """Expire every HELD reservation past its `expires_at` now: its units go back to available.
+
+    The same work as `manage.py expire_reservations`, for order_service's
+    scheduler (Celery beat) to trigger every few seconds. Safe to call at any
+    time, from several places at once.
+    """
+
+    permission_classes = [OrderServiceOnly]
+
+    @extend_schema(
+        operation_id="reservations_expire",
+        tags=["internal"],
+        request=None,
+        responses={200: ReservationsExpiredOutputSerializer, **errors(401, 403, 503)},
+    )
+    def post(self, request: Request) -> Response:
+        expired = services.reservations_expire(now=timezone.now())
+        return Response(ReservationsExpiredOutputSerializer({"expired": expired}).data)
 
 
 # --- reconciliation (the audit) -------------------------------------------------------------

@@ -57,6 +57,16 @@ def reservation_reconciliation_list(*, order_id: str | None = None, status: str 
     return reservations
 
 
+def reservation_list_for_order(*, order_id: str) -> QuerySet:
+    """The reservations of one order, oldest first, with their lines and products (a fixed number of queries)."""
+    lines = ReservationLine.objects.select_related("product").order_by("product__sku")
+    return (
+        Reservation.objects.filter(order_id=order_id)
+        .prefetch_related(Prefetch("lines", queryset=lines))
+        .order_by("created_at", "id")
+    )
+
+
 def reservation_get(*, reservation_id: uuid.UUID) -> Reservation:
     """One reservation with its lines and their products; 404 when unknown."""
     lines = ReservationLine.objects.select_related("product").order_by("product__sku")

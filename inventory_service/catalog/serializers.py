@@ -248,6 +248,18 @@ class ReservationReconciliationOutputSerializer(serializers.ModelSerializer):
         return sum(line.quantity * line.unit_price_cents for line in reservation.lines.all())
 
 
+class ReservationListQuerySerializer(serializers.Serializer):
+    order_id = StrictCharField(
+        max_length=64,
+        validators=[RegexValidator(ORDER_ID_PATTERN, "Use 1 to 64 characters among letters, digits, '.', '_', ':' and '-'.")],
+        help_text="The order whose reservations to list (required).",
+    )
+
+
+class ReservationsExpiredOutputSerializer(serializers.Serializer):
+    expired = serializers.IntegerField(help_text="How many HELD reservations past their deadline were expired now.")
+
+
 class ReservationReconciliationQuerySerializer(serializers.Serializer):
     order_id = StrictCharField(required=False, max_length=64, help_text="Only the reservations of this order.")
     status = serializers.ChoiceField(choices=Reservation.Status.choices, required=False)

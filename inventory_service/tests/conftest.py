@@ -33,6 +33,12 @@ def payment_service() -> dict:
 
 
 @pytest.fixture
+def dashboard_service() -> dict:
+    """Headers of the dashboard (the lab admin) calling inventory."""
+    return bearer(service_token(caller="dashboard", audience="inventory"))
+
+
+@pytest.fixture
 def make_product(db):
     """Create a product with its stock the way the API does."""
 

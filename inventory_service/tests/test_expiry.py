@@ -120,3 +120,43 @@ def test_expire_reservations_command(product):
 
     assert out.getvalue().strip() == "expire_reservations: expired 2 reservation(s)."
     assert stock_of("KB-001").available == 10
+
+
+# --- POST /internal/reservations/expire/ (order_service's scheduler) --------------------------
+
+
+def test_expire_endpoint_expires_what_is_due_and_says_how_many(client, product, order_service):
+    """Ensure the internal expire endpoint expires due reservations only and answers their count; twice is a no-op."""
+    hold(2, key="due-reservation-1", now=timezone.now() - timedelta(hours=1))
+    hold(1, key="due-reservation-2", now=timezone.now() - timedelta(hours=1))
+    hold(3, key="fresh-reservation", ttl=600)
+
+    first = client.post("/internal/reservations/expire/", **order_service)
+    second = client.post("/internal/reservations/expire/", **order_service)
+
+    assert (first.status_code, first.json()) == (200, {"expired": 2})
+    assert (second.status_code, second.json()) == (200, {"expired": 0})
+    assert dict(Reservation.objects.values_list("idempotency_key", "status")) == {
+        "due-reservation-1": "EXPIRED", "due-reservation-2": "EXPIRED", "fresh-reservation": "HELD",
+    }
+    assert (stock_of("KB-001").available, stock_of("KB-001").reserved) == (7, 3)
+    assert_stock_conserved()
+
+
+def test_expire_endpoint_is_for_order_service_only(client, product, customer, staff, dashboard_service, payment_service):
+    """Ensure nobody but order_service may trigger the expiry, and a refusal expires nothing."""
+    hold(2, key="due-reservation-1", now=timezone.now() - timedelta(hours=1))
+    before = snapshot()
+
+    assert client.post("/internal/reservations/expire/").status_code == 401
+    for headers in (customer, staff, dashboard_service, payment_service):
+        assert client.post("/internal/reservations/expire/", **headers).status_code == 403
+    assert snapshot() == before
+
+
+def test_expire_endpoint_refuses_other_methods(client, order_service):
+    """Ensure GET on the expire endpoint is a 405 in the error format, not a silent sweep."""
+    response = client.get("/internal/reservations/expire/", **order_service)
+
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"

@@ -30,6 +30,7 @@ def test_schema_of_the_catalog_generates_without_warnings():
         "/internal/reservations/{reservation_id}/",
         "/internal/reservations/{reservation_id}/commit/",
         "/internal/reservations/{reservation_id}/release/",
+        "/internal/reservations/expire/",
         "/internal/reconciliation/stock/",
         "/internal/reconciliation/reservations/",
     }
