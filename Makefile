@@ -144,5 +144,5 @@ test: install-dev
 	$(VPY) -m labctl.testreport $(RESULTS) "$${results[@]}"
 
 clean: down
-	rm -rf var $(VENV)
-	@echo "removed var/ and $(VENV)/ (MySQL schemas, if used, are kept)"
+	@rm -rf var $(VENV)
+	echo "removed var/ and $(VENV)/ (MySQL schemas, if used, are kept)"
