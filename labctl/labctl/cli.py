@@ -7,6 +7,10 @@
     labctl logs [svc] [-f]    show (or follow) the service logs
     labctl restart <svc|all>  restart a service and wait until it is healthy
     labctl keys [--dir DIR]   only generate the services' key pairs
+    labctl fault list|add|clear   break a service (latency, error, outage, database,
+                              dependency, process) and clear it; see faultcli.py
+    labctl resilience [svc]   show or switch timeouts, retries, breakers, bulkheads
+    labctl audit              check the invariants across the services
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from . import config, health, provision, supervisor
+from . import faultcli
 from .config import Paths, Service
 
 
@@ -227,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("up", help="setup, then start every service and wait until healthy")
     sub.add_parser("down", help="stop every service and supervisord")
     sub.add_parser("status", help="process state and /health/ of each service")
+    faultcli.add_parsers(sub)
 
     logs = sub.add_parser("logs", help="show the service logs (all, or one service)")
     logs.add_argument("service", nargs="?", choices=names, help="one service (default: all)")
@@ -247,6 +253,8 @@ COMMANDS = {
     "setup": cmd_setup, "up": cmd_up, "down": cmd_down, "status": cmd_status,
     "logs": cmd_logs, "restart": cmd_restart, "keys": cmd_keys,
 }
+
+COMMANDS.update(faultcli.COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:
