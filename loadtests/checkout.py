@@ -1,0 +1,51 @@
+"""Checkout: customers who log in once, add a test card, then order again and again.
+
+Each order goes through the whole saga (reserve stock, charge, commit). With
+the sync saga the order service answers 201 with the final state; with the
+async saga it answers 202 and the client polls ``GET /api/orders/<id>/`` until
+the order is CONFIRMED or CANCELLED. ``SAGA_MODE`` switches the order service
+for the run (through ``PUT /_lab/saga/``, restored afterwards); the client
+follows whatever answer it gets either way.
+
+A share of the orders (``DECLINE_SHARE``, default 0.05) is paid with the
+declined test card: those end CANCELLED, as they should, and are counted on
+their own row ``/api/orders/ [declined card, expected]``, not as failures.
+
+Usage: labctl load --scenario checkout --users 50 --spawn-rate 10 --duration 60s
+       SAGA_MODE=async labctl load --scenario checkout ...   (or --env SAGA_MODE=async)
+
+Environment: SAGA_MODE (sync | async; unset: leave the service as it is),
+DECLINE_SHARE, THINK_TIME (default "0.5-1.5"), POLL_TIMEOUT, STOCK_FLOOR,
+ACCOUNTS_FILE (see common.py).
+Expected failures: none (declines are expected outcomes).
+"""
+
+import os
+
+from locust import events, task
+
+from common import ShopUser, is_worker, listen_restock, think_time
+from labhooks import SagaModeSwitch
+
+listen_restock()
+SAGA_SWITCH = SagaModeSwitch(os.environ.get("SAGA_MODE", ""))
+
+
+@events.test_start.add_listener
+def _saga_mode_on(environment, **_kwargs):
+    if not is_worker(environment):
+        SAGA_SWITCH.apply()
+
+
+@events.test_stop.add_listener
+def _saga_mode_off(environment, **_kwargs):
+    if not is_worker(environment):
+        SAGA_SWITCH.restore()
+
+
+class Customer(ShopUser):
+    wait_time = think_time("0.5-1.5")
+
+    @task
+    def order(self):
+        self.place_order()
