@@ -146,3 +146,26 @@ test: install-dev
 clean: down
 	@rm -rf var $(VENV)
 	echo "removed var/ and $(VENV)/ (MySQL schemas, if used, are kept)"
+
+# ---------------------------------------------------------------- load and benchmark
+#   make load SCENARIO=checkout USERS=50 SPAWN=10 DURATION=60s [WORKERS=2]
+#   make scale [s=inventory=3]   show, or change, the gunicorn workers of a service
+SCENARIO ?=
+USERS ?= 20
+SPAWN ?= 5
+DURATION ?= 60s
+WORKERS ?= 0
+
+.PHONY: load scale
+
+load: install
+	@if [ -z "$(SCENARIO)" ]; then
+		echo "usage: make load SCENARIO=browse|checkout|mixed|step_load|chaos_timeline" \
+			"[USERS=20 SPAWN=5 DURATION=60s WORKERS=0]" >&2
+		exit 2
+	fi
+	$(LABCTL) load --scenario "$(SCENARIO)" --users "$(USERS)" --spawn-rate "$(SPAWN)" \
+		--duration "$(DURATION)" --workers "$(WORKERS)"
+
+scale: install
+	@$(LABCTL) scale $(s)

@@ -11,6 +11,8 @@
                               dependency, process) and clear it; see faultcli.py
     labctl resilience [svc]   show or switch timeouts, retries, breakers, bulkheads
     labctl audit              check the invariants across the services
+    labctl load --scenario S  run a Locust scenario of loadtests/ and keep its results
+    labctl scale [svc=N]      show or change how many gunicorn workers each service runs
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import config, health, provision, supervisor
+from . import config, health, load, provision, scale, supervisor
 from . import faultcli
 from .config import Paths, Service
 
@@ -246,12 +248,17 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--dir", help="where to write them (default: var/keys)")
     keys.add_argument("--owner", action="append", default=[], metavar="SERVICE=UID[:GID]",
                       help="give SERVICE's private key to this user (repeatable; containers)")
+
+    load.add_arguments(sub.add_parser("load", help="run a Locust scenario against the lab; results in "
+                                                   "var/loadtests/"))
+    scale.add_arguments(sub.add_parser("scale", help="show or change how many gunicorn workers each service runs"))
     return parser
 
 
 COMMANDS = {
     "setup": cmd_setup, "up": cmd_up, "down": cmd_down, "status": cmd_status,
     "logs": cmd_logs, "restart": cmd_restart, "keys": cmd_keys,
+    "load": load.cmd_load, "scale": scale.cmd_scale,
 }
 
 COMMANDS.update(faultcli.COMMANDS)

@@ -21,7 +21,15 @@ from . import config
 from .config import Paths, Service
 from .provision import child_env
 
-GUNICORN_ARGS = "--workers 2 --threads 4 --worker-class gthread --timeout 30 --access-logfile -"
+DEFAULT_WORKERS = 2
+GUNICORN_ARGS = f"--workers {DEFAULT_WORKERS} --threads 4 --worker-class gthread --timeout 30 --access-logfile -"
+
+
+def gunicorn_workers(paths: Paths, service: Service) -> int:
+    """How many gunicorn workers ``service`` runs: ``labctl scale`` overrides in var/scale.json, else 2."""
+    from .scale import read_scale
+
+    return read_scale(paths).get(service.short, DEFAULT_WORKERS)
 
 
 def program_command(paths: Paths, service: Service) -> str:
@@ -30,8 +38,9 @@ def program_command(paths: Paths, service: Service) -> str:
     control = paths.run / f"gunicorn-{service.short}.ctl"
     control_arg = (f"--control-socket {control}" if len(str(control)) < 100
                    else "--no-control-socket")
+    args = GUNICORN_ARGS.replace(f"--workers {DEFAULT_WORKERS}", f"--workers {gunicorn_workers(paths, service)}", 1)
     return (f"{paths.venv_bin / 'gunicorn'} config.wsgi:application "
-            f"--bind 127.0.0.1:{service.port} {GUNICORN_ARGS} {control_arg}")
+            f"--bind 127.0.0.1:{service.port} {args} {control_arg}")
 
 
 def render_config(paths: Paths, services: list[Service]) -> str:
