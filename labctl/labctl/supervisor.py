@@ -189,10 +189,14 @@ def ensure_running(paths: Paths, services: list[Service], echo=print) -> None:
                     f"supervisord did not start; see {paths.log / 'supervisord.log'}")
             time.sleep(0.2)
         return
-    if changed:
-        echo("supervisord already running; applying the changed config (reread + update)")
-        ctl(paths, "reread", capture=True)
-        ctl(paths, "update")
+    # reread + update even when the file looks unchanged: a run interrupted
+    # between writing it and updating would otherwise never be applied.
+    ctl(paths, "reread", capture=True)
+    applied = ctl(paths, "update", capture=True).stdout.strip()
+    if changed or applied:
+        echo("supervisord already running; applied the changed config:")
+        for line in applied.splitlines():
+            echo(f"  {line}")
     else:
         echo("supervisord already running; config unchanged "
              "(labctl restart all makes the services load changed code)")
