@@ -1,0 +1,211 @@
+"""OTLP/HTTP trace payloads → plain span rows.
+
+Two encodings reach ``/v1/traces``: binary protobuf (what the OpenTelemetry
+SDK's OTLP exporter sends) and OTLP JSON. OTLP JSON is the protobuf JSON
+mapping with one twist: trace and span ids are hex strings, not base64, so
+they are converted before the standard parser sees them.
+
+:func:`decode` raises :class:`MalformedPayload` with a message a person can act
+on; it never lets a parser exception escape.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import json
+import math
+import re
+import zlib
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+
+KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
+STATUSES = {0: "unset", 1: "ok", 2: "error"}
+ORDER_ID_KEYS = ("lab.order_id", "order.id", "order_id")
+URL_KEYS = ("url.path", "http.target", "url.full", "http.url")
+ORDER_IN_PATH = re.compile(r"/orders/(\d{1,20})(?:/|$|\?)")
+_ID_FIELDS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
+
+
+class MalformedPayload(ValueError):
+    """The body is not an OTLP trace export; the message says what is wrong."""
+
+
+class PayloadTooLarge(ValueError):
+    pass
+
+
+def media_type(content_type: str) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def decompress(body: bytes, encoding: str, *, limit: int) -> bytes:
+    """Undo ``Content-Encoding: gzip|deflate``, refusing to inflate past ``limit`` bytes."""
+    encoding = (encoding or "").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise MalformedPayload(f"Content-Encoding {encoding!r} is not supported (use gzip, deflate or none).")
+    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except (zlib.error, gzip.BadGzipFile) as exc:
+        raise MalformedPayload(f"The body is not valid {encoding} data: {exc}.") from exc
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"The decompressed body is larger than {limit} bytes.")
+    return out
+
+
+def decode(body: bytes, content_type: str) -> ExportTraceServiceRequest:
+    """Parse an export request in either encoding."""
+    kind = media_type(content_type)
+    request = ExportTraceServiceRequest()
+    if kind == PROTOBUF:
+        try:
+            request.ParseFromString(body)
+        except (DecodeError, RuntimeWarning, ValueError) as exc:
+            raise MalformedPayload(f"The body is not a valid protobuf ExportTraceServiceRequest: {exc}.") from exc
+        return request
+    if kind == JSON:
+        try:
+            data = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise MalformedPayload(f"The body is not valid JSON: {exc}.") from exc
+        if not isinstance(data, dict):
+            raise MalformedPayload("An OTLP JSON export is an object with a 'resourceSpans' list.")
+        try:
+            _hex_ids_to_base64(data)
+            json_format.ParseDict(data, request, ignore_unknown_fields=True)
+        except (json_format.ParseError, MalformedPayload, TypeError, ValueError, AttributeError) as exc:
+            raise MalformedPayload(f"The JSON is not an OTLP trace export: {exc}.") from exc
+        return request
+    raise MalformedPayload(f"Content-Type must be {PROTOBUF} or {JSON}, not {kind or 'missing'!r}.")
+
+
+def encode_response(kind: str, *, rejected: int = 0, message: str = "") -> bytes:
+    response = ExportTraceServiceResponse()
+    if rejected:
+        response.partial_success.rejected_spans = rejected
+        response.partial_success.error_message = message
+    if media_type(kind) == JSON:
+        return json.dumps(json_format.MessageToDict(response)).encode()
+    return response.SerializeToString()
+
+
+def _hex_ids_to_base64(data: dict) -> None:
+    """OTLP JSON carries ids as hex; protobuf's JSON mapping expects base64."""
+    resource_spans = data.get("resourceSpans", data.get("resource_spans", []))
+    if not isinstance(resource_spans, list):
+        raise MalformedPayload("'resourceSpans' must be a list.")
+    for resource in resource_spans:
+        for scope in _list(resource, "scopeSpans", "scope_spans"):
+            for span in _list(scope, "spans"):
+                _convert_ids(span)
+                for link in _list(span, "links"):
+                    _convert_ids(link)
+
+
+def _list(obj, *keys) -> list:
+    if not isinstance(obj, dict):
+        raise MalformedPayload("Expected an object inside 'resourceSpans'.")
+    for key in keys:
+        if key in obj:
+            value = obj[key]
+            if not isinstance(value, list):
+                raise MalformedPayload(f"'{key}' must be a list.")
+            return value
+    return []
+
+
+def _convert_ids(obj) -> None:
+    if not isinstance(obj, dict):
+        raise MalformedPayload("A span must be an object.")
+    for key in _ID_FIELDS:
+        value = obj.get(key)
+        if isinstance(value, str) and value:
+            try:
+                obj[key] = base64.b64encode(bytes.fromhex(value)).decode()
+            except ValueError as exc:
+                raise MalformedPayload(f"{key} {value[:40]!r} is not hex.") from exc
+
+
+def any_value(value):
+    """An OTLP ``AnyValue`` as the Python value it holds."""
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [any_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+    if kind == "bytes_value":
+        return binascii.hexlify(value.bytes_value).decode()
+    if kind == "double_value" and not math.isfinite(value.double_value):
+        return str(value.double_value)  # JSON columns refuse NaN and infinities
+    return getattr(value, kind)
+
+
+def attributes(key_values) -> dict:
+    return {kv.key: any_value(kv.value) for kv in key_values}
+
+
+def order_id_from(attrs: dict) -> str:
+    """The order a span worked on: an order id attribute, else an /orders/<id>/ URL; "" when neither."""
+    for key in ORDER_ID_KEYS:
+        if attrs.get(key) not in (None, ""):
+            return str(attrs[key])[:32]
+    for key in URL_KEYS:
+        match = ORDER_IN_PATH.search(str(attrs.get(key) or ""))
+        if match:
+            return match.group(1)
+    return ""
+
+
+def rows(request: ExportTraceServiceRequest) -> tuple[list[dict], int, str]:
+    """Span rows of an export, plus how many spans were rejected and why (first reason)."""
+    out, rejected, reason = [], 0, ""
+    for resource_spans in request.resource_spans:
+        resource = attributes(resource_spans.resource.attributes)
+        service = str(resource.get("service.name") or "unknown")[:64]
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
+                if len(trace_id) != 32 or len(span_id) != 16 or not int(trace_id, 16) or not int(span_id, 16):
+                    rejected += 1
+                    reason = reason or "a span has a missing or malformed trace_id/span_id"
+                    continue
+                parent = span.parent_span_id.hex()
+                start, end = int(span.start_time_unix_nano), int(span.end_time_unix_nano)
+                end = max(end, start)
+                attrs = attributes(span.attributes)
+                out.append({
+                    "trace_id": trace_id,
+                    "span_id": span_id,
+                    "parent_span_id": parent if len(parent) == 16 and int(parent, 16) else "",
+                    "service": service,
+                    "name": span.name[:255] or "(unnamed)",
+                    "kind": KINDS.get(span.kind, "unspecified"),
+                    "start_ns": start,
+                    "end_ns": end,
+                    "duration_ms": round((end - start) / 1e6, 3),
+                    "status": STATUSES.get(span.status.code, "unset"),
+                    "status_message": span.status.message[:255],
+                    "request_id": str(attrs.get("lab.request_id") or "")[:64],
+                    "order_id": order_id_from(attrs),
+                    "attributes": attrs,
+                    "events": [
+                        {"name": e.name, "time_ns": int(e.time_unix_nano), "attributes": attributes(e.attributes)}
+                        for e in span.events
+                    ],
+                })
+    return out, rejected, reason

@@ -1,0 +1,185 @@
+"""Reads of the collector: recent traces, and one trace as a tree ready for a waterfall."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from urllib.parse import urlsplit
+
+from django.db.models import Count, F, Max, Min, Q
+
+from .models import Span
+
+TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+MAX_LIST = 200
+
+
+def trace_id_valid(value: str) -> bool:
+    return bool(TRACE_ID.match(value or "")) and int(value, 16) != 0
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def trace_list(
+    *,
+    service: str = "",
+    errors_only: bool = False,
+    min_duration_ms: float | None = None,
+    request_id: str = "",
+    order_id: str = "",
+    limit: int = 50,
+) -> list[dict]:
+    """The most recent traces (newest first) matching every filter given.
+
+    Each: ``trace_id, root {name, service}, services, span_count, duration_ms,
+    error, start`` (ISO time) and ``start_ns``.
+    """
+    limit = max(1, min(int(limit), MAX_LIST))
+    spans = Span.objects.all()
+    for field, value in (("service", service), ("request_id", request_id), ("order_id", order_id)):
+        if value:
+            spans = spans.filter(trace_id__in=Span.objects.filter(**{field: value}).values("trace_id"))
+    traces = spans.values("trace_id").annotate(
+        start=Min("start_ns"), end=Max("end_ns"), span_count=Count("id"), errors=Count("id", filter=Q(status="error"))
+    )
+    if errors_only:
+        traces = traces.filter(errors__gt=0)
+    if min_duration_ms:
+        traces = traces.annotate(length=F("end") - F("start")).filter(length__gte=int(min_duration_ms * 1_000_000))
+    traces = list(traces.order_by("-start")[:limit])
+    if not traces:
+        return []
+    by_trace: dict[str, list[dict]] = {}
+    members = Span.objects.filter(trace_id__in=[t["trace_id"] for t in traces]).values(
+        "trace_id", "span_id", "parent_span_id", "service", "name", "start_ns"
+    )
+    for span in members:
+        by_trace.setdefault(span["trace_id"], []).append(span)
+    out = []
+    for t in traces:
+        spans_of = by_trace.get(t["trace_id"], [])
+        ids = {s["span_id"] for s in spans_of}
+        roots = sorted((s for s in spans_of if s["parent_span_id"] not in ids), key=lambda s: s["start_ns"])
+        root = roots[0] if roots else None
+        out.append({
+            "trace_id": t["trace_id"],
+            "root": {"name": root["name"], "service": root["service"]} if root else None,
+            "complete": bool(root) and not root["parent_span_id"],
+            "services": sorted({s["service"] for s in spans_of}),
+            "span_count": t["span_count"],
+            "duration_ms": round((t["end"] - t["start"]) / 1e6, 3),
+            "error": t["errors"] > 0,
+            "start": _iso(t["start"]),
+            "start_ns": t["start"],
+        })
+    return out
+
+
+def trace_get(*, trace_id: str) -> dict | None:
+    """One trace as a tree, or None when no span of it is stored."""
+    return traces_tree(trace_ids=[trace_id])
+
+
+def trace_ids_for_request(*, request_id: str) -> list[str]:
+    """The traces a request id appears in, oldest first (a flow is usually one)."""
+    rows = (
+        Span.objects.filter(request_id=request_id)
+        .values("trace_id")
+        .annotate(start=Min("start_ns"))
+        .order_by("start")
+    )
+    return [r["trace_id"] for r in rows[:20]]
+
+
+def traces_tree(*, trace_ids: list[str]) -> dict | None:
+    """The spans of one or more traces as one forest, offsets from the earliest span.
+
+    Each node: ``span_id, parent_span_id, service, name, kind, status,
+    status_message, offset_ms, duration_ms, attributes, events`` (each with its
+    own ``offset_ms``) and ``children``, sorted by start. A span whose parent
+    never arrived is shown as a root (``orphan: true``).
+    """
+    spans = list(Span.objects.filter(trace_id__in=trace_ids).order_by("start_ns", "id"))
+    if not spans:
+        return None
+    start = min(s.start_ns for s in spans)
+    end = max(s.end_ns for s in spans)
+    nodes = {}
+    for s in spans:
+        nodes[(s.trace_id, s.span_id)] = {
+            "trace_id": s.trace_id,
+            "span_id": s.span_id,
+            "parent_span_id": s.parent_span_id or None,
+            "service": s.service,
+            "name": s.name,
+            "kind": s.kind,
+            "status": s.status,
+            "status_message": s.status_message,
+            "offset_ms": round((s.start_ns - start) / 1e6, 3),
+            "duration_ms": s.duration_ms,
+            "attributes": s.attributes,
+            "events": [
+                {**e, "offset_ms": round((int(e.get("time_ns", s.start_ns)) - start) / 1e6, 3)} for e in s.events
+            ],
+            "children": [],
+        }
+    roots = []
+    for (trace_id, _), node in nodes.items():
+        parent = nodes.get((trace_id, node["parent_span_id"])) if node["parent_span_id"] else None
+        if parent is None:
+            node["orphan"] = bool(node["parent_span_id"])
+            roots.append(node)
+        else:
+            parent["children"].append(node)
+    return {
+        "trace_id": trace_ids[0] if len(trace_ids) == 1 else None,
+        "trace_ids": trace_ids,
+        "start": _iso(start),
+        "duration_ms": round((end - start) / 1e6, 3),
+        "span_count": len(spans),
+        "services": sorted({s.service for s in spans}),
+        "error": any(s.status == "error" for s in spans),
+        "spans": roots,
+    }
+
+
+HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+
+def span_label(node: dict) -> str:
+    """A span's name, with the URL path for client spans the HTTP instrumentation names only by method."""
+    name = node["name"]
+    if name in HTTP_METHODS:
+        url = node["attributes"].get("url.full") or node["attributes"].get("http.url") or ""
+        path = urlsplit(str(url)).path
+        if path:
+            return f"{name} {path}" + (" →" if node["kind"] == "client" else "")
+    return name
+
+
+def waterfall_rows(tree: dict) -> list[dict]:
+    """The tree flattened depth-first, with ``depth`` and bar geometry in percent of the whole."""
+    total = tree["duration_ms"] or 1.0
+    rows: list[dict] = []
+
+    def walk(node, depth):
+        left = node["offset_ms"] / total * 100
+        width = max(node["duration_ms"] / total * 100, 0.3)
+        rows.append({
+            **{k: v for k, v in node.items() if k != "children"},
+            "depth": depth,
+            "label": span_label(node),
+            "left_pct": round(min(left, 99.7), 3),
+            "width_pct": round(min(width, 100 - min(left, 99.7)), 3),
+            "marks": [
+                {**e, "left_pct": round(min(max(e["offset_ms"] / total * 100, 0), 100), 3)} for e in node["events"]
+            ],
+        })
+        for child in node["children"]:
+            walk(child, depth + 1)
+
+    for root in tree["spans"]:
+        walk(root, 0)
+    return rows

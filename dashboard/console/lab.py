@@ -1,0 +1,261 @@
+"""Changing the lab: faults, presets, resilience switches, the saga mode, the worker process.
+
+The services own their lab state; these functions are only clients of their
+``/_lab/`` APIs (and of supervisord, for the worker). Each returns the
+:class:`~console.peers.Call` (or a short outcome) so the page can show the
+service's own validation message next to the form that caused it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+
+from . import peers
+
+FAULT_KINDS = ("latency", "error", "outage", "database", "dependency")
+SCOPED_KINDS = ("latency", "error", "database")  # the kinds a path prefix / method narrows
+
+
+# --- faults --------------------------------------------------------------------------
+
+
+def faults_list(service: str) -> peers.Call:
+    return peers.call(service, "GET", "/_lab/faults/")
+
+
+def fault_add(service: str, body: dict) -> peers.Call:
+    return peers.call(service, "PUT", "/_lab/faults/", json=body)
+
+
+def fault_clear(service: str, fault_id: str | None = None) -> peers.Call:
+    path = f"/_lab/faults/{fault_id}/" if fault_id else "/_lab/faults/"
+    return peers.call(service, "DELETE", path)
+
+
+def faults_clear_all() -> dict[str, peers.Call]:
+    """DELETE every service's faults (in parallel); each answer by service."""
+    results = peers.gather({s: (fault_clear, s) for s in peers.SERVICES})
+    return {s: results[s] or peers.Call(s, "DELETE", "/_lab/faults/", "timeout", error="no answer") for s in peers.SERVICES}
+
+
+def _number(data, name: str, errors: dict, *, cast=int, scale: float = 1.0):
+    raw = (data.get(name) or "").strip()
+    if raw == "":
+        return None
+    try:
+        value = cast(float(raw) * scale) if cast is int else cast(raw) * scale
+    except ValueError:
+        errors.setdefault(name, []).append("Enter a number.")
+        return None
+    return value
+
+
+def _drop(body: dict, *names: str) -> None:
+    for name in names:
+        body.pop(name, None)
+
+
+def fault_body_from_form(data) -> tuple[dict, dict]:
+    """The PUT body for the fault described by a form (``QueryDict``), and field errors found before sending.
+
+    Only the parameters that mean something for the chosen kind are sent; the
+    service validates the rest and its field messages are shown as they come.
+    The form speaks in percent, the API in probability 0..1.
+    """
+    errors: dict[str, list[str]] = {}
+    kind = (data.get("kind") or "").strip()
+    if kind not in FAULT_KINDS:
+        return {}, {"kind": [f"Choose one of: {', '.join(FAULT_KINDS)}."]}
+    body: dict = {"kind": kind}
+    probability = _number(data, "probability", errors, cast=float, scale=0.01)
+    if probability is not None and kind != "outage":
+        body["probability"] = round(probability, 4)
+    if kind in ("latency", "database", "dependency"):
+        for name in ("delay_ms", "jitter_ms"):
+            value = _number(data, name, errors)
+            if value is not None:
+                body[name] = value
+    if kind == "error":
+        status = _number(data, "status", errors)
+        if status is not None:
+            body["status"] = status
+    if kind == "database":
+        body["mode"] = data.get("db_mode") or "fail"
+        if body["mode"] == "fail":
+            _drop(body, "delay_ms", "jitter_ms")
+    if kind == "dependency":
+        body["target"] = data.get("target") or ""
+        body["mode"] = data.get("dep_mode") or "fail"
+        if body["mode"] != "delay":
+            _drop(body, "delay_ms", "jitter_ms")
+    if kind in SCOPED_KINDS:
+        if (data.get("path_prefix") or "").strip():
+            body["path_prefix"] = data["path_prefix"].strip()
+        if data.get("method"):
+            body["method"] = data["method"]
+    ttl = _number(data, "ttl_seconds", errors)
+    if ttl is not None:
+        body["ttl_seconds"] = ttl
+    return body, errors
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named break-the-lab button."""
+
+    slug: str
+    title: str
+    explains: str
+    service: str = ""
+    body: dict | None = None  # a fault to PUT on ``service``; None for a process fault
+
+    def fault_body(self) -> dict:
+        return {"id": f"preset-{self.slug}", **(self.body or {})}
+
+
+PRESETS = {
+    p.slug: p
+    for p in (
+        Preset("payment-outage", "Payment outage", "payment_service answers 503 to everything for 2 minutes.",
+               "payment", {"kind": "outage", "ttl_seconds": 120}),
+        Preset("slow-inventory", "Slow inventory 800 ms", "Every inventory request waits 800 ms ± 100 ms.",
+               "inventory", {"kind": "latency", "delay_ms": 800, "jitter_ms": 100}),
+        Preset("flaky-inventory", "Flaky network: 30% errors on inventory",
+               "Three inventory requests in ten answer 503.", "inventory",
+               {"kind": "error", "status": 503, "probability": 0.3}),
+        Preset("orders-db-down", "Database down on orders", "Every query of order_service fails.",
+               "order", {"kind": "database", "mode": "fail"}),
+        Preset("kill-worker", "Kill the worker", "SIGKILL to the Celery worker; the process manager starts it again."),
+    )
+}
+
+
+def preset_apply(slug: str) -> tuple[bool, str]:
+    """Apply a preset; returns (done, a sentence saying what happened)."""
+    preset = PRESETS.get(slug)
+    if preset is None:
+        return False, f"There is no preset {slug!r}."
+    if preset.body is None:
+        return worker_kill()
+    result = fault_add(preset.service, preset.fault_body())
+    if result.ok:
+        return True, f"{preset.title}: injected on {preset.service}."
+    return False, f"{preset.title}: {preset.service} refused ({result.state}): {result.message}"
+
+
+# --- resilience --------------------------------------------------------------------------
+
+SWITCH_FIELDS = {
+    "timeouts": (("connect", float), ("read", float)),
+    "retries": (("attempts", int), ("backoff", float)),
+    "breaker": (("fail_max", int), ("reset_timeout", int)),
+    "bulkhead": (("max_concurrent", int),),
+    "fallback": (),
+}
+
+
+def resilience_get(service: str) -> peers.Call:
+    return peers.call(service, "GET", "/_lab/resilience/")
+
+
+def switches_from_form(data) -> tuple[dict, dict]:
+    """A partial PUT body from the switches form: every section, enabled from its checkbox."""
+    changes, errors = {}, {}
+    for section, params in SWITCH_FIELDS.items():
+        values: dict = {"enabled": data.get(f"{section}.enabled") == "on"}
+        for name, cast in params:
+            raw = (data.get(f"{section}.{name}") or "").strip()
+            if raw == "":
+                continue
+            try:
+                values[name] = cast(float(raw)) if cast is int else cast(raw)
+            except ValueError:
+                errors.setdefault(section, []).append(f"{name}: enter a number.")
+        changes[section] = values
+    return changes, errors
+
+
+def resilience_update(service: str, changes: dict) -> peers.Call:
+    return peers.call(service, "PUT", "/_lab/resilience/", json=changes)
+
+
+def breakers_reset(service: str) -> peers.Call:
+    return peers.call(service, "PUT", "/_lab/resilience/", json={"reset_breakers": True})
+
+
+def saga_get() -> peers.Call:
+    return peers.call("order", "GET", "/_lab/saga/")
+
+
+def saga_available(result: peers.Call) -> bool:
+    return result.ok and isinstance(result.data, dict) and result.data.get("mode") in ("sync", "async")
+
+
+def saga_set(mode: str) -> peers.Call:
+    return peers.call("order", "PUT", "/_lab/saga/", json={"mode": mode})
+
+
+# --- processes (supervisord, through labctl) -----------------------------------------------
+
+
+def _supervisor():
+    """(labctl.supervisor module, Paths) or None when labctl is not importable."""
+    try:
+        from labctl import supervisor
+        from labctl.config import Paths
+    except ImportError:
+        return None
+    return supervisor, Paths(Path(settings.LAB_ROOT))
+
+
+def supervisor_programs() -> dict[str, dict] | None:
+    """Supervisor's programs by name (``statename``, ``group``, ``pid``...), or None when it is not running."""
+    found = _supervisor()
+    if found is None:
+        return None
+    supervisor, paths = found
+    try:
+        if not supervisor.is_running(paths):
+            return None
+        return supervisor.process_info(paths)
+    except Exception:  # noqa: BLE001 — the overview says "unknown" instead
+        return None
+
+
+def program_state(programs: dict | None, name: str) -> dict:
+    """``{"state", "detail"}`` of program (or group) ``name`` for a map node."""
+    if programs is None:
+        return {"state": "unknown", "detail": "no supervisord"}
+    members = [p for p in programs.values() if p.get("name") == name or p.get("group") == name]
+    if not members:
+        return {"state": "absent", "detail": "not configured"}
+    states = sorted({p.get("statename", "?") for p in members})
+    running = sum(1 for p in members if p.get("statename") == "RUNNING")
+    state = "up" if running == len(members) else ("degraded" if running else "down")
+    return {"state": state, "detail": f"{running}/{len(members)} running" if len(members) > 1 else states[0].lower()}
+
+
+def worker_kill() -> tuple[bool, str]:
+    """SIGKILL every process of the worker program; supervisord's autorestart brings it back."""
+    name = settings.DASHBOARD_WORKER_PROGRAM
+    found = _supervisor()
+    if found is None:
+        return False, "labctl is not installed next to the dashboard, so it cannot reach the process manager."
+    supervisor, paths = found
+    programs = supervisor_programs()
+    if programs is None:
+        return False, "The lab's process manager (supervisord) is not running: start the lab with `make up`."
+    members = [p for p in programs.values() if p.get("name") == name or p.get("group") == name]
+    if not members:
+        return False, (f"There is no '{name}' program under the process manager yet: the Celery worker "
+                       "arrives with the asynchronous saga.")
+    group = members[0].get("group") or name
+    try:
+        supervisor.rpc(paths).supervisor.signalProcessGroup(group, "KILL")
+    except Exception as exc:  # noqa: BLE001 — e.g. the worker is already stopped
+        return False, f"The process manager could not signal '{group}': {exc}"
+    pids = ", ".join(str(p.get("pid")) for p in members if p.get("pid"))
+    return True, f"Killed '{group}' (pid {pids or '?'}) with SIGKILL; the process manager restarts it."

@@ -1,0 +1,42 @@
+// Small progressive touches; every page works without them.
+(function () {
+  "use strict";
+
+  // A fault form shows only the parameters its kind uses (the server ignores the others anyway).
+  function syncFaultForm(form) {
+    var select = form.querySelector("select[name=kind]");
+    if (!select) return;
+    var kind = select.value;
+    form.querySelectorAll("[data-kinds]").forEach(function (part) {
+      var show = part.getAttribute("data-kinds").split(" ").indexOf(kind) !== -1;
+      part.hidden = !show;
+      part.querySelectorAll("input, select").forEach(function (input) { input.disabled = !show; });
+    });
+  }
+
+  function init(root) {
+    root.querySelectorAll("form.fault-form").forEach(function (form) {
+      syncFaultForm(form);
+      var select = form.querySelector("select[name=kind]");
+      if (select && !select.dataset.bound) {
+        select.dataset.bound = "1";
+        select.addEventListener("change", function () { syncFaultForm(form); });
+      }
+    });
+    // Buttons that start slow work say so, and cannot be pressed twice.
+    root.querySelectorAll("form[data-busy]").forEach(function (form) {
+      if (form.dataset.bound) return;
+      form.dataset.bound = "1";
+      form.addEventListener("submit", function () {
+        var button = form.querySelector("button[type=submit], button:not([type])");
+        if (button) {
+          button.disabled = true;
+          button.textContent = form.getAttribute("data-busy");
+        }
+      });
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { init(document); });
+  document.addEventListener("htmx:load", function (event) { init(event.target); });
+})();

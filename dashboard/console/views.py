@@ -1,0 +1,414 @@
+"""The dashboard's pages. Thin: read through ``selectors``, act through ``lab`` / ``flows``, render.
+
+Full pages are plain HTML forms (they work without JavaScript); the parts
+that change on their own are htmx partials polled every couple of seconds.
+Every peer call is wrapped (``console.peers``), so a dead service shows on
+its card and never turns a page into a 500.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from collector import selectors as traces
+
+from . import auth, flows, lab, links, peers, selectors
+from .audit import audit_run
+from .models import FlowRun
+from .services import flow_run_record
+
+FAULT_FORM_DEFAULTS = {"kind": "latency", "probability": "100", "delay_ms": "500", "jitter_ms": "0", "status": "503",
+                       "db_mode": "fail", "dep_mode": "delay", "target": "", "path_prefix": "", "method": "",
+                       "ttl_seconds": ""}
+
+
+def _service_or_404(service: str) -> str:
+    if service not in peers.SERVICES:
+        raise Http404(f"No service {service!r}.")
+    return service
+
+
+# --- overview ----------------------------------------------------------------------------
+
+
+@require_GET
+@auth.read_view
+def overview(request):
+    return render(request, "console/overview.html", {"page": "overview", "lab": selectors.lab_overview()})
+
+
+@require_GET
+@auth.read_view
+def overview_partial(request):
+    return render(request, "console/_overview.html", {"lab": selectors.lab_overview()})
+
+
+# --- faults --------------------------------------------------------------------------------
+
+
+def _faults_context(request, *, forms=None, errors=None, status_service=None) -> dict:
+    forms = forms or {}
+    return {
+        "page": "faults",
+        "faults": selectors.faults_page(),
+        "presets": lab.PRESETS.values(),
+        "forms": {s: forms.get(s, FAULT_FORM_DEFAULTS) for s in peers.SERVICES},
+        "errors": errors or {},
+        "focus": status_service,
+        "kinds": lab.FAULT_KINDS,
+        "targets": peers.SERVICES,
+    }
+
+
+@require_GET
+@auth.read_view
+def faults(request):
+    return render(request, "console/faults.html", _faults_context(request))
+
+
+@require_GET
+@auth.read_view
+def faults_partial(request):
+    return render(request, "console/_faults_list.html", {"faults": selectors.faults_page()})
+
+
+@require_POST
+@auth.staff_view
+def fault_add(request, service: str):
+    service = _service_or_404(service)
+    body, errors = lab.fault_body_from_form(request.POST)
+    if not errors:
+        result = lab.fault_add(service, body)
+        if result.ok:
+            added = (result.data or {}).get("added", {}) if isinstance(result.data, dict) else {}
+            messages.success(request, f"Injected a {body['kind']} fault on {service} ({added.get('id', 'new')}).")
+            return redirect("console:faults")
+        errors = result.fields or {"__all__": [f"{service} answered {result.status or result.state}: {result.message}"]}
+    context = _faults_context(request, forms={service: request.POST}, errors={service: errors}, status_service=service)
+    return render(request, "console/faults.html", context)
+
+
+@require_POST
+@auth.staff_view
+def fault_clear(request, service: str, fault_id: str):
+    service = _service_or_404(service)
+    result = lab.fault_clear(service, fault_id)
+    if result.ok:
+        messages.success(request, f"Cleared {fault_id} on {service}.")
+    else:
+        messages.error(request, f"Could not clear {fault_id} on {service}: {result.message}")
+    return redirect("console:faults")
+
+
+@require_POST
+@auth.staff_view
+def faults_clear_all(request):
+    results = lab.faults_clear_all()
+    failed = {s: r for s, r in results.items() if not r.ok}
+    cleared = sum(int((r.data or {}).get("cleared", 0)) for r in results.values() if r.ok and isinstance(r.data, dict))
+    if failed:
+        messages.error(request, "Could not clear: " + "; ".join(f"{s} ({r.state}: {r.message})" for s, r in failed.items()))
+    messages.success(request, f"Cleared {cleared} fault(s) on {len(results) - len(failed)} of {len(results)} services.")
+    return redirect(_back(request, "console:faults"))
+
+
+@require_POST
+@auth.staff_view
+def preset_apply(request, slug: str):
+    done, message = lab.preset_apply(slug)
+    (messages.success if done else messages.error)(request, message)
+    return redirect(_back(request, "console:faults"))
+
+
+def _back(request, default: str) -> str:
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        return target
+    return default
+
+
+# --- resilience ----------------------------------------------------------------------------
+
+
+@require_GET
+@auth.read_view
+def resilience(request):
+    return render(request, "console/resilience.html", {"page": "resilience", "res": selectors.resilience_page(),
+                                                       "errors": {}})
+
+
+@require_GET
+@auth.read_view
+def resilience_partial(request):
+    return render(request, "console/_breakers.html", {"res": selectors.resilience_page()})
+
+
+@require_POST
+@auth.staff_view
+def switches_update(request, service: str):
+    service = _service_or_404(service)
+    changes, errors = lab.switches_from_form(request.POST)
+    if not errors:
+        result = lab.resilience_update(service, changes)
+        if result.ok:
+            messages.success(request, f"Updated {service}'s resilience switches.")
+            return redirect("console:resilience")
+        errors = result.fields or {"__all__": [f"{service} answered {result.status or result.state}: {result.message}"]}
+    context = {"page": "resilience", "res": selectors.resilience_page(), "errors": {service: errors}}
+    return render(request, "console/resilience.html", context)
+
+
+@require_POST
+@auth.staff_view
+def breakers_reset(request, service: str):
+    service = _service_or_404(service)
+    result = lab.breakers_reset(service)
+    if result.ok:
+        messages.success(request, f"Closed every breaker of {service}.")
+    else:
+        messages.error(request, f"Could not reset {service}'s breakers: {result.message}")
+    return redirect("console:resilience")
+
+
+@require_POST
+@auth.staff_view
+def saga_mode(request):
+    mode = request.POST.get("mode")
+    if mode not in ("sync", "async"):
+        messages.error(request, "The saga mode is sync or async.")
+        return redirect("console:resilience")
+    result = lab.saga_set(mode)
+    if result.ok:
+        messages.success(request, f"The checkout saga now runs {mode}.")
+    else:
+        messages.error(request, f"order_service refused the saga mode: {result.message}")
+    return redirect("console:resilience")
+
+
+# --- flows and traces ----------------------------------------------------------------------
+
+
+@require_GET
+@auth.read_view
+def flows_page(request):
+    saga = lab.saga_get()
+    return render(request, "console/flows.html", {
+        "page": "flows",
+        "flows": flows.FLOWS.values(),
+        "saga": saga.data if lab.saga_available(saga) else None,
+        "runs": FlowRun.objects.all()[:15],
+    })
+
+
+@require_POST
+@auth.staff_view
+def flow_run(request, slug: str):
+    if slug not in flows.FLOWS:
+        raise Http404(f"No flow {slug!r}.")
+    result = flows.flow_run(slug)
+    run = flow_run_record(result=result, started_by=auth.current_staff(request)["email"])
+    return redirect("console:flow_detail", run_id=run.id)
+
+
+@require_GET
+@auth.read_view
+def flow_detail(request, run_id):
+    run = get_object_or_404(FlowRun, id=run_id)
+    history = (run.order or {}).get("history") or []
+    return render(request, "console/flow_detail.html", {
+        "page": "flows",
+        "run": run,
+        "history": [{**h, "kind": _history_kind(h)} for h in history],
+        "counts": _history_counts(history),
+    })
+
+
+def _history_kind(entry: dict) -> str:
+    text = f"{entry.get('step', '')} {entry.get('note', '')}".lower()
+    if any(word in text for word in ("compensat", "release", "refund", "return")):
+        return "compensation"
+    if "retry" in text or "retried" in text:
+        return "retry"
+    return "step"
+
+
+def _history_counts(history: list[dict]) -> dict:
+    kinds = [_history_kind(h) for h in history]
+    return {"steps": len(kinds), "retries": kinds.count("retry"), "compensations": kinds.count("compensation")}
+
+
+def _flow_trace(run: FlowRun) -> dict | None:
+    ids = []
+    if run.trace_id:
+        ids.append(run.trace_id)
+    ids += [t for t in traces.trace_ids_for_request(request_id=run.request_id) if t not in ids]
+    return traces.traces_tree(trace_ids=ids) if ids else None
+
+
+@require_GET
+@auth.read_view
+def flow_trace(request, run_id):
+    """The flow's waterfall; polls itself until the spans stop arriving (they come ~1 s late)."""
+    run = get_object_or_404(FlowRun, id=run_id)
+    tree = _flow_trace(run)
+    count = tree["span_count"] if tree else 0
+    try:
+        seen, tries = int(request.GET.get("seen", -1)), int(request.GET.get("tries", 0))
+    except ValueError:
+        seen, tries = -1, 0
+    settled = (count > 0 and count == seen and tries >= 3) or tries >= 12
+    return render(request, "console/_waterfall.html", {
+        "tree": tree,
+        "rows": traces.waterfall_rows(tree) if tree else [],
+        "poll": None if settled else {"seen": count, "tries": tries + 1},
+        "run": run,
+    })
+
+
+def _trace_filters(request) -> dict:
+    try:
+        min_duration = float(request.GET.get("min_duration_ms") or 0) or None
+    except ValueError:
+        min_duration = None
+    try:
+        limit = int(request.GET.get("limit") or 50)
+    except ValueError:
+        limit = 50
+    return {
+        "service": request.GET.get("service", "") if request.GET.get("service", "") in (*peers.SERVICES, "dashboard", "worker") else "",
+        "errors_only": request.GET.get("status") == "error",
+        "min_duration_ms": min_duration,
+        "request_id": request.GET.get("request_id", "")[:64],
+        "order_id": request.GET.get("order_id", "")[:32],
+        "limit": limit,
+    }
+
+
+@require_GET
+@auth.read_view
+def traces_page(request):
+    filters = _trace_filters(request)
+    return render(request, "console/traces.html", {
+        "page": "traces",
+        "traces": traces.trace_list(**filters),
+        "filters": filters,
+        "query": request.GET.urlencode(),
+        "services": (*peers.SERVICES, "worker", "dashboard"),
+    })
+
+
+@require_GET
+@auth.read_view
+def traces_partial(request):
+    return render(request, "console/_trace_table.html", {"traces": traces.trace_list(**_trace_filters(request))})
+
+
+@require_GET
+@auth.read_view
+def trace_detail(request, trace_id: str):
+    if not traces.trace_id_valid(trace_id):
+        return render(request, "console/trace_detail.html", {"page": "traces", "trace_id": trace_id,
+                                                             "invalid": True}, status=400)
+    tree = traces.trace_get(trace_id=trace_id)
+    return render(request, "console/trace_detail.html", {
+        "page": "traces",
+        "trace_id": trace_id,
+        "tree": tree,
+        "rows": traces.waterfall_rows(tree) if tree else [],
+    }, status=200 if tree else 404)
+
+
+# --- data, audit, load, labs ---------------------------------------------------------------
+
+
+@require_GET
+@auth.staff_view
+def data(request):
+    token = auth.staff_access_token(request)
+    if token is None:
+        messages.error(request, "Your login has expired at the user service: log in again to read the data.")
+        return redirect(f"{reverse('console:login')}?next={request.path}")
+    return render(request, "console/data.html", {"page": "data", "data": selectors.data_page(token)})
+
+
+@require_GET
+@auth.read_view
+def audit(request):
+    return render(request, "console/audit.html", {"page": "audit"})
+
+
+@require_GET
+@auth.read_view
+def audit_partial(request):
+    return render(request, "console/_audit.html", {"audit": audit_run()})
+
+
+@require_GET
+@auth.read_view
+def load(request):
+    directory = links.loadtests_dir()
+    files = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*.py")) if directory else []
+    return render(request, "console/load.html", {"page": "load", "loadtests": directory is not None, "files": files})
+
+
+@require_GET
+@auth.read_view
+def labs(request, name: str = ""):
+    directory = links.labs_dir()
+    if directory is None:
+        raise Http404("No labs/ directory yet.")
+    pages = sorted(p for p in directory.glob("*.md"))
+    chosen = next((p for p in pages if p.stem == name), None) if name else None
+    if name and chosen is None:
+        raise Http404(f"No lab {name!r}.")
+    entries = [{"name": p.stem, "title": _title_of(p)} for p in pages]
+    return render(request, "console/labs.html", {
+        "page": "labs", "entries": entries, "chosen": chosen.stem if chosen else "",
+        "text": chosen.read_text(errors="replace") if chosen else "",
+    })
+
+
+def _title_of(path) -> str:
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+    return path.stem
+
+
+# --- login ----------------------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def login(request):
+    next_url = request.POST.get("next") or request.GET.get("next") or "/"
+    if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
+        next_url = "/"
+    error = ""
+    email = ""
+    if request.method == "POST":
+        email = request.POST.get("email", "").strip()
+        password = request.POST.get("password", "")
+        if not email or not password:
+            error = "Enter the email and the password of a staff account."
+        else:
+            try:
+                who = auth.staff_login(request, email=email, password=password)
+            except auth.LoginRefused as refused:
+                error = str(refused)
+            else:
+                messages.success(request, f"Logged in as {who['email']}.")
+                return redirect(next_url)
+    return render(request, "console/login.html", {"page": "login", "error": error, "email": email, "next": next_url},
+                  status=200)
+
+
+@require_POST
+def logout(request):
+    auth.staff_logout(request)
+    messages.info(request, "Logged out.")
+    return redirect("console:overview")
