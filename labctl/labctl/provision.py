@@ -408,7 +408,8 @@ def setup(paths: Paths, echo: Echo = print, env: Mapping[str, str] | None = None
         echo(f"redis     {_redact(redis_base)}, database 0-{len(config.APPS) - 1} (one per service)")
     else:
         echo(f"redis     not reachable at {_redact(redis_base)} ({redis_reason}); "
-             "REDIS_URL left empty, services use a local-memory cache")
+             "REDIS_URL left empty: each worker process keeps its own cache, "
+             "so faults and breaker states are not shared between workers")
     echo(f"env files {_rel(paths.env, paths)}/<service>.env")
 
     result = SetupResult(plan, redis_ok, redis_reason)
