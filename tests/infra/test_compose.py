@@ -157,6 +157,9 @@ def test_each_app_migrates_seeds_then_serves_on_its_port(compose):
         assert command[:2] == ["sh", "-c"]
         assert script.index("migrate --noinput") < script.index("seed_lab") < script.index("gunicorn")
         assert f"--bind 0.0.0.0:{service.port}" in script
+        assert "--config python:chassis.gunicorn_conf" in script
+        metrics = compose["services"][compose_name(service)]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+        assert f"rm -rf {metrics} && mkdir -p {metrics} && exec gunicorn" in script
         assert "config.wsgi:application" in script
 
 
