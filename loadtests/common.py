@@ -45,6 +45,7 @@ import uuid
 from urllib.parse import urlsplit
 
 import gevent
+import locust  # noqa: F401  (before requests: importing locust patches ssl and sockets for gevent)
 import requests
 from locust import FastHttpUser, between, constant, events
 from locust.exception import RescheduleTask

@@ -1,0 +1,122 @@
+"""labctl's load and scale helpers on files alone (no lab, no Locust run)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from labctl import load, scale, supervisor
+from labctl.config import SERVICE_BY_NAME, Paths
+
+from .conftest import ROOT
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("2m", 120), ("1h30m", 5400), (45, 45)])
+def test_durations_read_like_locust_run_times(text, seconds):
+    """Ensure run times are read in the forms Locust accepts."""
+    assert load.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0", "soon", "5h", "-3s"])
+def test_bad_or_unbounded_durations_are_refused(text):
+    """Ensure a run cannot be unbounded or nonsensical."""
+    with pytest.raises(load.LoadError):
+        load.parse_duration(text)
+
+
+def test_a_spec_refuses_what_would_not_run():
+    """Ensure unknown scenarios, absurd loads and odd environment names are refused before anything starts."""
+    for spec in (load.RunSpec(scenario="nope"), load.RunSpec(scenario="browse", users=0),
+                 load.RunSpec(scenario="browse", workers=99), load.RunSpec(scenario="browse", env={"lower": "x"})):
+        with pytest.raises(load.LoadError):
+            spec.validate()
+
+
+def _final_stats(run_dir):
+    entries = [
+        {"method": "POST", "name": "/api/orders/", "requests": 90, "failures": 3, "rps": 9.0, "avg_ms": 100,
+         "p50_ms": 90, "p95_ms": 200, "p99_ms": 300, "min_ms": 50, "max_ms": 400},
+        {"method": "POST", "name": "/api/orders/ [declined card, expected]", "requests": 5, "failures": 0, "rps": 0.5,
+         "avg_ms": 100, "p50_ms": 90, "p95_ms": 200, "p99_ms": 300, "min_ms": 50, "max_ms": 400},
+        {"method": "GET", "name": "/api/products/ [explained: payment outage]", "requests": 5, "failures": 0,
+         "rps": 0.5, "avg_ms": 10, "p50_ms": 9, "p95_ms": 20, "p99_ms": 30, "min_ms": 5, "max_ms": 40},
+        {"method": "FLOW", "name": "order → terminal", "requests": 95, "failures": 0, "rps": 9.5, "avg_ms": 100,
+         "p50_ms": 90, "p95_ms": 200, "p99_ms": 300, "min_ms": 50, "max_ms": 400},
+    ]
+    (run_dir / "final_stats.json").write_text(json.dumps({"entries": entries, "errors": [
+        {"method": "POST", "name": "/api/orders/", "error": "boom", "occurrences": 3}], "seconds": 10}))
+
+
+def test_summary_counts_expected_outcomes_apart_and_leaves_flows_out_of_requests(tmp_path):
+    """Ensure totals count HTTP requests only, expected outcomes apart, and orders from the FLOW entries."""
+    _final_stats(tmp_path)
+    history = ["Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,95%,99%,Total Request Count,Total Failure Count"]
+    for second in range(12):
+        users = 2 if second < 6 else 4
+        history.append(f"{1000 + second},{users},,Aggregated,{users * 5},0,10,{users * 10},{users * 20},0,0")
+    (tmp_path / "locust_stats_history.csv").write_text("\n".join(history) + "\n")
+    summary = load.summarize(tmp_path, spec=load.RunSpec(scenario="checkout"), exit_code=1, elapsed=10.0)
+    totals = summary["totals"]
+    assert (totals["requests"], totals["failures"]) == (100, 3)
+    assert totals["failure_ratio"] == 0.03
+    assert totals["expected_outcomes"] == {"declined": 5, "explained": 5}
+    assert (totals["orders_finished"], totals["orders_per_s"]) == (95, 9.5)
+    assert [s["users"] for s in summary["steps"]] == [2, 4]
+    assert summary["steps"][1]["p95_ms"] == 40
+    assert summary["machine"]["cpus"] >= 1
+    assert json.loads((tmp_path / "summary.json").read_text())["totals"] == totals
+    assert "5 declined cards" in load.render_summary(summary)
+
+
+def test_runs_are_listed_and_a_finished_one_reports_its_summary(tmp_path):
+    """Ensure list_runs and run_status read what a run leaves behind, and stop_run leaves a finished run alone."""
+    paths = Paths(tmp_path)
+    run_dir = load.new_run_dir(paths, "checkout")
+    _final_stats(run_dir)
+    (run_dir / "run.json").write_text(json.dumps({"run_id": run_dir.name, "scenario": "checkout", "state": "finished",
+                                                  "pid": 999999999, "spec": {"users": 4}}))
+    load.summarize(run_dir, spec=load.RunSpec(scenario="checkout"), exit_code=0, elapsed=10.0)
+    listed = load.list_runs(paths)
+    assert [r["run_id"] for r in listed] == [run_dir.name]
+    assert listed[0]["totals"]["requests"] == 100
+    status = load.run_status(run_dir.name, paths)
+    assert status["state"] == "finished" and status["summary"]["totals"]["failures"] == 3
+    assert load.stop_run(run_dir.name, paths) is False
+    with pytest.raises(load.LoadError):
+        load.run_status("../../etc", paths)
+
+
+def test_the_locustfiles_refuse_a_target_off_this_machine():
+    """Ensure a scenario will not load any address but the loopback one."""
+    result = subprocess.run([sys.executable, "-c", "import common"], cwd=ROOT / "loadtests", capture_output=True,
+                            text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "ORDER_SERVICE_URL": "http://example.com"})
+    assert result.returncode != 0
+    assert "only target this machine" in result.stderr
+
+
+def test_scale_is_kept_and_changes_only_the_workers_of_that_service(tmp_path):
+    """Ensure labctl scale's counts reach the program's command, default counts render as before, bad input fails."""
+    paths = Paths(tmp_path)
+    inventory, order = SERVICE_BY_NAME["inventory"], SERVICE_BY_NAME["order"]
+    default = supervisor.program_command(paths, inventory)
+    assert "--workers 2 " in default
+    scale.write_scale(paths, scale.parse_assignments(["inventory=3"]))
+    assert "--workers 3 " in supervisor.program_command(paths, inventory)
+    assert supervisor.program_command(paths, order) == supervisor.program_command(Paths(tmp_path / "other"), order) \
+        .replace(str(tmp_path / "other"), str(tmp_path))
+    conf = supervisor.render_config(paths, [order, inventory])
+    rewritten = scale.rewrite_command(conf, "inventory", "NEW")
+    changed = [line for line in rewritten.splitlines() if line not in conf.splitlines()]
+    assert changed == ["command=NEW"]
+    assert "--workers 3 " in scale.rendered_command(paths, inventory)
+    scale.write_scale(paths, scale.parse_assignments(["inventory=default"]))
+    assert supervisor.program_command(paths, inventory) == default
+    for bad in (["inventory=0"], ["inventory=17"], ["nobody=2"], ["inventory"]):
+        with pytest.raises(scale.ScaleError):
+            scale.parse_assignments(bad)
+    scale.scale_file(paths).write_text("{not json")
+    with pytest.raises(scale.ScaleError):
+        supervisor.program_command(paths, inventory)
