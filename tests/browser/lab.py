@@ -1,0 +1,121 @@
+"""A running lab with its dashboard: the four services from the integration harness, plus the dashboard.
+
+The services send their spans to this dashboard's collector (the harness keeps
+tracing on when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set), so a flow run from the
+dashboard comes back as one waterfall.
+
+Run it by hand to look around (Ctrl-C or ``kill <pid>`` stops everything)::
+
+    .venv/bin/python -m tests.browser.lab
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import requests
+
+try:  # under pytest, tests/ itself is on sys.path; run as a module, the repository root is
+    from integration.harness import ROOT, Lab, free_port, read_env_file, start_lab
+except ImportError:
+    from tests.integration.harness import ROOT, Lab, free_port, read_env_file, start_lab
+
+DASHBOARD_DIR = ROOT / "dashboard"
+DASHBOARD_REDIS_DB = 15
+
+
+def start_lab_with_dashboard(workdir: Path) -> Lab:
+    """Start the services (tracing to the dashboard) and then the dashboard; stop() stops all."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_BSP_SCHEDULE_DELAY")}
+    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = url
+    os.environ["OTEL_BSP_SCHEDULE_DELAY"] = "300"  # spans reach the waterfall sooner
+    try:
+        lab = start_lab(workdir)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    try:
+        start_dashboard(lab, workdir, port)
+    except BaseException:
+        lab.stop()
+        raise
+    return lab
+
+
+def start_dashboard(lab: Lab, workdir: Path, port: int) -> None:
+    """Migrate a fresh dashboard database and serve the dashboard with gunicorn on ``port``."""
+    database = workdir / "dashboard.sqlite3"
+    database.unlink(missing_ok=True)
+    redis_url = ""
+    services_redis = read_env_file(ROOT / "var" / "env" / "user.env").get("REDIS_URL", "")
+    if services_redis:
+        redis_url = urlparse(services_redis)._replace(path=f"/{DASHBOARD_REDIS_DB}").geturl()
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "PYTEST_VERSION"},
+        "LAB_ROOT": str(ROOT),
+        "DEBUG": "false",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(32),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DATABASE_URL": f"sqlite:///{database}",
+        "REDIS_URL": redis_url,
+        "LAB_REDIS_PREFIX": f"browser{os.getpid()}-{int(time.time())}",
+        **{f"{name.upper()}_SERVICE_URL": url for name, url in lab.urls.items()},
+        # The overview polls every 2 s; a summary over 20 s shows a burst of traffic at once.
+        "METRICS_WINDOW_SECONDS": "20",
+    }
+    for command in (["migrate", "--noinput"], ["collectstatic", "--noinput"]):
+        subprocess.run([sys.executable, "manage.py", *command], cwd=DASHBOARD_DIR, env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
+    log = workdir / "dashboard.log"
+    lab.logs["dashboard"] = log
+    lab.processes["dashboard"] = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
+         "--config", "python:chassis.gunicorn_conf",
+         "--workers", "2", "--threads", "8", "--worker-class", "gthread", "--timeout", "60", "--graceful-timeout", "5"],
+        cwd=DASHBOARD_DIR, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    lab.urls["dashboard"] = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if lab.processes["dashboard"].poll() is not None:
+            raise RuntimeError(f"the dashboard exited early:\n{lab.log_tail('dashboard')}")
+        try:
+            if requests.get(f"{lab.urls['dashboard']}/health/", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the dashboard was not healthy in time:\n{lab.log_tail('dashboard')}")
+
+
+def _stop_on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    # A background job ignores Ctrl-C's SIGINT; `kill <pid>` must stop the whole lab too.
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    running = start_lab_with_dashboard(ROOT / "var" / "browser-manual")
+    print("dashboard:", running.urls["dashboard"], flush=True)
+    for name, url in running.urls.items():
+        print(f"  {name}: {url}", flush=True)
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        running.stop()
