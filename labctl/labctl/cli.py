@@ -98,8 +98,11 @@ def cmd_up(paths: Paths, args) -> int:
         return bool(info) and info["statename"] == "FATAL"
 
     results = health.wait_healthy(services, config.HEALTH_TIMEOUT_SECONDS, given_up)
+    # Background workers have no /health/: running past their startsecs is what counts.
+    workers = [w for w in paths.present_workers() if w.app in services]
+    worker_states = supervisor.wait_running(paths, [w.short for w in workers])
     _echo()
-    _echo(_service_table(paths, services, results))
+    _echo(_service_table(paths, services, results, workers, worker_states))
     _echo()
     _echo(f"database: {result.database.describe(paths)}")
     _echo("redis:    " + ("one database number per service" if result.redis_ok
@@ -111,9 +114,15 @@ def cmd_up(paths: Paths, args) -> int:
         _echo(f"== {service.directory} is not healthy: {results[service.short].label()}")
         _echo(f"== last lines of {paths.log_file(service)}:")
         _echo(health.tail(paths.log_file(service)))
-    if failed:
+    failed_workers = [w for w in workers if worker_states[w.short] != "RUNNING"]
+    for worker in failed_workers:
         _echo()
-        _echo(f"{len(failed)} service(s) did not become healthy. "
+        _echo(f"== {worker.directory} is not running: {worker_states[worker.short]}")
+        _echo(f"== last lines of {paths.log_file(worker)}:")
+        _echo(health.tail(paths.log_file(worker)))
+    if failed or failed_workers:
+        _echo()
+        _echo(f"{len(failed) + len(failed_workers)} program(s) did not come up. "
               "Logs: make logs   Stop: make down")
         return 1
 
@@ -141,7 +150,8 @@ def cmd_up(paths: Paths, args) -> int:
     return 0
 
 
-def _service_table(paths: Paths, services: list[Service], results) -> str:
+def _service_table(paths: Paths, services: list[Service], results,
+                   workers=(), worker_states=None) -> str:
     rows = []
     for s in services:
         h = results.get(s.short)
@@ -153,6 +163,10 @@ def _service_table(paths: Paths, services: list[Service], results) -> str:
             database_label(paths, s),
             "healthy" if h and h.ok else (h.label() if h else "-"),
         ])
+    for w in workers:
+        state = (worker_states or {}).get(w.short, "-")
+        rows.append([w.directory, "-", "-", "-", database_label(paths, w.app),
+                     "running" if state == "RUNNING" else state])
     return _table(["service", "URL", "browsable API", "Swagger", "database", "status"], rows)
 
 
@@ -168,6 +182,11 @@ def cmd_status(paths: Paths, args) -> int:
         all_ok = all_ok and h.ok and bool(info) and info["statename"] == "RUNNING"
         rows.append([s.directory, s.url + "/", database_label(paths, s), state,
                      "healthy" if h.ok else h.label()])
+    for w in paths.present_workers():
+        info = infos.get(w.short)
+        state = f"{info['statename']} ({info['description']})" if info else "stopped"
+        all_ok = all_ok and bool(info) and info["statename"] == "RUNNING"
+        rows.append([w.directory, "-", database_label(paths, w.app), state, "-"])
     _echo(_table(["service", "URL", "database", "process", "health"], rows))
     _echo()
     if not running:
@@ -190,9 +209,9 @@ def cmd_down(paths: Paths, args) -> int:
 
 def cmd_logs(paths: Paths, args) -> int:
     if args.service:
-        files = [paths.log_file(config.APP_BY_NAME[args.service])]
+        files = [paths.log_file(_program(args.service))]
     else:
-        files = [paths.log_file(s) for s in _present(paths)]
+        files = [paths.log_file(p) for p in [*_present(paths), *paths.present_workers()]]
     files = [f for f in files if f.exists()]
     if not files:
         _echo(f"No log yet under {paths.log} (make up writes them).")
@@ -207,21 +226,35 @@ def cmd_restart(paths: Paths, args) -> int:
     if not supervisor.is_running(paths):
         _echo("The lab is not running: start it with make up.")
         return 1
-    services = _present(paths) if args.service == "all" else [config.APP_BY_NAME[args.service]]
-    supervisor.ctl(paths, "restart", *[s.short for s in services])
+    if args.service == "all":
+        services, workers = _present(paths), paths.present_workers()
+    else:
+        program = _program(args.service)
+        services = [program] if isinstance(program, Service) else []
+        workers = [program] if isinstance(program, config.Worker) else []
+    supervisor.ctl(paths, "restart", *[p.short for p in [*services, *workers]])
     results = health.wait_healthy(services, config.HEALTH_TIMEOUT_SECONDS)
+    states = supervisor.wait_running(paths, [w.short for w in workers])
     failed = False
     for s in services:
         _echo(f"{s.directory}: {'healthy' if results[s.short].ok else results[s.short].label()}")
         failed = failed or not results[s.short].ok
+    for w in workers:
+        _echo(f"{w.directory}: {states[w.short]}")
+        failed = failed or states[w.short] != "RUNNING"
     return 1 if failed else 0
+
+
+def _program(name: str) -> Service | config.Worker:
+    """The project or background worker that a supervisor program name stands for."""
+    return config.APP_BY_NAME.get(name) or {w.short: w for w in config.WORKERS}[name]
 
 
 # -------------------------------------------------------------------------- main
 
 
 def build_parser() -> argparse.ArgumentParser:
-    names = [s.short for s in config.APPS]
+    names = [s.short for s in config.APPS] + [w.short for w in config.WORKERS]
     parser = argparse.ArgumentParser(
         prog="labctl",
         description="Run the microservices lab on this machine "

@@ -58,6 +58,31 @@ DASHBOARD = Service("dashboard", "dashboard", 8000, "lab_dashboard", 4, "/",
 APPS: tuple[Service, ...] = (*SERVICES, DASHBOARD)
 APP_BY_NAME = {s.short: s for s in APPS}
 
+
+@dataclass(frozen=True)
+class Worker:
+    """A background process of a project: no port, supervisord keeps it running."""
+
+    short: str  # supervisor program name, log file name
+    app: Service  # the project it runs in (its directory and env file)
+    command: str  # run from the project dir; "{bin}" is the venv's bin dir, "{run}" var/run
+    marker: str  # a file of the project whose presence says it has this worker
+
+    @property
+    def directory(self) -> str:
+        return f"{self.app.directory} ({self.short})"
+
+
+# The order service's Celery worker (the asynchronous saga) and its scheduler.
+WORKERS: tuple[Worker, ...] = (
+    Worker("worker", SERVICE_BY_NAME["order"],
+           "{bin}/celery -A config worker --loglevel INFO --concurrency 4 "
+           "--hostname order-worker@%h --queues saga,beat", "config/celery.py"),
+    Worker("beat", SERVICE_BY_NAME["order"],
+           "{bin}/celery -A config beat --loglevel INFO --schedule {run}/celerybeat-schedule",
+           "config/celery.py"),
+)
+
 DEFAULT_MYSQL_ADMIN_URL = "mysql://root@127.0.0.1:3306"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
 
@@ -146,7 +171,7 @@ class Paths:
     def sqlite_file(self, service: Service) -> Path:
         return self.db / f"{service.short}.sqlite3"
 
-    def log_file(self, service: Service) -> Path:
+    def log_file(self, service: Service | Worker) -> Path:
         return self.log / f"{service.short}.log"
 
     def service_dir(self, service: Service) -> Path:
@@ -154,3 +179,10 @@ class Paths:
 
     def service_present(self, service: Service) -> bool:
         return (self.service_dir(service) / "manage.py").is_file()
+
+    def worker_present(self, worker: Worker) -> bool:
+        return (self.service_present(worker.app)
+                and (self.service_dir(worker.app) / worker.marker).is_file())
+
+    def present_workers(self) -> list[Worker]:
+        return [w for w in WORKERS if self.worker_present(w)]

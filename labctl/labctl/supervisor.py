@@ -18,7 +18,7 @@ import xmlrpc.client
 from pathlib import Path
 
 from . import config
-from .config import Paths, Service
+from .config import Paths, Service, Worker
 from .provision import child_env
 
 DEFAULT_WORKERS = 2
@@ -43,8 +43,14 @@ def program_command(paths: Paths, service: Service) -> str:
             f"--bind 127.0.0.1:{service.port} {args} {control_arg}")
 
 
-def render_config(paths: Paths, services: list[Service]) -> str:
-    """The supervisord.conf text for ``services``."""
+def render_config(paths: Paths, services: list[Service],
+                  workers: list[Worker] | None = None) -> str:
+    """The supervisord.conf text for ``services`` and ``workers``.
+
+    ``workers`` defaults to the background workers whose project is present.
+    """
+    if workers is None:
+        workers = [w for w in paths.present_workers() if w.app in services]
     sections = [
         f"""; Written by `labctl up`; rewritten on every run.
 [unix_http_server]
@@ -86,6 +92,28 @@ killasgroup=true
 stopwaitsecs=15
 redirect_stderr=true
 stdout_logfile={paths.log_file(service)}
+stdout_logfile_maxbytes=10MB
+stdout_logfile_backups=2
+"""
+        )
+    for worker in workers:
+        command = worker.command.format(bin=paths.venv_bin, run=paths.run)
+        sections.append(
+            f"""[program:{worker.short}]
+command={command.replace("%", "%%")}
+directory={paths.service_dir(worker.app)}
+environment=LAB_ROOT="{paths.root}",PYTHONUNBUFFERED="1",LAB_ENV_DIGEST="{_env_digest(paths, worker.app)}"
+autostart=true
+autorestart=true
+startsecs=5
+startretries=3
+stopasgroup=true
+killasgroup=true
+; Celery finishes its current tasks on TERM; its tasks are acknowledged late,
+; so one killed after this wait is redelivered, not lost.
+stopwaitsecs=20
+redirect_stderr=true
+stdout_logfile={paths.log_file(worker)}
 stdout_logfile_maxbytes=10MB
 stdout_logfile_backups=2
 """
@@ -212,6 +240,21 @@ def process_info(paths: Paths) -> dict[str, dict]:
     if not is_running(paths):
         return {}
     return {p["name"]: p for p in rpc(paths).supervisor.getAllProcessInfo()}
+
+
+def wait_running(paths: Paths, names: list[str], timeout: float = 30) -> dict[str, str]:
+    """Wait until each program is RUNNING (past its startsecs) or has given up.
+
+    Returns each program's last state by name; for a process without a port
+    this is what "healthy" can mean.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        states = {n: process_info(paths).get(n, {}).get("statename", "ABSENT") for n in names}
+        settled = all(state in ("RUNNING", "FATAL", "ABSENT") for state in states.values())
+        if settled or time.monotonic() > deadline:
+            return states
+        time.sleep(0.5)
 
 
 def shutdown(paths: Paths, timeout: float = 30) -> bool:

@@ -349,19 +349,26 @@ def free_port():
 
 
 @pytest.mark.timeout(90)
-def test_supervisor_starts_checks_and_stops_services(lab_paths):
-    """Ensure up-to-shutdown works with real supervisord and gunicorn processes."""
+def test_supervisor_starts_checks_and_stops_services(lab_paths, monkeypatch):
+    """Ensure up-to-shutdown works with real supervisord, gunicorn and a background worker."""
     service = Service("fake", "fake_service", free_port(), "lab_fake", 0, "/")
+    # A worker whose command holds a "%", which supervisor's config would read as interpolation.
+    worker = config.Worker("fakeworker", service, '{bin}/python -c "import time; '
+                           "print('worker@%h', flush=True); time.sleep(600)\"", "config/wsgi.py")
+    monkeypatch.setattr(config, "WORKERS", (worker,))
     app_dir = lab_paths.root / "fake_service" / "config"
     app_dir.mkdir(parents=True)
     (app_dir / "__init__.py").write_text("")
     (app_dir / "wsgi.py").write_text(FAKE_WSGI)
     (app_dir / "HEALTHY").write_text("")
+    (app_dir.parent / "manage.py").write_text("")
     try:
         supervisor.ensure_running(lab_paths, [service], echo=lambda _: None)
         results = health.wait_healthy([service], timeout=30)
         assert results["fake"].ok, results["fake"].label()
         assert supervisor.process_info(lab_paths)["fake"]["statename"] in ("STARTING", "RUNNING")
+        assert supervisor.wait_running(lab_paths, ["fakeworker"], timeout=30) == {"fakeworker": "RUNNING"}
+        assert "worker@%h" in (lab_paths.log / "fakeworker.log").read_text()
 
         # Running it again is safe: same config, nothing restarted.
         pid = supervisor.process_info(lab_paths)["fake"]["pid"]
