@@ -10,6 +10,7 @@ from django.conf import settings
 from collector import metrics
 
 from . import lab, peers
+from . import load as load_runs
 
 SERVICES = peers.SERVICES
 ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
@@ -72,6 +73,7 @@ def lab_overview() -> dict:
     tasks["resilience:order"] = (lab.resilience_get, "order")
     tasks["metrics"] = (metrics.summary, peers.fetch_metrics_text)
     tasks["programs"] = (lab.supervisor_programs,)
+    tasks["load"] = (load_runs.running,)
     results = peers.gather(tasks, timeout=settings.DASHBOARD_READ_TIMEOUT + settings.METRICS_SCRAPE_TIMEOUT + 0.5)
 
     summary = results.get("metrics") or {"services": {}}
@@ -107,9 +109,7 @@ def lab_overview() -> dict:
     programs = results.get("programs")
     nodes = {c["name"]: {"state": c["state"], "detail": c["detail"], "label": c["label"]} for c in cards}
     nodes["worker"] = {**lab.program_state(programs, settings.DASHBOARD_WORKER_PROGRAM), "label": "Celery worker"}
-    load = [lab.program_state(programs, name) for name in settings.DASHBOARD_LOAD_PROGRAMS]
-    present = [p for p in load if p["state"] not in ("absent", "unknown")]
-    nodes["load"] = {**(present[0] if present else load[0]), "label": "Load generator"}
+    nodes["load"] = {**_load_node(results.get("load"), programs), "label": "Load generator"}
     nodes["mysql"] = _dependency_node(cards, "database", "MySQL")
     nodes["redis"] = _dependency_node(cards, "cache", "Redis")
     return {
@@ -120,6 +120,18 @@ def lab_overview() -> dict:
         "metrics_window": summary.get("window_seconds"),
         "all_up": all(not c["bad"] for c in cards),
     }
+
+
+def _load_node(run: dict | None, programs: dict | None) -> dict:
+    """Running when a Locust run (labctl load) or a load program under supervisord is up; idle otherwise."""
+    if run:
+        users = (run.get("parameters") or {}).get("users")
+        return {"state": "up", "detail": f"{run.get('scenario')}, {users} users"}
+    managed = [lab.program_state(programs, name) for name in settings.DASHBOARD_LOAD_PROGRAMS]
+    present = [p for p in managed if p["state"] not in ("absent", "unknown")]
+    if present:
+        return present[0]
+    return {"state": "idle", "detail": "no run"}
 
 
 def _breaker(breaker: dict | None, error: str) -> dict:

@@ -9,7 +9,7 @@ its card and never turns a page into a 500.
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import Http404
+from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -18,10 +18,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from collector import selectors as traces
 
 from . import auth, flows, lab, links, peers, selectors
+from . import load as load_runs
 from .audit import audit_run
 from .models import FlowRun
 from .services import flow_run_record
 
+HTMX_STOP_POLLING = 286
 FAULT_FORM_DEFAULTS = {"kind": "latency", "probability": "100", "delay_ms": "500", "jitter_ms": "0", "status": "503",
                        "db_mode": "fail", "dep_mode": "delay", "target": "", "path_prefix": "", "method": "",
                        "ttl_seconds": ""}
@@ -352,8 +354,75 @@ def audit_partial(request):
 @auth.read_view
 def load(request):
     directory = links.loadtests_dir()
-    files = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*.py")) if directory else []
-    return render(request, "console/load.html", {"page": "load", "loadtests": directory is not None, "files": files})
+    return render(request, "console/load.html", {
+        "page": "load",
+        "available": load_runs.available(),
+        "loadtests": directory is not None,
+        "scenarios": load_runs.scenarios(),
+        "runs": load_runs.runs(),
+        "form": request.GET,
+    })
+
+
+@require_POST
+@auth.staff_view
+def load_start(request):
+    spec, error = load_runs.start_request_from_form(request.POST)
+    run_id = None
+    if spec is not None:
+        run_id, error = load_runs.start(spec)
+    if run_id is None:
+        messages.error(request, f"The run did not start: {error}")
+        return redirect("console:load")
+    messages.success(request, f"Started {spec.scenario}: {spec.users} users for {spec.duration}.")
+    return redirect("console:load_run", run_id=run_id)
+
+
+@require_GET
+@auth.read_view
+def load_run(request, run_id: str):
+    status, error = load_runs.status(run_id)
+    if status is None:
+        raise Http404(error)
+    return render(request, "console/load_run.html", {"page": "load", **_load_context(status)})
+
+
+@require_GET
+@auth.read_view
+def load_run_partial(request, run_id: str):
+    status, error = load_runs.status(run_id)
+    if status is None:
+        return render(request, "console/_load_run.html", {"error": error}, status=HTMX_STOP_POLLING)
+    context = _load_context(status)
+    # A finished run stops its page's polling (htmx stops on this status).
+    return render(request, "console/_load_run.html", context, status=200 if context["live"] else HTMX_STOP_POLLING)
+
+
+def _load_context(status: dict) -> dict:
+    history = status.get("history") or []
+    return {
+        "run": status,
+        "live": status.get("state") in ("starting", "running"),
+        "charts": {key: load_runs.chart_points(history, key) for key in ("rps", "p95_ms", "users", "failures_per_s")},
+    }
+
+
+@require_POST
+@auth.staff_view
+def load_stop(request, run_id: str):
+    done, message = load_runs.stop(run_id)
+    (messages.success if done else messages.error)(request, message)
+    return redirect("console:load_run", run_id=run_id)
+
+
+@require_GET
+@auth.read_view
+def load_report(request, run_id: str):
+    """Locust's own HTML report of a finished run."""
+    status, error = load_runs.status(run_id)
+    if status is None or not status.get("report"):
+        raise Http404(error or "This run has no report (yet).")
+    return FileResponse(open(status["report"], "rb"), content_type="text/html")
 
 
 @require_GET

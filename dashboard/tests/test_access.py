@@ -21,6 +21,8 @@ CONTROLS = [
     "/resilience/order/reset/",
     "/resilience/saga/",
     "/flows/checkout-sync/run/",
+    "/load/start/",
+    "/load/20260101-120000-checkout/stop/",
 ]
 
 

@@ -1,0 +1,87 @@
+"""The Load page: Locust runs started, watched and stopped through labctl.load."""
+
+from __future__ import annotations
+
+import pytest
+
+load = pytest.importorskip("labctl.load")
+
+pytestmark = pytest.mark.django_db
+
+RUN_ID = "20260101-120000-checkout"
+HISTORY = [{"t": i, "users": 10, "rps": 20.0 + i, "failures_per_s": 0.0, "p50_ms": 12.0, "p95_ms": 40.0 + i,
+            "p99_ms": 80.0, "requests": 20 * i, "failures": 0} for i in range(5)]
+
+
+def status(state: str) -> dict:
+    return {
+        "run_id": RUN_ID, "scenario": "checkout", "state": state, "started_at": "2026-01-01T12:00:00+00:00",
+        "finished_at": None, "exit_code": None,
+        "parameters": {"scenario": "checkout", "users": 10, "spawn_rate": 5, "duration": "60s", "workers": 0},
+        "current": HISTORY[-1], "history": HISTORY,
+        "endpoints": [{"method": "POST", "name": "/api/orders/", "requests": 80, "failures": 0, "rps": 20.0,
+                       "p50_ms": 12.0, "p95_ms": 44.0, "p99_ms": 80.0}],
+        "report": None,
+    }
+
+
+def test_start_sends_the_form_and_the_dashboards_service_urls(staff, lab, monkeypatch, settings):
+    """Ensure a run targets the services this dashboard watches, with the form's load."""
+    started = {}
+
+    def start_run(spec, paths=None):
+        started["spec"] = spec
+        return RUN_ID
+
+    monkeypatch.setattr(load, "start_run", start_run)
+    monkeypatch.setattr(load, "run_status", lambda run_id, paths=None, **kw: status("running"))
+    response = staff.post("/load/start/", {"scenario": "checkout", "users": "10", "spawn_rate": "5",
+                                           "duration": "60s", "workers": "0"})
+    assert response.status_code == 302 and response["Location"] == f"/load/{RUN_ID}/"
+    spec = started["spec"]
+    assert (spec.scenario, spec.users, spec.spawn_rate, spec.duration, spec.workers) == ("checkout", 10, 5.0, "60s", 0)
+    assert spec.urls == settings.CHASSIS["PEERS"]
+
+
+def test_a_refused_start_says_why(staff, lab, monkeypatch):
+    def refuse(spec, paths=None):
+        raise load.LoadError("the lab is not healthy: payment down")
+
+    monkeypatch.setattr(load, "start_run", refuse)
+    response = staff.post("/load/start/", {"scenario": "checkout", "users": "10"}, follow=True)
+    assert b"the lab is not healthy: payment down" in response.content
+
+
+def test_a_running_run_polls_and_a_finished_one_stops_polling(client, monkeypatch):
+    """Ensure the run page refreshes while Locust runs, and tells htmx to stop once it is over."""
+    monkeypatch.setattr(load, "run_status", lambda run_id, paths=None, **kw: status("running"))
+    page = client.get(f"/load/{RUN_ID}/")
+    assert page.status_code == 200
+    assert b"hx-trigger" in page.content and b"/api/orders/" in page.content and b"<polyline" in page.content
+    assert client.get(f"/load/{RUN_ID}/live/").status_code == 200
+    monkeypatch.setattr(load, "run_status", lambda run_id, paths=None, **kw: status("finished"))
+    assert client.get(f"/load/{RUN_ID}/live/").status_code == 286
+
+
+def test_an_unknown_run_is_404(client):
+    assert client.get("/load/not-a-run/").status_code == 404
+
+
+def test_the_load_page_lists_runs(client, monkeypatch):
+    monkeypatch.setattr(load, "list_runs", lambda paths=None, limit=100: [{
+        "run_id": RUN_ID, "scenario": "checkout", "state": "finished", "started_at": "x",
+        "parameters": {"users": 10}, "totals": {"requests": 1200, "rps": 19.8, "failures": 3, "failure_ratio": 0.0025},
+    }])
+    html = client.get("/load/").content.decode()
+    assert RUN_ID in html and "1200" in html and "19.8" in html
+
+
+def test_a_running_load_shows_on_the_service_map(client, lab, monkeypatch):
+    """Ensure the map's load generator node is up while a Locust run runs, idle otherwise."""
+    monkeypatch.setattr(load, "list_runs", lambda paths=None, limit=100: [])
+    assert 'data-node="load" data-state="idle"' in client.get("/partials/overview/").content.decode()
+    monkeypatch.setattr(load, "list_runs", lambda paths=None, limit=100: [
+        {"run_id": RUN_ID, "scenario": "checkout", "state": "running", "parameters": {"users": 25}}])
+    html = client.get("/partials/overview/").content.decode()
+    assert 'data-node="load" data-state="up"' in html
+    assert "checkout, 25 users" in html
