@@ -239,23 +239,20 @@ def program_state(programs: dict | None, name: str) -> dict:
 
 
 def worker_kill() -> tuple[bool, str]:
-    """SIGKILL every process of the worker program; supervisord's autorestart brings it back."""
+    """SIGKILL the worker's processes through ``labctl.process``; supervisord's autorestart brings it back."""
     name = settings.DASHBOARD_WORKER_PROGRAM
-    found = _supervisor()
-    if found is None:
-        return False, "labctl is not installed next to the dashboard, so it cannot reach the process manager."
-    supervisor, paths = found
-    programs = supervisor_programs()
-    if programs is None:
-        return False, "The lab's process manager (supervisord) is not running: start the lab with `make up`."
-    members = [p for p in programs.values() if p.get("name") == name or p.get("group") == name]
-    if not members:
-        return False, (f"There is no '{name}' program under the process manager yet: the Celery worker "
-                       "arrives with the asynchronous saga.")
-    group = members[0].get("group") or name
     try:
-        supervisor.rpc(paths).supervisor.signalProcessGroup(group, "KILL")
-    except Exception as exc:  # noqa: BLE001 — e.g. the worker is already stopped
-        return False, f"The process manager could not signal '{group}': {exc}"
-    pids = ", ".join(str(p.get("pid")) for p in members if p.get("pid"))
-    return True, f"Killed '{group}' (pid {pids or '?'}) with SIGKILL; the process manager restarts it."
+        from labctl import process
+        from labctl.config import Paths
+    except ImportError:
+        return False, "labctl is not installed next to the dashboard, so it cannot reach the process manager."
+    try:
+        lines = process.process_fault(Paths(Path(settings.LAB_ROOT)), program=name, action="kill")
+    except process.ProcessFaultError as exc:
+        if "has no program named" in str(exc):
+            return False, (f"There is no '{name}' program under the process manager yet: the Celery worker "
+                           f"arrives with the asynchronous saga. ({exc})")
+        return False, f"Could not kill the worker: {exc}"
+    except Exception as exc:  # noqa: BLE001 — supervisord gone mid-call, a socket error...
+        return False, f"The process manager could not be reached: {type(exc).__name__}: {exc}"
+    return True, "Killed the worker: " + "; ".join(lines)

@@ -41,15 +41,36 @@ def test_kill_the_worker_without_a_process_manager(staff, lab, settings, tmp_pat
     settings.LAB_ROOT = tmp_path
     response = staff.post("/faults/presets/kill-worker/", follow=True)
     assert response.status_code == 200
-    assert b"process manager" in response.content
+    assert b"supervisord" in response.content or b"process manager" in response.content
 
 
 def test_kill_the_worker_when_there_is_no_worker_program(monkeypatch):
     """Ensure a lab without a 'worker' program gets a clear message."""
-    monkeypatch.setattr(lab_controls, "supervisor_programs", lambda: {"user": {"name": "user", "group": "user"}})
+    from labctl import process
+
+    def no_worker(paths, *, program, action, ttl=None):
+        raise process.ProcessFaultError(f"supervisord has no program named {program!r}; it runs: order, user.")
+
+    monkeypatch.setattr(process, "process_fault", no_worker)
     done, message = lab_controls.worker_kill()
     assert not done
     assert "no 'worker' program" in message
+
+
+def test_kill_the_worker_asks_labctl_for_a_kill(monkeypatch):
+    """Ensure the preset is a SIGKILL of the worker program, through labctl's process faults."""
+    from labctl import process
+
+    asked = {}
+
+    def kill(paths, *, program, action, ttl=None):
+        asked.update(program=program, action=action)
+        return ["worker:worker_00: SIGKILL sent to process group 4242; supervisord will restart it"]
+
+    monkeypatch.setattr(process, "process_fault", kill)
+    done, message = lab_controls.worker_kill()
+    assert done and asked == {"program": "worker", "action": "kill"}
+    assert "4242" in message
 
 
 def test_clear_all_deletes_every_services_faults(staff, lab):
