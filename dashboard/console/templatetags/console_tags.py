@@ -86,6 +86,8 @@ def event_class(name: str) -> str:
         return "fault"
     if name in ("lab.retry", "lab.breaker_rejected", "lab.bulkhead_rejected", "lab.fallback"):
         return "retry"
+    if name.startswith("saga."):
+        return "saga"
     return ""
 
 
@@ -103,3 +105,9 @@ def fit(detail, state) -> str:
     room = 27 - len(str(state or ""))
     detail = str(detail or "")
     return detail if len(detail) <= room else detail[: room - 1].rstrip() + "…"
+
+
+@register.filter
+def get_link(links, service: str):
+    """The browser links of ``service`` from the context's ``service_links``."""
+    return next((link for link in links or [] if link["name"] == service), None)
