@@ -87,6 +87,12 @@ TRACES_KEEP_SPANS = env.int("TRACES_KEEP_SPANS", default=50_000)
 TRACES_KEEP_MINUTES = env.int("TRACES_KEEP_MINUTES", default=60)
 TRACES_PRUNE_EVERY = env.int("TRACES_PRUNE_EVERY", default=500)
 
+# Where collectstatic writes and WhiteNoise serves from. A test lab started beside
+# the running one collects into its own directory: WhiteNoise remembers each
+# file's size at start-up, so rewriting the files under a running dashboard
+# would make it serve them cut short.
+STATIC_ROOT = env.path("STATIC_ROOT", default=str(STATIC_ROOT))  # noqa: F821
+
 # Supervisor program names the overview and the "kill the worker" preset look for.
 DASHBOARD_WORKER_PROGRAM = env.str("DASHBOARD_WORKER_PROGRAM", default="worker")
 DASHBOARD_LOAD_PROGRAMS = env.list("DASHBOARD_LOAD_PROGRAMS", default=["locust", "load"])

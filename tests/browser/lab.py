@@ -70,6 +70,7 @@ def start_dashboard(lab: Lab, workdir: Path, port: int) -> None:
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(32),
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "DATABASE_URL": f"sqlite:///{database}",
+        "STATIC_ROOT": str(workdir / "dashboard-static"),  # not the running lab's dashboard/staticfiles
         "REDIS_URL": redis_url,
         "LAB_REDIS_PREFIX": f"browser{os.getpid()}-{int(time.time())}",
         **{f"{name.upper()}_SERVICE_URL": url for name, url in lab.urls.items()},
