@@ -149,6 +149,7 @@ clean: down
 
 # ---------------------------------------------------------------- load and benchmark
 #   make load SCENARIO=checkout USERS=50 SPAWN=10 DURATION=60s [WORKERS=2]
+#   make bench                   the benchmark of loadtests/bench.py (needs make up)
 #   make scale [s=inventory=3]   show, or change, the gunicorn workers of a service
 SCENARIO ?=
 USERS ?= 20
@@ -156,7 +157,7 @@ SPAWN ?= 5
 DURATION ?= 60s
 WORKERS ?= 0
 
-.PHONY: load scale
+.PHONY: load bench scale
 
 load: install
 	@if [ -z "$(SCENARIO)" ]; then
@@ -166,6 +167,9 @@ load: install
 	fi
 	$(LABCTL) load --scenario "$(SCENARIO)" --users "$(USERS)" --spawn-rate "$(SPAWN)" \
 		--duration "$(DURATION)" --workers "$(WORKERS)"
+
+bench: install
+	@$(VPY) loadtests/bench.py $(BENCH_ARGS)
 
 scale: install
 	@$(LABCTL) scale $(s)
