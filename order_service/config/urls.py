@@ -1,11 +1,13 @@
-"""Routes of the order service: chassis routes, the public API, the internal API."""
+"""Routes of the order service: chassis routes (and its own lab switch), the public API, the internal API."""
 
 from django.urls import include, path
 
 from chassis.urls import chassis_urlpatterns, handlers
+from orders.views import SagaModeApi
 
 urlpatterns = [
     *chassis_urlpatterns(),
+    path("_lab/saga/", SagaModeApi.as_view(), name="lab-saga"),
     path("api/", include("orders.urls")),
     path("internal/", include("orders.internal_urls")),
 ]

@@ -41,9 +41,14 @@ class Order(models.Model):
     customer_id = models.BigIntegerField(db_index=True)
     status = models.CharField(max_length=16, choices=OrderStatus.choices, default=OrderStatus.PENDING, db_index=True)
     status_reason = models.CharField(max_length=255, blank=True, default="")
+    # The kind of reason, for machines (metrics): out_of_stock, declined, gave_up, customer...
+    status_reason_code = models.CharField(max_length=32, blank=True, default="")
     saga_step = models.CharField(max_length=16, choices=SagaStep.choices, default=SagaStep.NONE)
-    # Who runs the saga now: nobody else may until this time has passed.
+    # Who runs the saga now (a request, or a worker task by its id): nobody else may until this time has passed.
     saga_lease_until = models.DateTimeField(null=True, blank=True)
+    saga_runner = models.CharField(max_length=64, blank=True, default="")
+    # In the background, a peer that stays down is retried until then; after, the saga compensates.
+    saga_deadline = models.DateTimeField(null=True, blank=True)
 
     idempotency_key = models.CharField(max_length=128)
     request_fingerprint = models.CharField(max_length=64)
@@ -54,6 +59,8 @@ class Order(models.Model):
     currency = models.CharField(max_length=3, default="EUR")
 
     reservation_id = models.CharField(max_length=64, blank=True, default="")
+    # A reservation was sent and its answer lost: inventory may hold stock for this order we do not know of.
+    reservation_outcome_unknown = models.BooleanField(default=False)
     stock_released = models.BooleanField(default=False)
     charge_id = models.CharField(max_length=64, blank=True, default="")
     # A charge was sent and its answer lost: payment may hold a capture we do not know of.
@@ -69,7 +76,12 @@ class Order(models.Model):
             models.UniqueConstraint(fields=["customer_id", "idempotency_key"], name="order_unique_customer_idempotency_key"),
             models.CheckConstraint(condition=models.Q(total_cents__gte=0), name="order_total_not_negative"),
         ]
-        indexes = [models.Index(fields=["customer_id", "-created_at"], name="order_customer_newest")]
+        indexes = [
+            models.Index(fields=["customer_id", "-created_at"], name="order_customer_newest"),
+            # The periodic jobs: sagas to recover (by step and lease), orders to ship (by status and age).
+            models.Index(fields=["saga_step", "saga_lease_until"], name="order_saga_lease"),
+            models.Index(fields=["status", "updated_at"], name="order_status_updated"),
+        ]
 
     def __str__(self) -> str:
         return f"Order {self.pk} ({self.status})"

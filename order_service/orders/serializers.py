@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from .lab import DEADLINE_MAX, DEADLINE_MIN, MODES
 from .models import Order, OrderEvent, OrderLine, OrderStatus
 
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"
@@ -148,6 +149,39 @@ class ReconciliationOrderOut(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
+
+
+class SagaSettingsIn(serializers.Serializer):
+    """A partial change of the saga switch: only what is sent changes; anything else is refused."""
+
+    mode = serializers.ChoiceField(
+        choices=MODES, required=False, help_text="sync: the request runs the saga (201); async: the worker does (202)."
+    )
+    deadline_seconds = StrictIntegerField(
+        min_value=DEADLINE_MIN,
+        max_value=DEADLINE_MAX,
+        required=False,
+        help_text="How long the worker retries a peer that is down before it gives up and compensates.",
+    )
+
+    def validate(self, attrs):
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({name: ["Unknown setting; use mode and/or deadline_seconds."]
+                                               for name in unknown})
+        if not attrs:
+            raise serializers.ValidationError("Send mode and/or deadline_seconds.")
+        return attrs
+
+
+class SagaSettingsOut(serializers.Serializer):
+    service = serializers.CharField()
+    mode = serializers.ChoiceField(choices=MODES)
+    deadline_seconds = serializers.IntegerField()
+    broker = serializers.CharField(help_text="redis, or filesystem (the embedded broker, without Redis).")
+    queues = serializers.DictField(
+        child=serializers.IntegerField(), allow_null=True, help_text="Tasks waiting per queue (Redis only)."
+    )
 
 
 class ErrorOut(serializers.Serializer):

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+
+from django.conf import settings
+from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, mixins, status
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from chassis.auth import IsLabUser, ServiceOnly
 from chassis.idempotency import HEADER as IDEMPOTENCY_HEADER
 from chassis.idempotency import idempotency_key_from
+from chassis.lab.views import IsLabAdmin
 from chassis.pagination import LabPagination
 
-from . import selectors, services
+from . import broker, lab, selectors, services
 from .models import Order
 from .serializers import (
     ErrorOut,
@@ -21,7 +27,11 @@ from .serializers import (
     OrderUpdateIn,
     ReconciliationListQuery,
     ReconciliationOrderOut,
+    SagaSettingsIn,
+    SagaSettingsOut,
 )
+
+log = logging.getLogger(__name__)
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 
@@ -38,18 +48,22 @@ _ERRORS = {
     404: OpenApiResponse(ErrorOut, description="No such order (or not yours)."),
 }
 _SAGA_RESPONSES = {
-    202: OpenApiResponse(OrderOut, description="The saga could not finish (a peer is down); progress is recorded. "
-                                               "Send the same request again to resume it."),
+    202: OpenApiResponse(OrderOut, description="Accepted, PENDING: in async mode the worker runs the saga (poll the "
+                                               "order at `Location`); in sync mode the saga could not finish (a peer "
+                                               "is down), its progress is recorded, and a replay or the worker resumes it."),
     409: OpenApiResponse(ErrorOut, description="The order is not in a state that allows this."),
     503: OpenApiResponse(ErrorOut, description="A peer service is unavailable; nothing half-done is left unrecorded."),
 }
 
 
-def _order_response(order: Order, user, *, status_code: int, replayed: bool = False) -> Response:
-    order = selectors.order_get_for_user(order_id=order.pk, user=user)
+def _order_response(order: Order, request, *, status_code: int, replayed: bool = False) -> Response:
+    order = selectors.order_get_for_user(order_id=order.pk, user=request.user)
     response = Response(OrderOut(order).data, status=status_code)
     if replayed:
         response[REPLAYED_HEADER] = "true"
+    if status_code in (status.HTTP_201_CREATED, status.HTTP_202_ACCEPTED):
+        # Where to follow the order (and, with a 202, to poll it until it ends).
+        response["Location"] = request.build_absolute_uri(reverse("order-detail", args=[order.pk]))
     return response
 
 
@@ -94,7 +108,7 @@ class OrderListCreateApi(mixins.ListModelMixin, generics.GenericAPIView):
             code = status.HTTP_200_OK
         else:
             code = status.HTTP_201_CREATED if outcome.finished else status.HTTP_202_ACCEPTED
-        return _order_response(outcome.order, request.user, status_code=code, replayed=outcome.replayed)
+        return _order_response(outcome.order, request, status_code=code, replayed=outcome.replayed)
 
 
 class OrderDetailApi(generics.GenericAPIView):
@@ -120,7 +134,7 @@ class OrderDetailApi(generics.GenericAPIView):
         data = OrderUpdateIn(data=request.data)
         data.is_valid(raise_exception=True)
         outcome = services.order_update(order_id=order_id, user=request.user, **data.validated_data)
-        return _order_response(outcome.order, request.user, status_code=status.HTTP_200_OK)
+        return _order_response(outcome.order, request, status_code=status.HTTP_200_OK)
 
 
 class OrderCheckoutApi(generics.GenericAPIView):
@@ -134,7 +148,7 @@ class OrderCheckoutApi(generics.GenericAPIView):
     def post(self, request, order_id: int):
         outcome = services.order_checkout(order_id=order_id, user=request.user)
         code = status.HTTP_200_OK if outcome.finished else status.HTTP_202_ACCEPTED
-        return _order_response(outcome.order, request.user, status_code=code)
+        return _order_response(outcome.order, request, status_code=code)
 
 
 class OrderCancelApi(generics.GenericAPIView):
@@ -147,7 +161,7 @@ class OrderCancelApi(generics.GenericAPIView):
     @extend_schema(request=None, responses={200: OrderOut, **_SAGA_RESPONSES, **_ERRORS})
     def post(self, request, order_id: int):
         outcome = services.order_cancel(order_id=order_id, user=request.user)
-        return _order_response(outcome.order, request.user, status_code=status.HTTP_200_OK)
+        return _order_response(outcome.order, request, status_code=status.HTTP_200_OK)
 
 
 class ReconciliationPagination(LabPagination):
@@ -175,3 +189,40 @@ class ReconciliationOrderListApi(mixins.ListModelMixin, generics.GenericAPIView)
     )
     def get(self, request):
         return self.list(request)
+
+
+def _saga_body() -> dict:
+    try:
+        queues = broker.queue_depths()
+    except Exception as exc:  # noqa: BLE001 — the switch must answer even with the broker down
+        log.warning("queue depth unavailable: %s", exc)
+        queues = None
+    return {"service": settings.SERVICE_NAME, **lab.saga_settings(), "broker": broker.transport(), "queues": queues}
+
+
+class SagaModeApi(APIView):
+    """The lab admin's saga switch: run checkouts in the request (sync) or on the worker (async), and its deadline.
+
+    PUT is partial: `{"mode": "async"}` or `{"deadline_seconds": 300}` or both.
+    Every web and worker process follows within a second. The deadline applies
+    to orders queued from then on.
+    """
+
+    name = "Saga mode"  # the browsable API's page title
+    permission_classes = [IsLabAdmin]
+
+    @extend_schema(summary="The saga mode and deadline", responses={200: SagaSettingsOut, 401: ErrorOut, 403: ErrorOut})
+    def get(self, request):
+        return Response(_saga_body())
+
+    @extend_schema(
+        summary="Change the saga mode and/or deadline",
+        request=SagaSettingsIn,
+        responses={200: SagaSettingsOut, 400: ErrorOut, 401: ErrorOut, 403: ErrorOut},
+    )
+    def put(self, request):
+        data = SagaSettingsIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        lab.saga_settings_update(**data.validated_data)
+        log.info("saga switch changed: %s", data.validated_data)
+        return Response(_saga_body())

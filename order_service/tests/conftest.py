@@ -16,6 +16,7 @@ to a tiny server of their own).
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from dataclasses import dataclass, field
 
@@ -27,6 +28,8 @@ from chassis.testing import bearer, service_token, user_token
 from orders.clients import PeerRefused, inventory, payment
 from orders.clients.inventory import InsufficientStock, Product, Reservation, ReservationLine, Shortage
 from orders.clients.payment import CardDeclined, Charge, Refund
+from chassis.lab import store
+from orders import lab, tasks
 from orders.models import Order, OrderEvent, OrderLine, OrderStatus, SagaStep
 
 ALICE, BOB, ADMIN = 1001, 1002, 1900
@@ -187,6 +190,18 @@ class FakeInventory:
             self.failures.after("release", lose)
             return reservation.as_result()
 
+    def reservations_for_order(self, *, order_id):
+        with self.lock:
+            self.calls.append(("reservations_for_order", order_id))
+            self.failures.before("reservations_for_order")
+            return [r.as_result() for r in self.reservations.values() if r.order_id == order_id]
+
+    def expire(self):
+        with self.lock:
+            self.calls.append(("expire", None))
+            self.failures.before("expire")
+            return 0
+
     def reservation_of(self, order_id: int) -> FakeReservation | None:
         return next((r for r in self.reservations.values() if r.order_id == order_id), None)
 
@@ -284,17 +299,69 @@ def fake_payment():
 
 
 @pytest.fixture(autouse=True)
-def fake_peers(request, monkeypatch, fake_inventory, fake_payment):
-    """Every test talks to the fake peers, except those marked ``real_clients``."""
+def fake_peers(request, monkeypatch, settings, fake_inventory, fake_payment):
+    """Every test talks to the fake peers, except those marked ``real_clients``.
+
+    The peers' URLs point at a closed port meanwhile, so a client function the
+    fakes forgot fails loudly instead of reaching a running lab.
+    """
     if request.node.get_closest_marker("real_clients"):
         return
+    settings.CHASSIS = {**settings.CHASSIS,
+                        "PEERS": {name: "http://127.0.0.1:9" for name in settings.CHASSIS["PEERS"]}}
     monkeypatch.setattr(inventory, "inventory_products_lookup", fake_inventory.products_lookup)
     monkeypatch.setattr(inventory, "inventory_reserve", fake_inventory.reserve)
     monkeypatch.setattr(inventory, "inventory_commit", fake_inventory.commit)
     monkeypatch.setattr(inventory, "inventory_release", fake_inventory.release)
+    monkeypatch.setattr(inventory, "inventory_reservations_for_order", fake_inventory.reservations_for_order)
+    monkeypatch.setattr(inventory, "inventory_reservations_expire", fake_inventory.expire)
     monkeypatch.setattr(payment, "payment_charge", fake_payment.charge)
     monkeypatch.setattr(payment, "payment_charges_for_order", fake_payment.charges_for_order)
     monkeypatch.setattr(payment, "payment_refund", fake_payment.refund)
+
+
+@pytest.fixture(autouse=True)
+def own_lab_state(settings):
+    """Each test starts with the default lab state (sync saga), in cache keys no other test run shares."""
+    settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": f"lab:order:test-{os.getpid()}"}}
+    store.forget_local()
+    yield
+    from django.core.cache import cache
+
+    cache.delete(f"lab:{lab.STORE_KEY}")
+    store.forget_local()
+
+
+@pytest.fixture
+def async_saga():
+    """The lab's saga switch set to async (deadline 120 s)."""
+    return lab.saga_settings_update(mode="async", deadline_seconds=120)
+
+
+@dataclass
+class Queued:
+    """The saga tasks sent to the broker: ``(order_id, task id)``; ``run()`` plays the worker."""
+
+    sent: list = field(default_factory=list)
+
+    def run(self) -> list:
+        """Run every task sent so far, once each, as the worker would; return their retry countdowns (or None)."""
+        from orders import background
+
+        pending, self.sent = self.sent, []
+        return [background.order_saga_work(order_id=order_id, runner=runner) for order_id, runner in pending]
+
+
+@pytest.fixture
+def queued(monkeypatch) -> Queued:
+    """Catch the saga tasks instead of sending them (nothing is published)."""
+    record = Queued()
+
+    def apply_async(args=None, task_id=None, **_options):
+        record.sent.append((args[0], task_id))
+
+    monkeypatch.setattr(tasks.order_saga_task, "apply_async", apply_async)
+    return record
 
 
 def client_for(user_id: int, *, staff: bool = False) -> APIClient:

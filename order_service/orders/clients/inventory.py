@@ -112,6 +112,30 @@ def inventory_release(*, reservation_id: str) -> Reservation:
     return _transition(reservation_id, "release")
 
 
+def inventory_reservations_for_order(*, order_id: int) -> list[Reservation]:
+    """Every reservation inventory holds for ``order_id`` (any status), to learn the outcome of a lost answer."""
+    response = _client.get("/internal/reservations/", params={"order_id": order_id, "page_size": 100})
+    if response.status != 200:
+        raise refusal(PEER, response)
+    try:
+        items = as_list(response.data)
+    except ValueError as exc:
+        raise unreadable(PEER, "reservations lookup", response) from exc
+    return [_reservation_from(item, response, "reservations lookup") for item in items]
+
+
+def inventory_reservations_expire() -> int:
+    """Ask inventory to expire the HELD reservations past their deadline; returns how many it expired."""
+    # No key, so no client retry: the next periodic run does the same work anyway.
+    response = _client.post("/internal/reservations/expire/", json={})
+    if response.status != 200:
+        raise refusal(PEER, response)
+    try:
+        return int(response.data["expired"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise unreadable(PEER, "reservations expiry", response) from exc
+
+
 def _transition(reservation_id: str, action: str) -> Reservation:
     # Both transitions are idempotent by contract; the key tells the chassis
     # client that retrying the POST after a lost answer is safe.
@@ -130,7 +154,10 @@ def _code(response) -> str:
 
 
 def _reservation(response, what: str) -> Reservation:
-    data = response.data
+    return _reservation_from(response.data, response, what)
+
+
+def _reservation_from(data, response, what: str) -> Reservation:
     try:
         lines = tuple(
             ReservationLine(
@@ -190,5 +217,7 @@ __all__ = [
     "inventory_commit",
     "inventory_products_lookup",
     "inventory_release",
+    "inventory_reservations_expire",
+    "inventory_reservations_for_order",
     "inventory_reserve",
 ]
