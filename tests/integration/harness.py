@@ -3,6 +3,12 @@
 Each service gets its own database (``test_<schema>_it`` with its own MySQL
 user when the lab runs on MySQL, else a SQLite file), its own Redis database,
 free loopback ports and the peers' URLs, exactly as ``labctl up`` wires them.
+
+The order service's Celery worker and beat are not started with the lab; a
+test that needs them calls :meth:`Lab.start_worker` / :meth:`Lab.start_beat`
+(and :meth:`Lab.kill_worker` to SIGKILL the worker). Their broker is a Redis
+database of its own (the run's key prefix inside it), or without Redis the
+embedded filesystem broker in a folder of this run.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ SERVICES = {
     "inventory": ("inventory_service", "lab_inventory", 13),
     "payment": ("payment_service", "lab_payments", 14),
 }
+BROKER_REDIS_DB = 15  # the order worker's broker, apart from the services' caches
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -90,8 +97,11 @@ class Lab:
     database_urls: dict[str, str]
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
+    envs: dict[str, dict[str, str]] = field(default_factory=dict)  # each service's environment
+    workdir: Path | None = None
 
     def stop(self) -> None:
+        self.stop_celery()  # first, so that a task running now still finds its peers up
         for name, proc in self.processes.items():
             if proc.poll() is None:
                 self.thaw(name)
@@ -115,6 +125,95 @@ class Lab:
     def log_tail(self, service: str, lines: int = 40) -> str:
         return "\n".join(self.logs[service].read_text(errors="replace").splitlines()[-lines:])
 
+    # --- the order service's Celery worker and beat --------------------------------------
+
+    def start_worker(self, *, env: dict[str, str] | None = None, concurrency: int = 4, timeout: float = 60) -> None:
+        """Start the Celery worker (as ``labctl`` runs it) on the order service's environment, plus ``env``.
+
+        Returns once the worker says it is ready. Its log (``worker.log``) keeps
+        every run, so a restart after :meth:`kill_worker` appends to it.
+        """
+        if self.running("worker"):
+            raise RuntimeError("the worker is already running")
+        self._start_celery("worker", ["worker", "--loglevel", "INFO", "--concurrency", str(concurrency),
+                                      "--hostname", f"worker-it{os.getpid()}@%h", "--queues", "saga,beat"], env)
+        self._wait_for_log("worker", " ready.", timeout)
+
+    def start_beat(self, *, env: dict[str, str] | None = None, timeout: float = 30) -> None:
+        """Start Celery beat (the periodic jobs) on the order service's environment, plus ``env``."""
+        if self.running("beat"):
+            raise RuntimeError("beat is already running")
+        schedule = self.workdir / f"celerybeat-schedule-{os.getpid()}"
+        for stale in self.workdir.glob(f"{schedule.name}*"):
+            stale.unlink()
+        self._start_celery("beat", ["beat", "--loglevel", "INFO", "--schedule", str(schedule)], env)
+        self._wait_for_log("beat", "beat: Starting", timeout)
+
+    def kill_worker(self) -> None:
+        """SIGKILL the worker and its pool processes at once, mid-task if they are busy: nothing runs its clean-up."""
+        proc = self.processes["worker"]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=15)
+
+    def stop_celery(self) -> None:
+        """Stop beat and the worker (warm shutdown: running tasks finish first), then empty this run's broker."""
+        started = False
+        for name in ("beat", "worker"):
+            proc = self.processes.get(name)
+            started = started or proc is not None
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGCONT)
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        if started:
+            self._drop_broker()
+
+    def _drop_broker(self) -> None:
+        """Remove what this run left in its broker (a killed worker's unacknowledged tasks included)."""
+        env = self.envs.get("order", {})
+        url = env.get("CELERY_BROKER_URL", "")
+        if url.startswith("redis"):
+            import redis
+
+            connection = redis.Redis.from_url(url)
+            keys = list(connection.scan_iter(match=f"{env.get('LAB_REDIS_PREFIX', 'lab')}:celery:*", count=500))
+            if keys:
+                connection.delete(*keys)
+        elif env.get("CELERY_BROKER_FOLDER"):
+            shutil.rmtree(env["CELERY_BROKER_FOLDER"], ignore_errors=True)
+
+    def running(self, name: str) -> bool:
+        proc = self.processes.get(name)
+        return proc is not None and proc.poll() is None
+
+    def _start_celery(self, name: str, args: list[str], env: dict[str, str] | None) -> None:
+        log = self.workdir / f"{name}.log"
+        self.logs[name] = log
+        with log.open("ab") as out:
+            out.write(f"\n----- {name} started by the test harness at {time.strftime('%H:%M:%S')} -----\n".encode())
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "config", *args],
+                cwd=ROOT / SERVICES["order"][0], env={**self.envs["order"], **(env or {})},
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+
+    def _wait_for_log(self, name: str, marker: str, timeout: float) -> None:
+        start = self.logs[name].stat().st_size if self.logs[name].exists() else 0
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.processes[name].poll() is not None:
+                raise RuntimeError(f"{name} exited early:\n{self.log_tail(name)}")
+            with self.logs[name].open("rb") as log:
+                log.seek(max(0, start - 200))
+                if marker.encode() in log.read():
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"{name} not ready in {timeout:.0f} s:\n{self.log_tail(name)}")
+
 
 def start_lab(workdir: Path, *, workers: int = 2, threads: int = 4) -> Lab:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -131,7 +230,7 @@ def start_lab(workdir: Path, *, workers: int = 2, threads: int = 4) -> Lab:
         # Keys of this run only, so parallel runs sharing Redis do not see each other's faults.
         "LAB_REDIS_PREFIX": f"it{os.getpid()}-{int(time.time())}",
     }
-    lab = Lab(urls=urls, database_urls={})
+    lab = Lab(urls=urls, database_urls={}, workdir=workdir)
     try:
         for name, (directory, _schema, redis_db) in SERVICES.items():
             file_env = read_env_file(ROOT / "var" / "env" / f"{name}.env")
@@ -151,7 +250,10 @@ def start_lab(workdir: Path, *, workers: int = 2, threads: int = 4) -> Lab:
                    "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
             if "OTEL_EXPORTER_OTLP_ENDPOINT" not in os.environ:
                 env["OTEL_SDK_DISABLED"] = "true"  # no collector to send spans to
+            if name == "order":
+                env.update(_broker_env(redis_url, workdir))
             lab.database_urls[name] = database_url
+            lab.envs[name] = env
             cwd = ROOT / directory
             for command in (["migrate", "--noinput"], ["collectstatic", "--noinput"], ["seed_lab"]):
                 subprocess.run([sys.executable, "manage.py", *command], cwd=cwd, env=env, check=True,
@@ -170,6 +272,15 @@ def start_lab(workdir: Path, *, workers: int = 2, threads: int = 4) -> Lab:
         lab.stop()
         raise
     return lab
+
+
+def _broker_env(redis_url: str, workdir: Path) -> dict[str, str]:
+    """Where the order service and its worker exchange tasks in this run."""
+    if redis_url:
+        return {"CELERY_BROKER_URL": urlparse(redis_url)._replace(path=f"/{BROKER_REDIS_DB}").geturl()}
+    folder = workdir / f"celery-{os.getpid()}"
+    shutil.rmtree(folder, ignore_errors=True)
+    return {"CELERY_BROKER_URL": "filesystem://localhost//", "CELERY_BROKER_FOLDER": str(folder)}
 
 
 def wait_healthy(lab: Lab, timeout: float = 60) -> None:
