@@ -8,6 +8,7 @@ and read its trace, clear every fault, check the audit.
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from playwright.sync_api import expect
@@ -114,15 +115,25 @@ def test_clear_all_clears_every_service(staff, admin_api):
     form.locator("button[type=submit]").click()
     expect(tab.locator(".messages")).to_contain_text("Injected a error fault on user")
     for service in ("user", "order", "inventory", "payment"):
-        assert admin_api.faults(service), f"{service} has no fault to clear"
+        assert eventually(lambda: admin_api.faults(service) != [], seconds=3), f"{service} has no fault to clear"
 
     tab.click("[data-testid=clear-all]")
     expect(tab.locator(".messages")).to_contain_text("on 4 of 4 services")
     for service in ("user", "order", "inventory", "payment"):
-        assert admin_api.faults(service) == [], service
+        # Each service process re-reads the shared fault list within a second (LAB_STATE_REFRESH).
+        assert eventually(lambda: admin_api.faults(service) == [], seconds=3), f"{service} still has faults"
         expect(tab.locator(f"[data-testid=faults-{service}]")).to_have_attribute("data-count", "0")
     overview = staff.open("/")
     expect(overview.locator("[data-testid=fault-banner]")).to_contain_text("No fault injected")
+
+
+def eventually(check, *, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def test_audit_is_green_after_a_clean_run(staff):
