@@ -88,3 +88,14 @@ def test_a_dead_service_is_down(dead_lab):
     assert result.state == "down"
     probe = peers.probe("payment", "/health/")
     assert probe.state == "down"
+
+
+def test_the_audit_reads_are_not_traced(provider, lab):
+    """Ensure the Audit page's reads of the reconciliation endpoints leave no trace in the services."""
+    from console.audit import audit_run
+
+    audit_run()
+    reads = lab["order"].sent("GET", "/internal/reconciliation/orders/")
+    assert reads, "the audit did not ask order_service"
+    assert not sampled(reads[0]["headers"]["traceparent"])
+    assert Span.objects.count() == 0
