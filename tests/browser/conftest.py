@@ -53,12 +53,16 @@ class Page:
         self.tab.goto(self.base_url + path)
         return self.tab
 
-    def screenshot(self, name: str, *, docs: bool = False) -> None:
+    def screenshot(self, name: str, *, docs: bool = False, docs_full_page: bool = False) -> None:
+        """Always into var/screenshots/; into docs/screenshots/ too when LAB_DOC_SCREENSHOTS=1.
+
+        The docs' copies are committed, so an ordinary test run leaves them alone.
+        """
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         self.tab.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-        if docs:
+        if docs and os.environ.get("LAB_DOC_SCREENSHOTS") == "1":
             DOC_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            self.tab.screenshot(path=str(DOC_SCREENSHOTS / f"{name}.png"), full_page=False)
+            self.tab.screenshot(path=str(DOC_SCREENSHOTS / f"{name}.png"), full_page=docs_full_page)
 
 
 @pytest.fixture

@@ -91,7 +91,7 @@ def test_checkout_flow_shows_a_waterfall_across_four_services(staff, context, la
     services = set(waterfall.get_attribute("data-services").split())
     assert {"user", "order", "inventory", "payment"} <= services, services
     assert int(waterfall.get_attribute("data-spans")) >= 8
-    staff.screenshot("flow", docs=True)
+    staff.screenshot("flow", docs=True, docs_full_page=True)
 
     watching.tab.bring_to_front()
     rate = watching.tab.locator("article.card[data-service=order] .number b").first
