@@ -28,7 +28,7 @@ except ImportError:
     from tests.integration.harness import ROOT, Lab, free_port, read_env_file, start_lab
 
 DASHBOARD_DIR = ROOT / "dashboard"
-DASHBOARD_REDIS_DB = 15
+DASHBOARD_REDIS_DB = 10  # the real lab uses 0-4, the harness 11-15 (15: the worker's broker)
 
 
 def start_lab_with_dashboard(workdir: Path) -> Lab:
