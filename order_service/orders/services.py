@@ -729,8 +729,11 @@ def _count_outcome(order: Order) -> None:
         outcome = "confirmed"
     else:
         outcome = f"cancelled_{order.status_reason_code or 'other'}"
-    metrics.SAGA_OUTCOMES.labels(outcome).inc()
     telemetry.event("saga.outcome", outcome=outcome, order_id=order.pk)
+    try:
+        metrics.SAGA_OUTCOMES.labels(outcome).inc()
+    except OSError as exc:  # e.g. PROMETHEUS_MULTIPROC_DIR removed under a running worker
+        log.warning("saga outcome %s not counted: %s", outcome, exc)
 
 
 def _send_saga_task(*, order_id: int, runner: str) -> None:

@@ -112,6 +112,20 @@ def test_saga_outcomes_are_counted_by_kind(client, alice, fake_inventory):
     assert delta("cancelled_out_of_stock") == 1
 
 
+def test_a_metrics_directory_gone_does_not_break_a_saga(alice, monkeypatch):
+    """Ensure a saga still ends (and answers) when its outcome cannot be written to the metrics files."""
+    from chassis import metrics
+
+    def gone(*_labels):
+        raise FileNotFoundError(2, "No such file or directory", "/run/prometheus/order/counter_123.db")
+
+    monkeypatch.setattr(metrics.SAGA_OUTCOMES, "labels", gone)
+
+    response = place(alice)
+
+    assert response.status_code == 201 and response.data["status"] == "CONFIRMED"
+
+
 # --- a real (embedded) worker: request id and trace context travel with the task ----------------
 
 EXPORTER = InMemorySpanExporter()
