@@ -100,6 +100,26 @@ def test_checkout_flow_shows_a_waterfall_across_four_services(staff, context, la
     assert watching.errors == []
 
 
+def test_async_checkout_flow_runs_on_the_worker(staff, lab):
+    """Ensure the async checkout answers 202, the Celery worker confirms the order, and the trace shows the worker."""
+    if not hasattr(lab, "start_worker"):
+        pytest.skip("the harness cannot start the order worker")
+    lab.start_worker()
+    try:
+        tab = staff.open("/flows/")
+        tab.click("[data-testid=flow-checkout-async]")
+        tab.wait_for_url(re.compile(r"/flows/runs/[0-9a-f-]+/$"), timeout=45_000)
+        expect(tab.locator("[data-testid=flow-verdict]")).to_have_attribute("data-ok", "true")
+        expect(tab.locator("[data-testid=hops]")).to_contain_text("/_lab/saga/")
+        expect(tab.locator("[data-testid=hops]")).to_contain_text("202")
+        waterfall = tab.locator("[data-testid=waterfall][data-settled=true]")
+        expect(waterfall).to_have_count(1, timeout=25_000)
+        assert "worker" in waterfall.get_attribute("data-services").split()
+        staff.screenshot("flow-async")
+    finally:
+        lab.stop_celery()
+
+
 def test_clear_all_clears_every_service(staff, admin_api):
     """Ensure one button empties every service's faults, as the services themselves report."""
     tab = staff.open("/faults/")
