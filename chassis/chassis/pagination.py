@@ -7,3 +7,10 @@ class LabPagination(PageNumberPagination):
     page_size = 20
     page_size_query_param = "page_size"
     max_page_size = 100
+
+
+class ReconciliationPagination(LabPagination):
+    """Reconciliation pages are larger: the audit walks everything."""
+
+    page_size = 100
+    max_page_size = 1000

@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 
 from chassis.auth import ServiceOnly
 from chassis.idempotency import idempotency_key_from
+from chassis.pagination import ReconciliationPagination
 
 from . import selectors, services
 from .serializers import (
@@ -174,13 +175,6 @@ class ReservationsExpireApi(APIView):
 
 
 # --- reconciliation (the audit) -------------------------------------------------------------
-
-
-class ReconciliationPagination(api_settings.DEFAULT_PAGINATION_CLASS):
-    """Audit pages are larger: the audit walks everything."""
-
-    page_size = 100
-    max_page_size = 1000
 
 
 DashboardOnly = ServiceOnly.allow("dashboard")

@@ -44,3 +44,10 @@ def ledger_list(*, order_id: str | None = None) -> QuerySet[LedgerEntry]:
     """Ledger entries, newest first, optionally for one order."""
     entries = LedgerEntry.objects.select_related("charge")
     return entries if order_id is None else entries.filter(charge__order_id=order_id)
+
+
+def charge_reconciliation_list() -> QuerySet[Charge]:
+    """Every charge, oldest first, without its relations (the audit needs ids and amounts only)."""
+    return Charge.objects.order_by("created_at", "id").only(
+        "id", "order_id", "status", "amount_cents", "refunded_cents", "currency", "created_at"
+    )

@@ -153,6 +153,14 @@ class ChargeOutput(ChargeResultOutput):
         fields = [*ChargeResultOutput.Meta.fields, "card_brand", "card_last4", "refunded_cents", "refunds"]
 
 
+class ChargeReconciliationOutput(serializers.ModelSerializer):
+    """What the audit needs of a charge."""
+
+    class Meta:
+        model = Charge
+        fields = ["id", "order_id", "status", "amount_cents", "refunded_cents", "currency", "created_at"]
+
+
 class LedgerEntryOutput(serializers.ModelSerializer):
     charge = serializers.UUIDField(source="charge_id")
     refund = serializers.UUIDField(source="refund_id", allow_null=True)

@@ -22,12 +22,14 @@ from chassis.auth import IsLabUser, IsStaff, ServiceOnly
 from chassis.errors import error_body
 from chassis.idempotency import HEADER as IDEMPOTENCY_HEADER
 from chassis.idempotency import idempotency_key_from
+from chassis.pagination import ReconciliationPagination
 
 from . import selectors, services
 from .models import Charge
 from .serializers import (
     ChargeCreateInput,
     ChargeOutput,
+    ChargeReconciliationOutput,
     ChargeResultOutput,
     DeclinedOutput,
     ErrorOutput,
@@ -254,3 +256,21 @@ class RefundInternalApi(GenericAPIView):
         )
         headers = {REPLAYED_HEADER: "true"} if result.replayed else None
         return Response(dict(RefundOutput(result.refund).data), status=status.HTTP_201_CREATED, headers=headers)
+
+
+@extend_schema(tags=["internal"])
+class ChargeReconciliationApi(GenericAPIView):
+    """Every charge with its status, amount and refunds, oldest first, for the audit (dashboard only)."""
+
+    name = "Charges (reconciliation)"
+    permission_classes = [ServiceOnly.allow("dashboard")]
+    pagination_class = ReconciliationPagination
+    serializer_class = ChargeReconciliationOutput
+
+    def get_queryset(self):
+        return selectors.charge_reconciliation_list()
+
+    @extend_schema(operation_id="reconciliation_charges_list", responses={200: ChargeReconciliationOutput(many=True), **AUTH_ERRORS})
+    def get(self, request):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(ChargeReconciliationOutput(page, many=True).data)
