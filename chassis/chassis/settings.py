@@ -122,6 +122,7 @@ def build(
             "django.contrib.staticfiles",
             "rest_framework",
             "drf_spectacular",
+            "drf_spectacular_sidecar",  # Swagger UI served by the service itself: the lab works offline
             "chassis",
             *apps,
         ],
@@ -186,6 +187,9 @@ def build(
             "VERSION": "1.0.0",
             "SERVE_INCLUDE_SCHEMA": False,
             "COMPONENT_SPLIT_REQUEST": True,
+            "SWAGGER_UI_DIST": "SIDECAR",
+            "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+            "REDOC_DIST": "SIDECAR",
         },
         "LOGGING": {
             "version": 1,

@@ -36,3 +36,10 @@ def test_wrong_method_on_health_and_metrics_is_405(client):
     """Ensure DELETE /health/ and POST /metrics are refused as methods, not as CSRF failures."""
     assert client.delete("/health/").status_code == 405
     assert client.post("/metrics").status_code == 405
+
+
+def test_swagger_ui_is_served_without_internet(client):
+    """Ensure /api/docs/ loads Swagger UI from the service's own static files, not a CDN."""
+    page = client.get("/api/docs/").content.decode()
+    assert "cdn.jsdelivr.net" not in page and "unpkg.com" not in page
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in page
