@@ -92,9 +92,13 @@ def _session() -> requests.Session:
 class ServiceClient:
     """Calls to one peer service, by its short name (``"inventory"``)."""
 
-    def __init__(self, peer: str, *, base_url: str | None = None):
+    def __init__(self, peer: str, *, base_url: str | None = None, policy: dict | None = None):
+        """``policy`` fixes this client's resilience settings (same shape as the
+        run-time switches, sections merged over the defaults) instead of following
+        the lab's switches: the dashboard's own short-timeout, no-retry client."""
         self.peer = peer
         self._base_url = base_url
+        self.policy = policy
 
     @property
     def base_url(self) -> str:
@@ -123,7 +127,7 @@ class ServiceClient:
         and, when the peer is unavailable and the fallback switch is on, return
         the remembered one marked ``stale``.
         """
-        switches = resilience.switches()
+        switches = resilience.switches() if self.policy is None else resilience.merged(self.policy)
         try:
             response = self._guarded(method.upper(), path, json, params, idempotency_key, bearer, switches)
         except PeerUnavailable as exc:

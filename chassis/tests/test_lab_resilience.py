@@ -158,3 +158,13 @@ def test_fallback_serves_the_last_good_answer(peer, admin):
     peer.script = [(503, None)]
     with pytest.raises(PeerUnavailable):
         client.get("/p/KB-1/", fallback_key="KB-1")
+
+
+def test_a_client_with_its_own_policy_ignores_the_switches(peer, admin):
+    """Ensure a client given a fixed policy (the dashboard's) keeps it whatever the lab's switches say."""
+    set_switches(admin, retries={"enabled": True, "attempts": 5})
+    peer.script = [(503, None), (200, {})]
+    client = ServiceClient("payment", base_url=peer.url, policy={"retries": {"enabled": False}})
+    with pytest.raises(PeerUnavailable) as failure:
+        client.get("/x/")
+    assert failure.value.attempts == 1 and len(peer.received) == 1

@@ -78,21 +78,15 @@ class Call:
         }
 
 
-class DashboardClient(ServiceClient):
+def DashboardClient(peer: str, *, read_timeout: float, connect_timeout: float) -> ServiceClient:
     """The chassis client with a fixed policy instead of the lab's run-time switches."""
-
-    def __init__(self, peer: str, *, read_timeout: float, connect_timeout: float):
-        super().__init__(peer)
-        self.policy = {
-            "timeouts": {"enabled": True, "connect": connect_timeout, "read": read_timeout},
-            "retries": {"enabled": False, "attempts": 1, "backoff": 0.0},
-            "breaker": {"enabled": False},
-            "bulkhead": {"enabled": False},
-            "fallback": {"enabled": False},
-        }
-
-    def request(self, method, path, *, json=None, params=None, idempotency_key=None, bearer=None, fallback_key=None):
-        return self._guarded(method.upper(), path, json, params, idempotency_key, bearer, self.policy)
+    return ServiceClient(peer, policy={
+        "timeouts": {"enabled": True, "connect": connect_timeout, "read": read_timeout},
+        "retries": {"enabled": False, "attempts": 1, "backoff": 0.0},
+        "breaker": {"enabled": False},
+        "bulkhead": {"enabled": False},
+        "fallback": {"enabled": False},
+    })
 
 
 def base_url(service: str) -> str:

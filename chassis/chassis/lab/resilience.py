@@ -77,14 +77,18 @@ class SwitchesSerializer(serializers.Serializer):
     reset_breakers = serializers.BooleanField(required=False, default=False)
 
 
+def merged(overrides: dict) -> dict:
+    """The defaults with ``overrides`` laid over them, section by section."""
+    result = defaults()
+    for section, values in overrides.items():
+        if section in result:
+            result[section] = {**result[section], **values}
+    return result
+
+
 def switches() -> dict:
     """The switches in force, defaults filled in for anything never set."""
-    stored = store.read("resilience", {}) or {}
-    merged = defaults()
-    for section, values in stored.items():
-        if section in merged:
-            merged[section] = {**merged[section], **values}
-    return merged
+    return merged(store.read("resilience", {}) or {})
 
 
 def switches_update(*, changes: dict) -> dict:
