@@ -1,15 +1,19 @@
-"""Tests of docker-compose.yml and deploy/mysql-init: valid, and each service walled in.
+"""Tests of docker-compose.yml and deploy/mysql-init: valid, the same system as ``make up``, each app walled in.
 
 No Docker engine is needed: ``docker-compose config -q`` validates the file,
-PyYAML reads its structure, and the MySQL init script is run for real, under
-throwaway names, against the local MariaDB.
+PyYAML reads its structure, the keys job's command and the MySQL init script
+are run for real (into a temporary directory, and under throwaway names
+against the local MariaDB).
 """
 
+import ast
 import os
 import re
 import secrets
+import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,10 +25,46 @@ from labctl import config, provision
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 INIT_SQL = ROOT / "deploy" / "mysql-init" / "01-schemas.sql"
+COLLECTOR = "http://dashboard:8000"
+LOCUST_SERVICES = ("locust-master", "locust-worker")
+# Long-running services without a healthcheck, each saying why in a comment.
+NO_HEALTHCHECK = {"beat", "locust-worker"}
 
 
 def compose_name(service: config.Service) -> str:
     return service.directory.replace("_", "-")
+
+
+def signing_identities() -> set[str]:
+    """The issuers the chassis accepts tokens from: each signs with a private key of its own."""
+    tree = ast.parse((ROOT / "chassis" / "chassis" / "auth.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "KNOWN_ISSUERS" for t in node.targets):
+            return set(ast.literal_eval(node.value))
+    raise AssertionError("chassis/auth.py defines no KNOWN_ISSUERS")
+
+
+def service_block(name: str) -> str:
+    """The raw text of one service in docker-compose.yml, comments included."""
+    text = COMPOSE_FILE.read_text()
+    match = re.search(rf"^  {re.escape(name)}:\n(.*?)(?=^  [\w-]+:\n|^\S)", text, flags=re.MULTILINE | re.DOTALL)
+    assert match, f"no service {name} in docker-compose.yml"
+    return match.group(1)
+
+
+def keys_mount(service: dict) -> str:
+    """Where a container mounts the keys volume (read-only)."""
+    mounts = [v for v in service.get("volumes", []) if v.startswith("keys:")]
+    assert len(mounts) == 1, mounts
+    _, target, mode = mounts[0].split(":")
+    assert mode == "ro"
+    return target
+
+
+def dockerfile_uid(path: Path) -> str:
+    uid = re.search(r"useradd\b[^\n]*--uid (\d+)", path.read_text())
+    assert uid, f"{path} creates no user with a fixed --uid"
+    return uid.group(1)
 
 
 @pytest.fixture(scope="module")
@@ -37,29 +77,41 @@ def init_sql():
     return INIT_SQL.read_text()
 
 
-def test_docker_compose_accepts_the_file():
-    """Ensure `docker-compose config -q` validates the file (CI installs docker-compose)."""
+@pytest.mark.parametrize("profile", [None, "load"])
+def test_docker_compose_accepts_the_file(profile):
+    """Ensure `docker-compose config -q` validates the file, with and without the load profile."""
     binary = shutil.which("docker-compose")
     if binary is None:
         if os.environ.get("CI") == "true":
             pytest.fail("docker-compose is not installed; .ci/run should have installed it")
         pytest.skip("docker-compose is not installed")
-    proc = subprocess.run([binary, "-f", str(COMPOSE_FILE), "config", "-q"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    args = [binary, "-f", str(COMPOSE_FILE), *(["--profile", profile] if profile else []), "config", "-q"]
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
 
 
+def test_the_file_runs_what_make_up_runs(compose):
+    """Ensure compose has every app, every background worker of labctl, and Locust."""
+    expected = {compose_name(app) for app in config.APPS} | {w.short for w in config.WORKERS}
+    expected |= {"mysql", "redis", "keys", *LOCUST_SERVICES}
+    assert set(compose["services"]) == expected
+
+
 def test_every_long_running_service_has_a_healthcheck(compose):
-    """Ensure every service reports health, except one-shot init jobs."""
+    """Ensure every service reports health, except one-shot init jobs and a few that say why not."""
     for name, service in compose["services"].items():
         if service.get("restart") == "no":  # one-shot job, e.g. key generation
+            continue
+        if name in NO_HEALTHCHECK:
+            assert service["healthcheck"] == {"disable": True}, name
+            assert re.search(r"#.*\bNo healthcheck\b", service_block(name)), f"{name}: say why it has none"
             continue
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
 
 
 def test_one_app_service_per_lab_service(compose):
-    """Ensure each lab service is built from its own Dockerfile with the repo as context."""
-    for service in config.SERVICES:
+    """Ensure each app (services and dashboard) is built from its own Dockerfile with the repo as context."""
+    for service in config.APPS:
         app = compose["services"][compose_name(service)]
         assert app["build"] == {"context": ".", "dockerfile": f"{service.directory}/Dockerfile"}
         assert f"127.0.0.1:{service.port}:{service.port}" in app["ports"]
@@ -67,36 +119,38 @@ def test_one_app_service_per_lab_service(compose):
 
 
 def test_each_app_uses_its_own_schema_and_user(compose, init_sql):
-    """Ensure DATABASE_URL names the service's own schema, user and that user's password."""
+    """Ensure DATABASE_URL names the app's own schema, user and that user's password."""
     passwords = dict(re.findall(r"CREATE USER IF NOT EXISTS '(\w+)'@'%' IDENTIFIED BY '([^']*)'",
                                 init_sql))
     redis_dbs = set()
-    for service in config.SERVICES:
-        env = compose["services"][compose_name(service)]["environment"]
+    for service in config.APPS:
+        app = compose["services"][compose_name(service)]
+        env = app["environment"]
         url = urlsplit(env["DATABASE_URL"])
         assert url.scheme == "mysql"
         assert url.hostname == "mysql"
         assert url.path == f"/{service.schema}"
         assert url.username == service.schema
         assert url.password == passwords[service.schema]
+        assert env["REDIS_URL"] == f"redis://redis:6379/{service.redis_db}"
         redis_dbs.add(env["REDIS_URL"])
-        assert env["LAB_KEYS_DIR"] == "/keys"
+        assert env["LAB_KEYS_DIR"] == keys_mount(app)
         assert compose_name(service) in env["ALLOWED_HOSTS"].split(",")
-        for peer in config.SERVICES:
+        for peer in config.APPS:
             assert env[peer.env_var] == f"http://{compose_name(peer)}:{peer.port}"
-    assert len(redis_dbs) == len(config.SERVICES)
+    assert len(redis_dbs) == len(config.APPS)
 
 
 def test_apps_wait_for_keys_database_and_redis(compose):
     """Ensure apps start only after the key job succeeded and MySQL/Redis are healthy."""
-    for service in config.SERVICES:
+    for service in config.APPS:
         app = compose["services"][compose_name(service)]
         assert app["depends_on"] == {
             "keys": {"condition": "service_completed_successfully"},
             "mysql": {"condition": "service_healthy"},
             "redis": {"condition": "service_healthy"},
         }
-        assert "keys:/keys:ro" in app["volumes"]
+        assert keys_mount(app) == app["environment"]["LAB_KEYS_DIR"]
     assert "keys:/keys" in compose["services"]["keys"]["volumes"]
 
 
@@ -105,11 +159,13 @@ def test_init_sql_grants_each_user_its_own_schema_only(init_sql):
     grants = re.findall(r"^GRANT .*$", init_sql, flags=re.MULTILINE)
     expected = {
         f"GRANT ALL PRIVILEGES ON `{s.schema.replace('_', chr(92) + '_')}`.* TO '{s.schema}'@'%';"
-        for s in config.SERVICES
+        for s in config.APPS
     }
+    assert len(grants) == len(expected)
     assert set(grants) == expected
-    for service in config.SERVICES:
+    for service in config.APPS:
         assert f"CREATE DATABASE IF NOT EXISTS `{service.schema}`" in init_sql
+    assert "CREATE DATABASE IF NOT EXISTS `lab_dashboard`" in init_sql
 
 
 def test_init_sql_really_walls_users_in(mysql_admin, init_sql):
@@ -122,7 +178,7 @@ def test_init_sql_really_walls_users_in(mysql_admin, init_sql):
         pytest.skip("no mysql command-line client")
     prefix = f"lt{secrets.token_hex(3)}"
     sql = init_sql.replace("lab\\_", f"{prefix}\\_").replace("lab_", f"{prefix}_")
-    schemas = [s.schema.replace("lab_", f"{prefix}_") for s in config.SERVICES]
+    schemas = [s.schema.replace("lab_", f"{prefix}_") for s in config.APPS]
     try:
         # The mariadb image feeds the script to the command-line client; so do we.
         proc = subprocess.run(
@@ -150,12 +206,16 @@ def test_init_sql_really_walls_users_in(mysql_admin, init_sql):
 
 
 def test_each_app_migrates_seeds_then_serves_on_its_port(compose):
-    """Ensure a container brings its schema up to date before gunicorn takes requests."""
-    for service in config.SERVICES:
+    """Ensure a container brings its schema up to date (and seeds it) before gunicorn takes requests."""
+    for service in config.APPS:
         command = compose["services"][compose_name(service)]["command"]
         script = command[-1]
         assert command[:2] == ["sh", "-c"]
-        assert script.index("migrate --noinput") < script.index("seed_lab") < script.index("gunicorn")
+        if service.seeded:
+            assert script.index("migrate --noinput") < script.index("seed_lab") < script.index("gunicorn")
+        else:
+            assert "seed_lab" not in script
+            assert script.index("migrate --noinput") < script.index("gunicorn")
         assert f"--bind 0.0.0.0:{service.port}" in script
         assert "--config python:chassis.gunicorn_conf" in script
         metrics = compose["services"][compose_name(service)]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
@@ -164,14 +224,131 @@ def test_each_app_migrates_seeds_then_serves_on_its_port(compose):
 
 
 def test_key_owners_match_the_users_in_the_dockerfiles(compose):
-    """Ensure each private key goes to the uid its service's Dockerfile runs as."""
+    """Ensure each private key goes to the uid its app's Dockerfile runs as."""
     command = compose["services"]["keys"]["command"]
     owners = dict(arg.split("=", 1) for arg in command if "=" in arg)
-    assert set(owners) == {s.short for s in config.SERVICES}
-    for service in config.SERVICES:
-        dockerfile = ROOT / service.directory / "Dockerfile"
-        if not dockerfile.exists():
-            continue  # the service's Dockerfile is not written yet
-        uid = re.search(r"useradd\b[^\n]*--uid (\d+)", dockerfile.read_text())
-        assert uid, f"{dockerfile} creates no user with a fixed --uid"
-        assert owners[service.short].split(":")[0] == uid.group(1), service.short
+    assert set(owners) == {s.short for s in config.APPS} == signing_identities()
+    for service in config.APPS:
+        uid = dockerfile_uid(ROOT / service.directory / "Dockerfile")
+        assert owners[service.short].split(":")[0] == uid, service.short
+    # Locust's lab admin calls are signed with the dashboard's key.
+    assert dockerfile_uid(ROOT / "loadtests" / "Dockerfile") == owners["dashboard"].split(":")[0]
+
+
+def test_keys_job_creates_a_key_for_each_signing_identity(compose, tmp_path):
+    """Ensure the keys job, run for real into a directory, writes a key pair per identity that signs."""
+    entrypoint = re.search(r"^ENTRYPOINT (.*)$", (ROOT / "deploy" / "keys" / "Dockerfile").read_text(),
+                           flags=re.MULTILINE)
+    argv = ast.literal_eval(entrypoint.group(1))
+    assert argv[:3] == ["python", "-m", "labctl"]
+    assert argv[-2:] == ["--dir", "/keys"]
+    # --owner chowns (root only in the job); the keys are the same without it.
+    subprocess.run([sys.executable, *argv[1:-1], str(tmp_path)], cwd=ROOT, check=True,
+                   capture_output=True, text=True, timeout=60)
+    for identity in signing_identities():
+        assert (tmp_path / f"{identity}.private.pem").stat().st_mode & 0o077 == 0, identity
+        assert (tmp_path / f"{identity}.public.pem").is_file(), identity
+
+
+def test_worker_and_beat_run_labctls_commands_with_orders_settings(compose):
+    """Ensure worker and beat are the order image, with order's env and labctl's supervisor commands."""
+    order = compose["services"]["order-service"]
+    order_env = {k: v for k, v in order["environment"].items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    dockerfile = (ROOT / "order_service" / "Dockerfile").read_text()
+    for worker in config.WORKERS:
+        assert worker.app.short == "order"
+        background = compose["services"][worker.short]
+        assert background["build"] == order["build"]
+        assert background["environment"] == order_env
+        assert keys_mount(background) == order_env["LAB_KEYS_DIR"]
+        assert background["depends_on"]["order-service"] == {"condition": "service_healthy"}
+        assert background["restart"] == "unless-stopped"
+        assert "ports" not in background
+        # labctl runs "{bin}/celery ... {run}/..." from the project dir; the image's WORKDIR is that dir.
+        command = background["command"]
+        run_dir = "/app/var"
+        assert command == shlex.split(worker.command.replace("{bin}/", "").replace("{run}", run_dir))
+    # The beat schedule is written to a directory the image's user owns.
+    beat = compose["services"]["beat"]["command"]
+    schedule = beat[beat.index("--schedule") + 1]
+    assert schedule.startswith("/app/var/")
+    assert re.search(r"mkdir -p /app/var \\\n\s*&& chown -R lab /app/var", dockerfile)
+    # The healthcheck pings this very worker: its --hostname, %h being the container's $HOSTNAME
+    # ("$$" in the file is compose's escape for a "$" the shell sees).
+    worker = compose["services"]["worker"]
+    node = worker["command"][worker["command"].index("--hostname") + 1].replace("%h", "$$HOSTNAME")
+    assert worker["healthcheck"]["test"][0] == "CMD-SHELL"
+    assert f"celery -A config inspect ping --destination {node} " in worker["healthcheck"]["test"][1]
+
+
+def test_everything_that_traces_exports_to_the_dashboard(compose):
+    """Ensure services and the worker send their spans to the dashboard's collector, and tracing is on."""
+    exporters = [compose_name(s) for s in config.SERVICES] + [w.short for w in config.WORKERS]
+    for name, service in compose["services"].items():
+        env = service.get("environment") or {}
+        assert str(env.get("OTEL_SDK_DISABLED", "false")).lower() != "true", name
+        if name in exporters or "OTEL_EXPORTER_OTLP_ENDPOINT" in env:
+            assert env.get("OTEL_EXPORTER_OTLP_ENDPOINT") == COLLECTOR, name
+    dashboard = compose["services"]["dashboard"]
+    collector = urlsplit(COLLECTOR)
+    assert collector.hostname in dashboard["environment"]["ALLOWED_HOSTS"].split(",")
+    assert collector.port == config.DASHBOARD.port
+
+
+def test_dashboard_links_browsers_to_the_published_ports(compose):
+    """Ensure the dashboard's links to the APIs are the host's ports, not the container names."""
+    env = compose["services"]["dashboard"]["environment"]
+    links = dict(pair.split("=", 1) for pair in env["SERVICE_BROWSER_URLS"].split(","))
+    assert links == {s.short: f"http://localhost:{s.port}" for s in config.SERVICES}
+    assert env["LAB_ROOT"] == "/app"
+    # labctl (Audit, Load pages) reads the dashboard's key from $LAB_ROOT/var/keys.
+    assert env["LAB_KEYS_DIR"] == f"{env['LAB_ROOT']}/var/keys"
+    dockerfile = (ROOT / "dashboard" / "Dockerfile").read_text()
+    assert "COPY labctl/ /app/labctl/" in dockerfile and "/app/labctl" in re.search(r"pip install .*", dockerfile)[0]
+    assert "COPY loadtests/ /app/loadtests/" in dockerfile
+
+
+def test_locust_runs_only_in_the_load_profile(compose):
+    """Ensure Locust is opt-in (profile "load"), a master plus scalable workers aimed at the services."""
+    for name, service in compose["services"].items():
+        if name in LOCUST_SERVICES:
+            assert service["profiles"] == ["load"], name
+            assert service["build"] == {"context": ".", "dockerfile": "loadtests/Dockerfile"}
+            env = service["environment"]
+            for peer in config.SERVICES:
+                assert env[peer.env_var] == f"http://{compose_name(peer)}:{peer.port}"
+            # labhooks signs the lab admin's calls with the key under $LAB_ROOT/var/keys.
+            assert keys_mount(service) == f"{env['LAB_ROOT']}/var/keys"
+            assert "container_name" not in service
+        else:
+            assert "profiles" not in service, f"{name} would not start with a plain `docker compose up`"
+    master = compose["services"]["locust-master"]
+    worker = compose["services"]["locust-worker"]
+    assert master["ports"] == ["127.0.0.1:8089:8089"]
+    assert "--master" in master["command"]
+    assert "ports" not in worker  # so that --scale locust-worker=N works
+    assert worker["command"][-3:] == ["--worker", "--master-host", "locust-master"]
+    locustfile = master["command"][master["command"].index("-f") + 1]
+    assert worker["command"][worker["command"].index("-f") + 1] == locustfile
+    assert (ROOT / "loadtests" / locustfile.replace("${LOCUST_SCENARIO:-mixed}", "mixed")).is_file()
+    for condition in master["depends_on"].values():
+        assert condition == {"condition": "service_healthy"}
+    assert set(master["depends_on"]) == {compose_name(s) for s in config.SERVICES}
+
+
+def test_locust_image_installs_what_the_locustfiles_import():
+    """Ensure loadtests/Dockerfile installs the requirements and the repo packages the locustfiles import."""
+    dockerfile = (ROOT / "loadtests" / "Dockerfile").read_text()
+    installs = " ".join(re.findall(r"pip install ([^\n\\&]*)", dockerfile))
+    assert "-r /app/loadtests/requirements.txt" in installs
+    imported = set()
+    for locustfile in (ROOT / "loadtests").glob("*.py"):
+        for node in ast.walk(ast.parse(locustfile.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module.split(".")[0])
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+    for package in ("labctl", "chassis"):
+        if package in imported or package == "chassis" and "labctl" in imported:  # labctl.labapi imports chassis
+            assert f"COPY {package}/ /app/{package}/" in dockerfile
+            assert f"/app/{package}" in installs, package
