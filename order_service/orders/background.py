@@ -127,10 +127,11 @@ _SHIPPING = (
 
 
 def orders_advance_shipping(*, limit: int = 200) -> dict[str, int]:
-    """Move orders along the simulated carrier: CONFIRMED → SHIPPED → DELIVERED, one step per ``ORDER_SHIPPING_AFTER_SECONDS``.
+    """Move orders along the simulated carrier: CONFIRMED → SHIPPED → DELIVERED.
 
-    An order is moved once it has been in its status that long (``updated_at``),
-    and only when no cancellation is running on it. Returns how many moved, by new status.
+    An order moves one step once it has been in its status for
+    ``ORDER_SHIPPING_AFTER_SECONDS`` (``updated_at``), and only when no
+    cancellation is running on it. Returns how many moved, by new status.
     """
     cutoff = services.clock() - timedelta(seconds=settings.ORDER_SHIPPING_AFTER_SECONDS)
     moved = {}

@@ -477,8 +477,8 @@ def _step_reserve(order: Order, policy: SagaPolicy) -> None:
         return
     except PeerRefused as exc:
         _finish_cancelled(
-            order.pk, expect=SagaStep.RESERVING, reason=f"Inventory refused the reservation: {exc.message}", step="refused",
-            code="reserve_refused",
+            order.pk, expect=SagaStep.RESERVING, reason=f"Inventory refused the reservation: {exc.message}",
+            step="refused", code="reserve_refused",
         )
         return
 
@@ -599,7 +599,8 @@ def _step_compensate(order: Order, policy: SagaPolicy) -> None:
         return
     if order.reservation_outcome_unknown and not order.reservation_id:
         held = _held_reservation(order.pk)
-        events = [("reservation_found", "stock held after a lost answer was found; it will be released")] if held else []
+        events = [("reservation_found", "stock held after a lost answer was found; it will be released")]
+        events = events if held else []
         _advance(order.pk, expect=expect, events=events, reservation_id=held.id if held else "",
                  reservation_outcome_unknown=False)
         return
@@ -652,8 +653,8 @@ def _after_unavailable(order_id: int, exc: PeerUnavailable) -> bool:
                               code="inventory_unavailable")
         return True
     if step == SagaStep.COMMITTING:
-        _start_compensation(order_id, expect=step, reason="Inventory unavailable while committing stock; payment refunded.",
-                            code="inventory_unavailable")
+        _start_compensation(order_id, expect=step, code="inventory_unavailable",
+                            reason="Inventory unavailable while committing stock; payment refunded.")
         return True
     # Charging with no way to learn the outcome, or a compensation that cannot go on:
     # deciding now could lose money or stock, so the order stays here until a later run.

@@ -50,7 +50,8 @@ _ERRORS = {
 _SAGA_RESPONSES = {
     202: OpenApiResponse(OrderOut, description="Accepted, PENDING: in async mode the worker runs the saga (poll the "
                                                "order at `Location`); in sync mode the saga could not finish (a peer "
-                                               "is down), its progress is recorded, and a replay or the worker resumes it."),
+                                               "is down), its progress is recorded, and a replay or the worker "
+                                               "resumes it."),
     409: OpenApiResponse(ErrorOut, description="The order is not in a state that allows this."),
     503: OpenApiResponse(ErrorOut, description="A peer service is unavailable; nothing half-done is left unrecorded."),
 }

@@ -10,7 +10,8 @@ from tests.conftest import notes, order_body, place
 pytestmark = pytest.mark.django_db
 
 
-def test_async_checkout_answers_202_pending_and_queues_one_task(alice, async_saga, queued, fake_inventory, fake_payment):
+def test_async_checkout_answers_202_pending_and_queues_one_task(alice, async_saga, queued, fake_inventory,
+                                                                 fake_payment):
     """Ensure POST answers 202 PENDING with a Location at once, nothing called yet, and one task queued."""
     response = place(alice)
 
@@ -186,7 +187,8 @@ def test_the_task_wrapper_retries_with_the_countdown_and_keeps_its_id(alice, asy
     fake_payment.fail("charge", times=5)
     fake_payment.fail("charges_for_order", times=5)
     sent = []
-    monkeypatch.setattr(tasks.order_saga_task, "retry", lambda countdown: sent.append(countdown) or Retry(when=countdown))
+    monkeypatch.setattr(tasks.order_saga_task, "retry",
+                        lambda countdown: sent.append(countdown) or Retry(when=countdown))
 
     tasks.order_saga_task.push_request(id=runner, retries=0)
     try:

@@ -1,4 +1,4 @@
-"""What ties the worker to the rest: the broker in /health/ and /metrics, outcomes counted, and one trace per checkout."""
+"""What ties the worker to the rest: the broker in /health/ and /metrics, outcomes counted, one trace per checkout."""
 
 import os
 import time
