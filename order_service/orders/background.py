@@ -74,6 +74,7 @@ def order_saga_work(*, order_id: int, runner: str, attempt: int = 0) -> float | 
         except PeerUnavailable as exc:
             order = Order.objects.get(pk=order_id)
             if order.saga_runner != runner or order.saga_finished:
+                services.order_saga_release(order_id=order_id, runner=runner)
                 return None
             compensating = order.saga_step == SagaStep.COMPENSATING
             countdown = retry_countdown(attempt=attempt, now=services.clock(), deadline=order.saga_deadline,
@@ -87,6 +88,7 @@ def order_saga_work(*, order_id: int, runner: str, attempt: int = 0) -> float | 
                     return None
                 continue
             if not services.order_saga_wait(order_id=order_id, runner=runner, seconds=countdown, exc=exc):
+                services.order_saga_release(order_id=order_id, runner=runner)
                 return None
             log.info("order %s: %s unavailable at step %s (%s); next attempt in %.1f s",
                      order_id, exc.peer, order.saga_step, exc.reason, countdown)
