@@ -107,7 +107,12 @@ def build(
             "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         }
     else:
-        cache = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": service}
+        # Without Redis a file cache still lets every worker process of the service
+        # see the same faults, switches and throttle counts (slower, but shared).
+        cache = {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(root / "var" / "cache" / (f"test-{service}" if "PYTEST_VERSION" in os.environ else service)),
+        }
 
     return {
         "BASE_DIR": Path(base_dir),

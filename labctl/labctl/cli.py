@@ -106,7 +106,7 @@ def cmd_up(paths: Paths, args) -> int:
     _echo()
     _echo(f"database: {result.database.describe(paths)}")
     _echo("redis:    " + ("one database number per service" if result.redis_ok
-                          else f"not reachable ({result.redis_reason}); local-memory cache"))
+                          else f"not reachable ({result.redis_reason}); file caches under var/cache"))
 
     failed = [s for s in services if not results[s.short].ok]
     for service in failed:

@@ -97,12 +97,16 @@ stdout_logfile_backups=2
 """
         )
     for worker in workers:
+        # The worker counts saga outcomes into its service's metrics dir, so the
+        # service's /metrics shows them (the dir is never emptied from here).
+        metrics_dir = paths.run / "prometheus" / worker.app.short
         command = worker.command.format(bin=paths.venv_bin, run=paths.run)
+        command = f"/bin/sh -c 'mkdir -p {metrics_dir} && exec {command}'"
         sections.append(
             f"""[program:{worker.short}]
 command={command.replace("%", "%%")}
 directory={paths.service_dir(worker.app)}
-environment=LAB_ROOT="{paths.root}",PYTHONUNBUFFERED="1",LAB_ENV_DIGEST="{_env_digest(paths, worker.app)}"
+environment=LAB_ROOT="{paths.root}",PYTHONUNBUFFERED="1",LAB_ENV_DIGEST="{_env_digest(paths, worker.app)}",PROMETHEUS_MULTIPROC_DIR="{metrics_dir}"
 autostart=true
 autorestart=true
 startsecs=5
