@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import socket
 import subprocess
 import time
@@ -101,7 +102,7 @@ stdout_logfile_backups=2
         # service's /metrics shows them (the dir is never emptied from here).
         metrics_dir = paths.run / "prometheus" / worker.app.short
         command = worker.command.format(bin=paths.venv_bin, run=paths.run)
-        command = f"/bin/sh -c 'mkdir -p {metrics_dir} && exec {command}'"
+        command = "/bin/sh -c " + shlex.quote(f"mkdir -p {metrics_dir} && exec {command}")
         sections.append(
             f"""[program:{worker.short}]
 command={command.replace("%", "%%")}
