@@ -285,6 +285,8 @@ class ShopUser(FastHttpUser):
     def sign_in(self) -> None:
         """Register a fresh account (or take a prepared one) and log in; RescheduleTask when it cannot."""
         account = ACCOUNTS[next(_account_index) % len(ACCOUNTS)] if ACCOUNTS else None
+        if account and account.get("password"):
+            self._account = (account["email"], account["password"])  # to log in again when the token expires
         if account and account.get("access") and account.get("expires_at", 0) > time.time() + 60:
             self.token = account["access"]
             self.token_expires = time.monotonic() + account["expires_at"] - time.time()

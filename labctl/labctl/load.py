@@ -172,7 +172,6 @@ def machine() -> dict:
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "python": sys.version.split()[0],
         "locust": locust_version,
-        "hostname": socket.gethostname(),
     }
 
 
