@@ -111,11 +111,20 @@ def error_text(service: str, response) -> str:
     return f"{head}: {message}"
 
 
+def _why(exc: BaseException | None) -> str:
+    """The innermost reason of a failed connection, in a few words (``Connection refused``)."""
+    text = str(exc or "")
+    for known in ("Connection refused", "Connection reset", "RemoteDisconnected", "timed out", "Name or service not known"):
+        if known in text:
+            return known
+    return text.rsplit(":", 1)[-1].strip(" ')\"")[:80]
+
+
 def _call(api: LabApi, method: str, service: str, path: str, **kwargs) -> dict:
     try:
         response = api.call(method, service, path, **kwargs)
     except LabApiError as exc:
-        raise CliError(f"{exc} (is the lab running? make status)") from exc
+        raise CliError(f"{exc} ({_why(exc.__cause__)}; is the lab running? make status)") from exc
     if response.status_code >= 400:
         raise CliError(error_text(service, response))
     try:
@@ -211,7 +220,11 @@ def cmd_fault_list(paths: Paths, args) -> int:
                 problems.append(str(exc))
             continue
         faults.extend({**fault, "service": service} for fault in body.get("faults", []))
-    _echo(render_faults(faults, now))
+    answered = len(_services(args.service)) - len(problems)
+    if faults or not problems:
+        _echo(render_faults(faults, now))
+    elif answered:
+        _echo("No active fault on the services that answered.")
     for problem in problems:
         print(problem, file=sys.stderr, flush=True)
     return 1 if problems else 0
