@@ -1,0 +1,141 @@
+"""The resilience mechanisms of order_service's calls, switched at run time and watched from outside.
+
+Payment and inventory are broken with real faults; what is observed is what a
+student sees: order answers, the breaker's state on ``/_lab/resilience/``, and
+the requests payment really received on ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+
+from .conftest_lab import history_notes, lab_admin, metric_total, requests_outside_lab, shopper  # noqa: F401 (fixtures)
+
+def _requests_served(lab_admin, service: str) -> float:
+    return requests_outside_lab(lab_admin.metrics(service))
+
+
+def _breaker_seen_by_many_workers(lab, lab_admin, count: int = 12) -> list[tuple[str, int]]:
+    """The payment breaker as ``count`` calls on fresh connections see it (spread over order's workers)."""
+    seen = []
+    for _ in range(count):
+        response = lab_admin.api.call("GET", "order", "/_lab/resilience/", headers={"Connection": "close"})
+        breaker = response.json()["breakers"]["payment"]
+        seen.append((breaker["state"], breaker["fail_counter"]))
+    return seen
+
+
+def test_breaker_opens_fails_fast_then_closes_after_reset_timeout(lab, lab_admin, shopper):
+    """Ensure fail_max failures open order→payment's breaker, then orders fail fast without calling payment;
+    after reset_timeout it half-opens, fails again while payment is down, and closes once payment is back.
+
+    The breaker opens with a long reset_timeout so that the fail-fast observations
+    cannot race a half-open trial on a slow machine; reset_timeout is then set to
+    2 s (the breaker keeps whole seconds), which applies at once to the open breaker.
+    """
+    lab_admin.set_switches("order", breaker={"enabled": True, "fail_max": 3, "reset_timeout": 60},
+                           retries={"enabled": True, "attempts": 2, "backoff": 0.05}, reset_breakers=True)
+    lab_admin.add_fault("payment", kind="outage")
+    served_before_failures = _requests_served(lab_admin, "payment")
+
+    failed = []
+    for _ in range(3):
+        failed.append(shopper.order(shopper.sku))
+        if lab_admin.breaker("order", "payment")["state"] == "open":
+            break
+    for placed in failed:
+        assert placed["status_code"] == 202 and placed["data"]["status"] == "PENDING", placed
+        assert "payment unavailable" in history_notes(placed["data"]), placed
+    assert _requests_served(lab_admin, "payment") > served_before_failures  # payment was really called so far
+
+    seen = _breaker_seen_by_many_workers(lab, lab_admin)
+    assert {state for state, _ in seen} == {"open"}, seen
+    assert len(set(seen)) == 1, seen  # one shared breaker, whichever worker answers
+
+    served_before = _requests_served(lab_admin, "payment")
+    rejected_before = metric_total(lab_admin.metrics("order"), "lab_peer_calls_total", peer="payment", outcome="rejected")
+    fast = shopper.order(shopper.sku)
+    assert fast["status_code"] == 202, fast
+    assert "circuit open" in history_notes(fast["data"]), fast
+    assert _requests_served(lab_admin, "payment") == served_before  # not one request reached payment
+    assert metric_total(lab_admin.metrics("order"), "lab_peer_calls_total", peer="payment",
+                        outcome="rejected") > rejected_before
+
+    # reset_timeout over, payment still down: the half-open trial call fails and the breaker opens again.
+    lab_admin.set_switches("order", breaker={"reset_timeout": 2})
+    opened_at = lab_admin.breaker("order", "payment")["opened_at"]
+    time.sleep(2.2)
+    served_before = _requests_served(lab_admin, "payment")
+    trial = shopper.order(shopper.sku)
+    assert trial["status_code"] == 202, trial
+    assert _requests_served(lab_admin, "payment") > served_before  # the trial did call payment
+    reopened = lab_admin.breaker("order", "payment")
+    assert reopened["state"] == "open" and reopened["opened_at"] != opened_at, reopened
+
+    # Payment back and reset_timeout over: the trial succeeds and the breaker closes.
+    lab_admin.clear_faults("payment")
+    time.sleep(2.2)
+    recovered = shopper.order(shopper.sku)
+    assert recovered["status_code"] == 201 and recovered["data"]["status"] == "CONFIRMED", history_notes(recovered["data"])
+    assert {state for state, _ in _breaker_seen_by_many_workers(lab, lab_admin)} == {"closed"}
+
+    for placed in shopper.settle():  # the paused orders resume and complete
+        assert placed["data"]["status"] == "CONFIRMED", placed
+
+
+def _checkouts(shopper, count: int) -> list[dict]:
+    return [shopper.order(shopper.sku) for _ in range(count)]
+
+
+def _inventory_unavailable(placed: dict) -> bool:
+    data = placed["data"] if isinstance(placed["data"], dict) else {}
+    text = f"{data.get('status_reason', '')} {data.get('message', '')} {history_notes(data)}".lower()
+    return "inventory" in text and "unavailable" in text
+
+
+def test_retries_hide_a_flaky_inventory_and_their_absence_shows_it(lab, lab_admin, shopper):
+    """Ensure with a 30 % error fault on inventory, retries keep ≥ 90 % of checkouts CONFIRMED; without them
+    failures show (CANCELLED or 503, with an inventory-unavailable reason).
+
+    Five attempts make a call fail only when five draws in a row hit
+    (0.3⁵ ≈ 0.24 %), so about 1 % of checkouts (three calls each) fail by chance:
+    the 90 % bound holds with a wide margin. Three attempts would leave ~8 %.
+    """
+    lab_admin.set_switches("order", retries={"enabled": True, "attempts": 5, "backoff": 0.02},
+                           breaker={"enabled": True, "fail_max": 5, "reset_timeout": 1}, reset_breakers=True)
+    lab_admin.add_fault("inventory", kind="error", status=503, probability=0.3)
+
+    with_retries = _checkouts(shopper, 20)
+    confirmed = [p for p in with_retries if p["data"].get("status") == "CONFIRMED"]
+    assert len(confirmed) >= 18, [(p["status_code"], p["data"].get("status"), p["data"].get("status_reason"))
+                                  for p in with_retries]
+    assert metric_total(lab_admin.metrics("order"), "lab_retries_total", peer="inventory") > 0
+
+    lab_admin.set_switches("order", retries={"enabled": False})
+    without = _checkouts(shopper, 20)
+    failed = [p for p in without if p["data"].get("status") != "CONFIRMED"]
+    assert len(failed) >= 3, [(p["status_code"], p["data"].get("status")) for p in without]
+    assert len(failed) > len(with_retries) - len(confirmed)
+    assert all(p["status_code"] in (201, 202, 503) for p in without), [p["data"] for p in failed]
+    assert any(_inventory_unavailable(p) for p in failed), [p["data"] for p in failed]
+
+    lab_admin.clear_faults("inventory")
+    lab_admin.set_switches("order", retries={"enabled": True}, reset_breakers=True)
+    for placed in shopper.settle():
+        assert placed["data"]["status"] in ("CONFIRMED", "CANCELLED"), placed
+
+
+def test_bulkhead_turns_away_calls_beyond_its_size(lab, lab_admin, shopper):
+    """Ensure with a bulkhead of 1 and a slow inventory, concurrent checkouts beyond it are refused at once (503)."""
+    lab_admin.set_switches("order", bulkhead={"enabled": True, "max_concurrent": 1},
+                           retries={"enabled": False}, reset_breakers=True)
+    lab_admin.add_fault("inventory", kind="latency", delay_ms=1500, path_prefix="/api/products/")
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: shopper.order(shopper.sku), range(6)))
+
+    refused = [a for a in answers if a["status_code"] == 503]
+    assert refused, [(a["status_code"], a["data"]) for a in answers]
+    assert metric_total(lab_admin.metrics("order"), "lab_peer_calls_total", peer="inventory", outcome="rejected") > 0
+    assert any(a["status_code"] == 201 for a in answers)
