@@ -94,7 +94,8 @@ def lab_admin(lab):
         backend = requests.get(f"{lab.urls[service]}/health/", timeout=10).json()["checks"]["cache"].get("backend")
         if backend != "RedisCache":
             pytest.fail(f"{service} runs on {backend}, not Redis (REDIS_URL empty in var/env/{service}.env?): "
-                        "its worker processes cannot share faults and breakers, which these tests check.")
+                        "without Redis each worker process keeps its own breakers, and these tests check "
+                        "that every worker shares them (run labctl setup with Redis up).")
     switches = {service: admin.resilience(service)["switches"] for service in SERVICES}
     saga = admin.saga()
     yield admin
