@@ -55,6 +55,8 @@ from locust.runners import WorkerRunner
 SERVICES = ("user", "order", "inventory", "payment")
 DEFAULT_PORTS = {"user": 8001, "order": 8002, "inventory": 8003, "payment": 8004}
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+# docker-compose's Locust targets the services by their compose names; it lists them here.
+ALLOWED_HOSTS = LOOPBACK_HOSTS | {h.strip() for h in os.environ.get("LOAD_ALLOWED_HOSTS", "").split(",") if h.strip()}
 
 APPROVED_CARD = "4242424242424242"
 DECLINED_CARD = "4000000000000002"
@@ -69,8 +71,9 @@ def service_urls(environ=os.environ) -> dict[str, str]:
     for name in SERVICES:
         variable = f"{name.upper()}_SERVICE_URL"
         url = (environ.get(variable) or f"http://127.0.0.1:{DEFAULT_PORTS[name]}").rstrip("/")
-        if urlsplit(url).hostname not in LOOPBACK_HOSTS:
-            raise SystemExit(f"{variable}={url}: the lab's load tests only target this machine (127.0.0.1).")
+        if urlsplit(url).hostname not in ALLOWED_HOSTS:
+            raise SystemExit(f"{variable}={url}: the lab's load tests only target this machine (127.0.0.1) "
+                             "or the hosts listed in LOAD_ALLOWED_HOSTS.")
         urls[name] = url
     return urls
 

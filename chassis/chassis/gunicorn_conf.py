@@ -9,6 +9,10 @@ import os
 # with five services (and test labs) on one machine they would fight over it.
 control_socket_disable = True
 
+# Peers keep pooled connections to each other; gunicorn's default of 2 s closes
+# them so soon that a reused one can die under a request that cannot be retried.
+keepalive = 30
+
 
 def child_exit(server, worker):
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -19,7 +19,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ..errors import ServiceError
-from . import faults, resilience
+from . import faults, resilience, store
+
+
+class FreshStateMixin:
+    """The admin reads what was just written, not this process's half-second copy."""
+
+    def initial(self, request, *args, **kwargs):
+        store.forget_local()
+        super().initial(request, *args, **kwargs)
 
 
 class IsLabAdmin(permissions.BasePermission):
@@ -38,7 +46,7 @@ def _faults_body() -> dict:
     return {"service": settings.SERVICE_NAME, "faults": faults.faults_active()}
 
 
-class FaultsApi(APIView):
+class FaultsApi(FreshStateMixin, APIView):
     permission_classes = [IsLabAdmin]
 
     @extend_schema(summary="List the active faults", responses={200: dict})
@@ -58,7 +66,7 @@ class FaultsApi(APIView):
         return Response({**_faults_body(), "cleared": cleared})
 
 
-class FaultDetailApi(APIView):
+class FaultDetailApi(FreshStateMixin, APIView):
     permission_classes = [IsLabAdmin]
 
     @extend_schema(summary="Clear one fault", operation_id="lab_fault_clear", responses={200: dict})
@@ -77,7 +85,7 @@ def _resilience_body() -> dict:
     }
 
 
-class ResilienceApi(APIView):
+class ResilienceApi(FreshStateMixin, APIView):
     permission_classes = [IsLabAdmin]
 
     @extend_schema(summary="Resilience switches and breaker states", responses={200: dict})
