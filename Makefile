@@ -50,6 +50,9 @@ help:
 	@echo "  make down     stop every service"
 	@echo "  make test     install test tools, set up (nothing started) and run every suite"
 	@echo "  make clean    down, then remove var/ (databases files, keys, logs) and .venv/"
+	@echo "  make load     run a Locust scenario headless (SCENARIO=checkout USERS=50 SPAWN=10 DURATION=60s WORKERS=2)"
+	@echo "  make bench    measure the lab against its own ceiling; writes loadtests/results/ and the README table"
+	@echo "  make scale    run more gunicorn workers for one service (s=inventory=3; alone: show the scale)"
 	@echo
 	@echo "Environment: LAB_DB=sqlite|mysql, LAB_MYSQL_ADMIN_URL, REDIS_URL (see labctl/README.md)"
 

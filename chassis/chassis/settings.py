@@ -132,7 +132,8 @@ def build(
             *apps,
         ],
         "MIDDLEWARE": [
-            "chassis.metrics.MetricsMiddleware",
+            # LAB_METRICS=off exists to measure what the metrics cost (loadtests/overhead.py).
+            *(["chassis.metrics.MetricsMiddleware"] if env.bool("LAB_METRICS", default=True) else []),
             "chassis.requestid.RequestIdMiddleware",
             "chassis.lab.faults.FaultInjectionMiddleware",
             "django.middleware.security.SecurityMiddleware",
