@@ -15,6 +15,7 @@ import os
 import time
 
 from django.http import HttpResponse
+from django.urls import Resolver404, resolve
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -91,6 +92,11 @@ class MetricsMiddleware:
         started = time.perf_counter()
         response = self.get_response(request)
         match = getattr(request, "resolver_match", None)
+        if match is None:  # answered before routing (an injected fault): still count it under its route
+            try:
+                match = resolve(request.path_info)
+            except Resolver404:
+                match = None
         route = ("/" + match.route) if match is not None and match.route else "unmatched"
         if route != "/metrics":
             HTTP_DURATION.labels(route).observe(time.perf_counter() - started)

@@ -50,6 +50,8 @@ def test_fault_hits_and_peer_outcomes_are_counted(client, api, peer, settings):
     except PeerUnavailable:
         pass
     after = scrape(client)  # /metrics is not faulted: the outage stays observable
+    assert value(after, "lab_http_requests_total", method="GET", route="/whoami/", status="503") - \
+        value(before, "lab_http_requests_total", method="GET", route="/whoami/", status="503") == 1
     assert value(after, "lab_faults_injected_total", kind="outage") - value(before, "lab_faults_injected_total", kind="outage") == 1
     assert value(after, "lab_peer_calls_total", peer="payment", outcome="ok") - value(before, "lab_peer_calls_total", peer="payment", outcome="ok") == 1
     assert value(after, "lab_peer_calls_total", peer="payment", outcome="unavailable") - value(before, "lab_peer_calls_total", peer="payment", outcome="unavailable") == 1
