@@ -63,3 +63,26 @@ class SagaModeSwitch:
             except LabApiError as exc:
                 print(f"[load] could not put the saga mode back to {self.previous}: {exc}", flush=True)
         self.previous = None
+
+
+def use_saga_mode_from_env() -> SagaModeSwitch:
+    """Switch order_service to ``$SAGA_MODE`` for the run and back afterwards (from the master only)."""
+    import os
+
+    from locust import events
+
+    from common import is_worker
+
+    switch = SagaModeSwitch(os.environ.get("SAGA_MODE", ""))
+
+    @events.test_start.add_listener
+    def _saga_mode_on(environment, **_kwargs):
+        if not is_worker(environment):
+            switch.apply()
+
+    @events.test_stop.add_listener
+    def _saga_mode_off(environment, **_kwargs):
+        if not is_worker(environment):
+            switch.restore()
+
+    return switch

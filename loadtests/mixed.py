@@ -13,27 +13,13 @@ STOCK_FLOOR (see common.py and checkout.py).
 Expected failures: none (declines and cancellations are expected outcomes).
 """
 
-import os
+from locust import task
 
-from locust import events, task
-
-from common import ShopUser, is_worker, listen_restock, think_time
-from labhooks import SagaModeSwitch
+from common import ShopUser, listen_restock, think_time
+from labhooks import use_saga_mode_from_env
 
 listen_restock()
-SAGA_SWITCH = SagaModeSwitch(os.environ.get("SAGA_MODE", ""))
-
-
-@events.test_start.add_listener
-def _saga_mode_on(environment, **_kwargs):
-    if not is_worker(environment):
-        SAGA_SWITCH.apply()
-
-
-@events.test_stop.add_listener
-def _saga_mode_off(environment, **_kwargs):
-    if not is_worker(environment):
-        SAGA_SWITCH.restore()
+SAGA_SWITCH = use_saga_mode_from_env()
 
 
 class Shopper(ShopUser):

@@ -15,7 +15,7 @@ from chassis.auth import IsLabUser, ServiceOnly
 from chassis.idempotency import HEADER as IDEMPOTENCY_HEADER
 from chassis.idempotency import idempotency_key_from
 from chassis.lab.views import IsLabAdmin
-from chassis.pagination import LabPagination
+from chassis.pagination import ReconciliationPagination
 
 from . import broker, lab, selectors, services
 from .models import Order
@@ -163,10 +163,6 @@ class OrderCancelApi(generics.GenericAPIView):
     def post(self, request, order_id: int):
         outcome = services.order_cancel(order_id=order_id, user=request.user)
         return _order_response(outcome.order, request, status_code=status.HTTP_200_OK)
-
-
-class ReconciliationPagination(LabPagination):
-    max_page_size = 1000
 
 
 class ReconciliationOrderListApi(mixins.ListModelMixin, generics.GenericAPIView):
