@@ -13,6 +13,7 @@
     labctl audit              check the invariants across the services
     labctl load --scenario S  run a Locust scenario of loadtests/ and keep its results
     labctl scale [svc=N]      show or change how many gunicorn workers each service runs
+    labctl lab list|show|check|solve|reset|answer|report   the guided labs (labs/)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 from . import config, health, load, provision, scale, supervisor
 from . import faultcli
 from .config import Paths, Service
+from .labs import cli as labcli
 
 
 def _echo(text: str = "") -> None:
@@ -285,13 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_arguments(sub.add_parser("load", help="run a Locust scenario against the lab; results in "
                                                    "var/loadtests/"))
     scale.add_arguments(sub.add_parser("scale", help="show or change how many gunicorn workers each service runs"))
+    labcli.add_parser(sub)
     return parser
 
 
 COMMANDS = {
     "setup": cmd_setup, "up": cmd_up, "down": cmd_down, "status": cmd_status,
     "logs": cmd_logs, "restart": cmd_restart, "keys": cmd_keys,
-    "load": load.cmd_load, "scale": scale.cmd_scale,
+    "load": load.cmd_load, "scale": scale.cmd_scale, "lab": labcli.cmd_lab,
 }
 
 COMMANDS.update(faultcli.COMMANDS)

@@ -38,5 +38,11 @@ def saga_settings_update(*, mode: str | None = None, deadline_seconds: int | Non
     return saga_settings()
 
 
+def saga_settings_reset() -> dict:
+    """Forget what the lab admin set: the defaults are in force again."""
+    store.write(STORE_KEY, {})
+    return saga_settings()
+
+
 def saga_is_async() -> bool:
     return saga_settings()["mode"] == "async"

@@ -200,7 +200,8 @@ def _saga_body() -> dict:
 class SagaModeApi(APIView):
     """The lab admin's saga switch: run checkouts in the request (sync) or on the worker (async), and its deadline.
 
-    PUT is partial: `{"mode": "async"}` or `{"deadline_seconds": 300}` or both.
+    PUT is partial: `{"mode": "async"}` or `{"deadline_seconds": 300}` or both;
+    DELETE puts both back to the service's defaults.
     Every web and worker process follows within a second. The deadline applies
     to orders queued from then on.
     """
@@ -222,4 +223,11 @@ class SagaModeApi(APIView):
         data.is_valid(raise_exception=True)
         lab.saga_settings_update(**data.validated_data)
         log.info("saga switch changed: %s", data.validated_data)
+        return Response(_saga_body())
+
+    @extend_schema(summary="Put the saga mode and deadline back to their defaults",
+                   responses={200: SagaSettingsOut, 401: ErrorOut, 403: ErrorOut})
+    def delete(self, request):
+        lab.saga_settings_reset()
+        log.info("saga switch reset to its defaults")
         return Response(_saga_body())

@@ -6,6 +6,7 @@
     DELETE /_lab/faults/<id>/      clear one
     GET    /_lab/resilience/       switches + every breaker's state and counters
     PUT    /_lab/resilience/       change some switches (partial), or reset the breakers
+    DELETE /_lab/resilience/       every switch back to its default, every breaker closed
 
 Only the lab admin may call them: the dashboard's service identity or a staff user.
 """
@@ -81,6 +82,7 @@ def _resilience_body() -> dict:
     return {
         "service": settings.SERVICE_NAME,
         "switches": resilience.switches(),
+        "defaults": resilience.defaults(),
         "breakers": resilience.breaker_states(peers),
     }
 
@@ -100,4 +102,10 @@ class ResilienceApi(FreshStateMixin, APIView):
         if changes.pop("reset_breakers", False):
             resilience.breakers_reset(settings.CHASSIS.get("DEPENDS_ON", []))
         resilience.switches_update(changes=changes)
+        return Response(_resilience_body())
+
+    @extend_schema(summary="Every switch back to its default, every breaker closed", responses={200: dict})
+    def delete(self, request):
+        resilience.switches_reset()
+        resilience.breakers_reset(settings.CHASSIS.get("DEPENDS_ON", []))
         return Response(_resilience_body())

@@ -1,0 +1,310 @@
+"""How a lab's checks and solves see and touch the running lab: over HTTP only, like a student.
+
+Three identities, each for what it may do:
+
+- the lab admin's service identity (:class:`labctl.labapi.LabApi`) for
+  ``/_lab/`` (faults, switches, saga mode), ``/health/`` and the audit;
+- a staff user's access token (``staff_token``) to read every customer's
+  orders and payments through the public APIs;
+- customers of its own that a solve registers, as a student would with curl.
+
+Checks call only the reading methods; solves may change the lab. Every
+failure to reach a service becomes a :class:`~labctl.labs.model.CheckError`
+whose message says which service and why.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Callable
+
+import requests
+
+from ..labapi import LabApi, LabApiError
+from .model import CheckError, SolveError
+
+SERVICES = ("user", "order", "inventory", "payment")
+APPROVED_CARD = "4242424242424242"
+DECLINED_CARD = "4000000000000002"
+TERMINAL = ("CONFIRMED", "CANCELLED", "SHIPPED", "DELIVERED")
+# Every worker process of a service follows a change of its lab state within a second.
+SPREAD_SECONDS = 1.1
+
+_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_time(value: str | None) -> float | None:
+    """An ISO 8601 time from an API as a Unix timestamp (None for None)."""
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Metrics:
+    """One scrape of a service's ``/metrics`` (Prometheus text)."""
+
+    def __init__(self, text: str):
+        self.samples: list[tuple[str, dict, float]] = []
+        for line in text.splitlines():
+            match = _SAMPLE.match(line.strip())
+            if match and not line.startswith("#"):
+                try:
+                    value = float(match["value"])
+                except ValueError:
+                    continue
+                self.samples.append((match["name"], dict(_LABEL.findall(match["labels"] or "")), value))
+
+    def total(self, name: str, **labels: str) -> float:
+        """The sum of the samples of ``name`` whose labels include ``labels``."""
+        return sum(v for n, found, v in self.samples
+                   if n == name and all(found.get(k) == want for k, want in labels.items()))
+
+
+class Customer:
+    """A shopper a solve registers and uses, through the public APIs."""
+
+    def __init__(self, ctx: "LabContext", email: str, token: str):
+        self.ctx = ctx
+        self.email = email
+        self.session = requests.Session()
+        self.session.headers.update({"Authorization": f"Bearer {token}", "Connection": "close"})
+        self.card = ""
+
+    def call(self, method: str, service: str, path: str, *, timeout: float = 60, **kwargs) -> requests.Response:
+        try:
+            return self.session.request(method, self.ctx.urls[service] + path, timeout=timeout, **kwargs)
+        except requests.RequestException as exc:
+            raise SolveError(f"{service} did not answer {method} {path}: {type(exc).__name__}") from exc
+
+    def add_card(self, number: str = APPROVED_CARD) -> str:
+        response = self.call("POST", "payment", "/api/payment-methods/",
+                             json={"card_number": number, "exp_month": 12, "exp_year": 2035, "cvc": "123"})
+        if response.status_code != 201:
+            raise SolveError(f"payment refused the card ({response.status_code}): {response.text[:200]}")
+        self.card = response.json()["token"]
+        return self.card
+
+    def order(self, sku: str, quantity: int = 1, *, card: str | None = None, key: str | None = None,
+              timeout: float = 60) -> requests.Response:
+        """POST one order (sync mode answers with its final state); the response, whatever it is."""
+        return self.call("POST", "order", "/api/orders/", timeout=timeout,
+                         json={"lines": [{"sku": sku, "quantity": quantity}], "payment_method": card or self.card},
+                         headers={"Idempotency-Key": key or f"lab-{uuid.uuid4().hex}"})
+
+
+class LabContext:
+    """The running lab as a lab's checks and solves see it.
+
+    ``urls`` names every service's base URL and the dashboard's
+    (``"dashboard"``, for its trace API); ``staff_token`` returns a staff
+    user's access token (called when needed, so it may log in lazily).
+    ``progress`` is the student's record of this lab, set by the engine
+    before each check, so a check can use what earlier steps observed.
+    """
+
+    def __init__(self, *, api: LabApi, urls: dict[str, str], staff_token: Callable[[], str],
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
+        self.api = api
+        self.urls = urls
+        self._staff_token = staff_token
+        self.clock = clock
+        self.sleep = sleep
+        self.progress: dict = {}
+        self._staff: requests.Session | None = None
+
+    # --- what the engine tells a check ------------------------------------------------
+
+    @property
+    def started_at(self) -> float:
+        """When the student started this lab (its first check); the window a check looks in."""
+        return parse_time(self.progress.get("started_at")) or 0.0
+
+    def observed(self, step_key: str) -> dict:
+        """What step ``step_key``'s check measured when it last passed (empty if it has not)."""
+        return dict((self.progress.get("steps", {}).get(step_key) or {}).get("observed") or {})
+
+    def passed_at(self, step_key: str) -> float | None:
+        return parse_time((self.progress.get("steps", {}).get(step_key) or {}).get("passed_at"))
+
+    # --- the lab admin's surfaces ---------------------------------------------------------
+
+    def admin(self, method: str, service: str, path: str, **kwargs):
+        try:
+            return self.api.json(method, service, path, **kwargs)
+        except LabApiError as exc:
+            raise CheckError(str(exc)) from exc
+
+    def health(self, service: str) -> tuple[int | None, dict]:
+        """``(status, body)`` of ``service``'s ``/health/``; ``(None, {})`` when it does not answer."""
+        try:
+            response = requests.get(self.urls[service] + "/health/", timeout=5)
+        except requests.RequestException:
+            return None, {}
+        try:
+            return response.status_code, response.json()
+        except ValueError:
+            return response.status_code, {}
+
+    def faults(self, service: str) -> list[dict]:
+        return self.admin("GET", service, "/_lab/faults/")["faults"]
+
+    def resilience(self, service: str) -> dict:
+        return self.admin("GET", service, "/_lab/resilience/")
+
+    def breaker(self, service: str, peer: str) -> dict:
+        return self.resilience(service)["breakers"][peer]
+
+    def saga(self) -> dict:
+        return self.admin("GET", "order", "/_lab/saga/")
+
+    def metrics(self, service: str) -> Metrics:
+        try:
+            response = requests.get(self.urls[service] + "/metrics", timeout=10)
+        except requests.RequestException as exc:
+            raise CheckError(f"{service}'s /metrics did not answer: {type(exc).__name__}") from exc
+        if response.status_code != 200:
+            raise CheckError(f"{service}'s /metrics answered {response.status_code}")
+        return Metrics(response.text)
+
+    def audit(self) -> dict:
+        from ..audit import run_audit
+
+        try:
+            return run_audit(self.api)
+        except LabApiError as exc:
+            raise CheckError(f"the audit could not read the services: {exc}") from exc
+
+    # --- a staff user's reads -------------------------------------------------------------
+
+    def staff(self, method: str, service: str, path: str, **kwargs) -> requests.Response:
+        if self._staff is None:
+            self._staff = requests.Session()
+            self._staff.headers.update({"Authorization": f"Bearer {self._staff_token()}", "Connection": "close"})
+        try:
+            return self._staff.request(method, self.urls[service] + path, timeout=10, **kwargs)
+        except requests.RequestException as exc:
+            raise CheckError(f"{service} did not answer {method} {path}: {type(exc).__name__}") from exc
+
+    def staff_json(self, service: str, path: str, **params) -> dict:
+        response = self.staff("GET", service, path, params=params)
+        if response.status_code != 200:
+            raise CheckError(f"{service} answered {response.status_code} to GET {path}: {response.text[:160]}")
+        return response.json()
+
+    def orders_since(self, since: float | None = None, *, limit: int = 500) -> list[dict]:
+        """Every customer's orders created since ``since`` (default: the lab's start), newest first."""
+        since = self.started_at if since is None else since
+        found, page = [], 1
+        while len(found) < limit and page <= 20:
+            body = self.staff_json("order", "/api/orders/", page=page, page_size=100)
+            for order in body.get("results", []):
+                if (parse_time(order.get("created_at")) or 0) < since:
+                    return found
+                found.append(order)
+            if not body.get("next"):
+                break
+            page += 1
+        return found
+
+    def order(self, order_id: int) -> dict:
+        return self.staff_json("order", f"/api/orders/{order_id}/")
+
+    def payments_of(self, order_id: int) -> list[dict]:
+        body = self.staff_json("payment", "/api/payments/", order_id=order_id, page_size=100)
+        return [p for p in body.get("results", []) if p.get("order_id") == order_id]
+
+    def product(self, sku: str) -> dict:
+        return self.staff_json("inventory", f"/api/products/{sku}/")
+
+    # --- the dashboard's trace API --------------------------------------------------------
+
+    def traces(self, **params) -> list[dict]:
+        try:
+            response = requests.get(self.urls["dashboard"] + "/api/traces/", params=params, timeout=10)
+            response.raise_for_status()
+        except (requests.RequestException, KeyError) as exc:
+            raise CheckError(f"the dashboard's trace API did not answer: {exc}") from exc
+        return response.json().get("traces", [])
+
+    def trace(self, trace_id: str) -> dict:
+        try:
+            response = requests.get(f"{self.urls['dashboard']}/api/traces/{trace_id}/", timeout=10)
+        except requests.RequestException as exc:
+            raise CheckError(f"the dashboard's trace API did not answer: {type(exc).__name__}") from exc
+        if response.status_code != 200:
+            raise CheckError(f"trace {trace_id} is not in the dashboard's collector ({response.status_code})")
+        return response.json()
+
+    # --- what solves (and the reset) do ---------------------------------------------------
+
+    def add_fault(self, service: str, **fault) -> dict:
+        added = self.admin("PUT", service, "/_lab/faults/", json=fault)["added"]
+        self.sleep(SPREAD_SECONDS)
+        return added
+
+    def clear_faults(self, *services: str) -> None:
+        for service in services or SERVICES:
+            self.admin("DELETE", service, "/_lab/faults/")
+        self.sleep(SPREAD_SECONDS)
+
+    def set_switches(self, service: str, **changes) -> dict:
+        body = self.admin("PUT", service, "/_lab/resilience/", json=changes)
+        self.sleep(SPREAD_SECONDS)
+        return body
+
+    def set_saga(self, **changes) -> dict:
+        body = self.admin("PUT", "order", "/_lab/saga/", json=changes)
+        self.sleep(SPREAD_SECONDS)
+        return body
+
+    def restore_defaults(self) -> None:
+        """Every fault cleared, every switch at its default, every breaker closed, the saga sync."""
+        for service in SERVICES:
+            self.admin("DELETE", service, "/_lab/faults/")
+            self.admin("DELETE", service, "/_lab/resilience/")
+        self.admin("DELETE", "order", "/_lab/saga/")
+        self.sleep(SPREAD_SECONDS)
+
+    def new_customer(self, *, card: str | None = APPROVED_CARD) -> Customer:
+        """Register and log in a fresh customer (with a saved card unless ``card`` is None)."""
+        email = f"lab-{uuid.uuid4().hex[:12]}@lab.local"
+        password = f"Lab-{uuid.uuid4().hex[:12]}!"
+        try:
+            created = requests.post(self.urls["user"] + "/api/auth/register/", timeout=10,
+                                    json={"email": email, "password": password, "name": "Lab Student"})
+            login = requests.post(self.urls["user"] + "/api/auth/login/", timeout=10,
+                                  json={"email": email, "password": password})
+        except requests.RequestException as exc:
+            raise SolveError(f"user_service did not answer: {type(exc).__name__}") from exc
+        if created.status_code != 201 or login.status_code != 200:
+            raise SolveError(f"could not register a customer: {created.status_code} {login.text[:160]}")
+        customer = Customer(self, email, login.json()["access"])
+        if card:
+            customer.add_card(card)
+        return customer
+
+    def in_stock_sku(self, quantity: int = 1) -> str:
+        """The sku of an active product with the most stock (the catalog is public)."""
+        try:
+            body = requests.get(self.urls["inventory"] + "/api/products/", params={"page_size": 100},
+                                timeout=10).json()
+        except (requests.RequestException, ValueError) as exc:
+            raise SolveError(f"inventory's catalog did not answer: {exc}") from exc
+        products = [p for p in body.get("results", []) if p.get("active") and p.get("available", 0) >= quantity]
+        if not products:
+            raise SolveError("nothing in stock to order: restock a product first")
+        return max(products, key=lambda p: p["available"])["sku"]
+
+
+def history_seconds(order: dict) -> float:
+    """How long the order's saga ran: from its first history entry to its last."""
+    times = [parse_time(h.get("at")) for h in order.get("history", []) if h.get("at")]
+    return (max(times) - min(times)) if len(times) > 1 else 0.0
