@@ -77,6 +77,11 @@ class Customer:
         self.session = requests.Session()
         self.session.headers.update({"Authorization": f"Bearer {token}", "Connection": "close"})
         self.card = ""
+        self.password = ""
+
+    def remembered(self) -> dict:
+        """What :meth:`LabContext.login` needs to log this customer in again, in a later request."""
+        return {"email": self.email, "password": self.password, "card": self.card}
 
     def call(self, method: str, service: str, path: str, *, timeout: float = 60, **kwargs) -> requests.Response:
         try:
@@ -130,6 +135,11 @@ class LabContext:
     def observed(self, step_key: str) -> dict:
         """What step ``step_key``'s check measured when it last passed (empty if it has not)."""
         return dict((self.progress.get("steps", {}).get(step_key) or {}).get("observed") or {})
+
+    @property
+    def state(self) -> dict:
+        """What a solve keeps for a later one (a customer's login...), saved with the progress."""
+        return self.progress.setdefault("state", {})
 
     def passed_at(self, step_key: str) -> float | None:
         return parse_time((self.progress.get("steps", {}).get(step_key) or {}).get("passed_at"))
@@ -287,8 +297,23 @@ class LabContext:
         if created.status_code != 201 or login.status_code != 200:
             raise SolveError(f"could not register a customer: {created.status_code} {login.text[:160]}")
         customer = Customer(self, email, login.json()["access"])
+        customer.password = password
         if card:
             customer.add_card(card)
+        return customer
+
+    def login(self, email: str, password: str, *, card: str = "") -> Customer:
+        """Log in a customer registered earlier (``card``: the token of a card it saved)."""
+        try:
+            response = requests.post(self.urls["user"] + "/api/auth/login/", timeout=10,
+                                     json={"email": email, "password": password})
+        except requests.RequestException as exc:
+            raise SolveError(f"user_service did not answer: {type(exc).__name__}") from exc
+        if response.status_code != 200:
+            raise SolveError(f"{email} could not log in: {response.status_code} {response.text[:160]}")
+        customer = Customer(self, email, response.json()["access"])
+        customer.password = password
+        customer.card = card
         return customer
 
     def in_stock_sku(self, quantity: int = 1) -> str:

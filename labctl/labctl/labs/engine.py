@@ -182,6 +182,8 @@ class Engine:
             step.solve(self.ctx)
         except (SolveError, CheckError) as exc:
             return failed(f"Show me could not do this step: {exc}")
+        finally:
+            self.store.save(self.student, lab.name, self.ctx.progress)  # what the solve remembered (ctx.state)
         return self.check(lab, step.key, shown=True)
 
     def reset(self, lab: LabDef) -> Outcome:
