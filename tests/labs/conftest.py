@@ -19,7 +19,7 @@ from labctl.labs.context import LabContext
 from labctl.labs.engine import Engine
 from labctl.labs.store import MemoryStore
 
-from ..browser.lab import ROOT, start_lab_with_dashboard
+from browser.lab import ROOT, start_lab_with_dashboard
 
 ADMIN = ("admin@lab.local", os.environ.get("LAB_ADMIN_PASSWORD", "admin-lab-2024"))
 

@@ -14,7 +14,7 @@ import pytest
 
 from labctl.labs.engine import load_labs
 
-from ..browser.lab import ROOT
+from browser.lab import ROOT
 
 LABS = [lab.name for lab in load_labs(ROOT / "labs")]
 
