@@ -1,4 +1,5 @@
-"""What the console remembers: the flows it ran (the lab's own state lives in the services)."""
+"""What the console remembers: the flows it ran and each student's lab progress (the lab's own state lives in
+the services)."""
 
 import uuid
 
@@ -29,3 +30,23 @@ class FlowRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.flow} {self.started_at:%H:%M:%S} {'ok' if self.ok else 'not ok'}"
+
+
+class LabProgress(models.Model):
+    """One student's record of one guided lab: the engine's progress document, kept as it gives it.
+
+    The lab engine (``labctl.labs``) owns the document's shape; the dashboard
+    only stores it, so a report built here reads exactly like ``labctl lab report``.
+    """
+
+    student = models.CharField(max_length=254)
+    lab = models.CharField(max_length=100)
+    data = models.JSONField(default=dict)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["student", "lab"], name="lab_progress_one_per_student")]
+        ordering = ["student", "lab"]
+
+    def __str__(self) -> str:
+        return f"{self.student} · {self.lab}"
