@@ -9,15 +9,19 @@ its card and never turns a page into a 500.
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from labctl.labs.engine import LabNotFound
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+
 from collector import selectors as traces
 
-from . import auth, flows, lab, links, peers, selectors
+from . import auth, flows, lab, links, peers, selectors, tracing
+from . import labs as lab_pages
 from . import load as load_runs
 from .audit import audit_run
 from .models import FlowRun
@@ -425,28 +429,190 @@ def load_report(request, run_id: str):
     return FileResponse(open(status["report"], "rb"), content_type="text/html")
 
 
+# --- guided labs ---------------------------------------------------------------------------
+# The engine is labctl's (console.labs wires it to this dashboard); these views only pick the
+# lab, step or question a URL names, call one engine method and render or redirect.
+
+_FLASH = "lab_flash"  # an answer's verdict, carried across the redirect of a form sent without JavaScript
+
+
+def _lab_or_404(request, name: str):
+    engine = lab_pages.engine_for(request)
+    try:
+        return engine, engine.lab(name)
+    except LabNotFound:
+        raise Http404(f"No lab {name!r}.") from None
+
+
+def _step_or_404(lab_def, key: str):
+    try:
+        return lab_def.step(key)
+    except KeyError:
+        raise Http404(f"Lab {lab_def.number} has no step {key!r}.") from None
+
+
+def _question_or_404(lab_def, key: str):
+    try:
+        return lab_def.question(key)
+    except KeyError:
+        raise Http404(f"Lab {lab_def.number} has no question {key!r}.") from None
+
+
+def _lab_url(lab_def, anchor: str = "") -> str:
+    return reverse("console:lab", args=[lab_def.name]) + (f"#{anchor}" if anchor else "")
+
+
 @require_GET
 @auth.read_view
-def labs(request, name: str = ""):
-    directory = links.labs_dir()
-    if directory is None:
-        raise Http404("No labs/ directory yet.")
-    pages = sorted(p for p in directory.glob("*.md"))
-    chosen = next((p for p in pages if p.stem == name), None) if name else None
-    if name and chosen is None:
-        raise Http404(f"No lab {name!r}.")
-    entries = [{"name": p.stem, "title": _title_of(p)} for p in pages]
-    return render(request, "console/labs.html", {
-        "page": "labs", "entries": entries, "chosen": chosen.stem if chosen else "",
-        "text": chosen.read_text(errors="replace") if chosen else "",
-    })
+def labs(request):
+    engine = lab_pages.engine_for(request)
+    logged_in = auth.current_staff(request) is not None
+    entries = []
+    for lab_def in engine.labs():
+        summary = engine.summary(lab_def) if logged_in else None
+        entries.append({"lab": lab_def, "summary": summary,
+                        "progress": lab_pages.summary_text(summary) if summary else ""})
+    return render(request, "console/labs.html", {"page": "labs", "entries": entries, "broken": engine.broken})
 
 
-def _title_of(path) -> str:
-    for line in path.read_text(errors="replace").splitlines():
-        if line.startswith("#"):
-            return line.lstrip("#").strip()
-    return path.stem
+@require_GET
+@auth.read_view
+def lab_page(request, name: str):
+    engine, lab_def = _lab_or_404(request, name)
+    if name != lab_def.name:  # /labs/5/ and /labs/circuit-breaker/ find it; one address is shown
+        return redirect(_lab_url(lab_def))
+    return render(request, "console/lab.html", _lab_page_context(request, engine, lab_def))
+
+
+def _lab_page_context(request, engine, lab_def, *, question_errors: dict | None = None) -> dict:
+    logged_in = auth.current_staff(request) is not None
+    progress = engine.progress(lab_def) if logged_in else {"steps": {}, "answers": {}}
+    flash = request.session.pop(_FLASH, {}) if logged_in else {}
+    flash = flash.get(lab_def.name, {}) if isinstance(flash, dict) else {}
+    errors = question_errors or {}
+    sections = []
+    for section in lab_pages.sections_of(lab_def):
+        if "step" in section:
+            sections.append({"step": lab_pages.step_view(lab_def, progress, section["step"])})
+        elif "questions" in section:
+            sections.append({"questions": [
+                lab_pages.question_view(lab_def, progress, q.key, fresh=flash.get(q.key), error=errors.get(q.key, ""))
+                for q in lab_def.questions]})
+        else:
+            sections.append(section)
+    summary = engine.summary(lab_def) if logged_in else None
+    known = {other.name for other in engine.labs()}
+    return {
+        "page": "labs",
+        "lab": lab_def,
+        "sections": sections,
+        "summary": summary,
+        "progress": lab_pages.summary_text(summary) if summary else "",
+        "started_at": lab_pages.when(progress.get("started_at")),
+        "finished_at": lab_pages.when(progress.get("finished_at")),
+        "prerequisites": [{"name": p, "known": p in known} for p in lab_def.prerequisites],
+    }
+
+
+def _htmx(request) -> bool:
+    return bool(request.headers.get("HX-Request"))
+
+
+def _step_answer(request, engine, lab_def, step):
+    """The step's widget again (htmx), or back to it on the lab page (a plain form)."""
+    if _htmx(request):
+        view = lab_pages.step_view(lab_def, engine.progress(lab_def), step.key)
+        return render(request, "console/_lab_step.html", {"s": view})
+    return redirect(_lab_url(lab_def, f"step-{step.key}"))
+
+
+@require_POST
+@auth.staff_view
+def lab_check(request, name: str, key: str):
+    engine, lab_def = _lab_or_404(request, name)
+    step = _step_or_404(lab_def, key)
+    with tracing.untraced():  # a check only reads; its reads are not the student's traffic
+        engine.check(lab_def, step.key)
+    return _step_answer(request, engine, lab_def, step)
+
+
+@require_POST
+@auth.staff_view
+def lab_solve(request, name: str, key: str):
+    engine, lab_def = _lab_or_404(request, name)
+    step = _step_or_404(lab_def, key)
+    # What a solve does is the student's traffic, as if sent with curl: each call starts its own
+    # trace in the services (like labctl's), instead of hanging under a dashboard span nobody keeps.
+    with suppress_instrumentation():
+        engine.solve(lab_def, step.key)
+    return _step_answer(request, engine, lab_def, step)
+
+
+@require_POST
+@auth.staff_view
+def lab_answer(request, name: str, key: str):
+    engine, lab_def = _lab_or_404(request, name)
+    question = _question_or_404(lab_def, key)
+    with tracing.untraced():
+        answer = engine.answer(lab_def, question.key, request.POST.get("answer", "")[:200])
+    # The engine records nothing for what is not an answer ("Answer with a number."): say so, as a 400.
+    recorded = answer.correct or answer.expected is not None
+    fresh = {"correct": answer.correct, "message": answer.message}
+    if _htmx(request):
+        view = lab_pages.question_view(lab_def, engine.progress(lab_def), question.key,
+                                       fresh=fresh if recorded else None, error="" if recorded else answer.message)
+        return render(request, "console/_lab_question.html", {"qv": view}, status=200 if recorded else 400)
+    if not recorded:
+        context = _lab_page_context(request, engine, lab_def, question_errors={question.key: answer.message})
+        return render(request, "console/lab.html", context, status=400)
+    request.session[_FLASH] = {lab_def.name: {question.key: fresh}}
+    return redirect(_lab_url(lab_def, f"question-{question.key}"))
+
+
+@require_POST
+@auth.staff_view
+def lab_reset(request, name: str):
+    engine, lab_def = _lab_or_404(request, name)
+    with tracing.untraced():
+        outcome = engine.reset(lab_def)
+    restored = ("Reset: cleared every fault, put every resilience switch and the saga mode back to their defaults "
+                "and closed every breaker" + (", then ran this lab's clean-up" if lab_def.cleanup else "") + ". ")
+    if outcome.passed:
+        messages.success(request, f"{restored}Steady state: PASS — {outcome.message}")
+    else:
+        messages.error(request, f"{restored}Steady state: FAIL — {outcome.message}")
+    return redirect(_lab_url(lab_def))
+
+
+@require_POST
+@auth.staff_view
+def lab_forget(request, name: str):
+    engine, lab_def = _lab_or_404(request, name)
+    engine.forget(lab_def)
+    messages.success(request, f"Forgot your progress in lab {lab_def.number}: every step and answer starts over. "
+                              "The lab itself was not touched (use “Reset this lab” for that).")
+    return redirect(_lab_url(lab_def))
+
+
+def _attachment(response, filename: str):
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@require_GET
+@auth.staff_view
+def lab_report_markdown(request, name: str):
+    engine, lab_def = _lab_or_404(request, name)
+    response = HttpResponse(engine.report_markdown(lab_def), content_type="text/markdown; charset=utf-8")
+    return _attachment(response, f"lab-{lab_def.name}-report.md")
+
+
+@require_GET
+@auth.staff_view
+def lab_report_json(request, name: str):
+    engine, lab_def = _lab_or_404(request, name)
+    response = JsonResponse(engine.report(lab_def), json_dumps_params={"indent": 2})
+    return _attachment(response, f"lab-{lab_def.name}-report.json")
 
 
 # --- login ----------------------------------------------------------------------------------
