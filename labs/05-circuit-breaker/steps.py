@@ -212,7 +212,7 @@ def prepare(ctx: LabContext) -> None:
 STEPS = [
     Step("outage", "Take payment down", check_outage, prepare,
          hints=("On the Faults page, the preset “Payment outage” (it lasts 2 minutes; apply it again if it runs out).",),
-         link="/faults/", link_label="Faults: presets",
+         link="/faults/#preset-payment-outage", link_label="Faults: the Payment outage preset",
          terminal="labctl fault add payment outage --ttl 600"),
     Step("breaker-opens", "Check out while payment is down, until the breaker opens", check_breaker_opens,
          solve_breaker_opens,
@@ -225,7 +225,7 @@ STEPS = [
          link="/flows/", link_label="Flows: Checkout (sync)"),
     Step("breaker-off", "Turn the breaker off and check out again", check_breaker_off, solve_breaker_off,
          hints=("Resilience page → order_service → untick “breaker” → Save; then Flows → Checkout (sync).",),
-         link="/resilience/", link_label="Resilience: order's breaker",
+         link="/resilience/#switches-order", link_label="Resilience: order's breaker",
          terminal="labctl resilience order --set breaker.enabled=false"),
     Step("recover", "Bring payment back: half-open, then closed", check_recover, solve_recover,
          hints=("Turn order's breaker back on, “Clear all” on the Faults page, wait 10 s, run Checkout (sync).",),
