@@ -227,10 +227,6 @@ class LabContext:
     def order(self, order_id: int) -> dict:
         return self.staff_json("order", f"/api/orders/{order_id}/")
 
-    def payments_of(self, order_id: int) -> list[dict]:
-        body = self.staff_json("payment", "/api/payments/", order_id=order_id, page_size=100)
-        return [p for p in body.get("results", []) if p.get("order_id") == order_id]
-
     def product(self, sku: str) -> dict:
         return self.staff_json("inventory", f"/api/products/{sku}/")
 
