@@ -238,7 +238,7 @@ class LabContext:
             response.raise_for_status()
         except (requests.RequestException, KeyError) as exc:
             raise CheckError(f"the dashboard's trace API did not answer: {exc}") from exc
-        return response.json().get("traces", [])
+        return response.json().get("results", [])
 
     def trace(self, trace_id: str) -> dict:
         try:
