@@ -24,7 +24,7 @@ from chassis import auth as chassis_auth
 from labctl.config import Paths
 from labctl.labapi import LabApi
 from labctl.labs.context import LabContext
-from labctl.labs.engine import _CHECK_MARKER, QUESTIONS_MARKER, Engine, load_lab
+from labctl.labs.engine import CHECK_MARKER, QUESTIONS_MARKER, Engine, load_lab
 from labctl.labs.model import CheckError, LabDef
 
 from . import auth
@@ -33,7 +33,7 @@ from .models import LabProgress
 MARKDOWN_EXTENSIONS = ("fenced_code", "tables")
 # Where the engine's markers land in the rendered HTML: Python-Markdown passes an HTML comment on a
 # line of its own through verbatim, so the engine's own pattern still finds it.
-_SLOT = re.compile(f"{_CHECK_MARKER.pattern}|{re.escape(QUESTIONS_MARKER)}")
+_SLOT = re.compile(f"{CHECK_MARKER.pattern}|{re.escape(QUESTIONS_MARKER)}")
 
 
 class DashboardLabApi(LabApi):

@@ -19,7 +19,6 @@ import argparse
 import getpass
 import json
 import os
-import re
 
 import requests
 
@@ -29,7 +28,7 @@ from ..faultcli import CliError, _urls_option, resolve_urls
 from ..labapi import LabApi
 from ..provision import read_env_file
 from .context import LabContext
-from .engine import QUESTIONS_MARKER, Engine, LabNotFound
+from .engine import CHECK_MARKER, QUESTIONS_MARKER, Engine, LabNotFound
 from .store import FileStore
 
 ADMIN_EMAIL = "admin@lab.local"
@@ -105,7 +104,7 @@ def _show(engine: Engine, args) -> int:
         n = numbers[match.group(1)]
         return f"    [check: labctl lab check {lab.number} --step {n}]"
 
-    text = re.sub(r"<!--\s*check:\s*([\w-]+)\s*-->", marker, lab.text)
+    text = CHECK_MARKER.sub(marker, lab.text)
     questions = "\n".join(f"- {q.key}: {q.text}" + (f" ({' / '.join(q.choices)})" if q.choices else "")
                           + f"\n    [answer: labctl lab answer {lab.number} {q.key} VALUE]" for q in lab.questions)
     print(f"# {lab.number}. {lab.title}  ({lab.minutes} min, {lab.level})\n")

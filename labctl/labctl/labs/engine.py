@@ -23,7 +23,7 @@ from .model import CheckError, LabDef, Outcome, Question, SolveError, failed
 from .store import Store
 
 _FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---\n", re.S)
-_CHECK_MARKER = re.compile(r"<!--\s*check:\s*([\w-]+)\s*-->")
+CHECK_MARKER = re.compile(r"<!--\s*check:\s*([\w-]+)\s*-->")
 QUESTIONS_MARKER = "<!-- questions -->"
 
 
@@ -63,7 +63,7 @@ def load_lab(directory: Path) -> LabDef:
     keys = [s.key for s in lab.all_steps()]
     if len(set(keys)) != len(keys):
         raise LabFormatError(f"{directory}/steps.py: two steps share a key")
-    marked = _CHECK_MARKER.findall(lab.text)
+    marked = CHECK_MARKER.findall(lab.text)
     if sorted(marked) != sorted(keys):
         raise LabFormatError(f"{directory}/lab.md marks checks {marked}, steps.py has {keys}")
     if lab.questions and QUESTIONS_MARKER not in lab.text:
