@@ -75,17 +75,10 @@ def _slow_fault(ctx: LabContext) -> dict | None:
     return None
 
 
-def _customer(ctx: LabContext):
-    saved = ctx.state.get("customer")
-    if saved is None:
-        customer = ctx.new_customer()
-        ctx.state["customer"] = customer.remembered()
-        return customer
-    return ctx.login(saved["email"], saved["password"], card=saved["card"])
 
 
 def _checkout(ctx: LabContext, count: int) -> None:
-    customer = _customer(ctx)
+    customer = ctx.lab_customer()
     sku = ctx.in_stock_sku(count)
     for _ in range(count):
         customer.order(sku)

@@ -48,17 +48,10 @@ def _failed_on_payment(order: dict) -> bool:
         or any("payment unavailable" in h.get("note", "") for h in order.get("history") or []))
 
 
-def _customer(ctx: LabContext):
-    saved = ctx.state.get("customer")
-    if saved is None:
-        customer = ctx.new_customer()
-        ctx.state["customer"] = customer.remembered()
-        return customer
-    return ctx.login(saved["email"], saved["password"], card=saved["card"])
 
 
 def _checkout_until(ctx: LabContext, done, *, most: int = MOST_CHECKOUTS) -> None:
-    customer = _customer(ctx)
+    customer = ctx.lab_customer()
     sku = ctx.in_stock_sku(most)
     for _ in range(most):
         customer.order(sku)
@@ -83,7 +76,7 @@ def check_flaky(ctx: LabContext):
 
 
 def solve_flaky(ctx: LabContext) -> None:
-    _customer(ctx)
+    ctx.lab_customer()
     ctx.add_fault("payment", **FLAKY)
 
 

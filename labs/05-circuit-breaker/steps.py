@@ -93,15 +93,10 @@ def _checkout_until(ctx: LabContext, done, *, most: int) -> None:
 
 
 def _customer(ctx: LabContext):
-    """The customer whose card was saved before the outage (payment refuses new cards while it is down)."""
-    saved = ctx.state.get("customer")
-    if saved is None:
-        if _outage_on(ctx):
-            raise SolveError("payment is down and no customer saved a card before: reset the lab and start again")
-        customer = ctx.new_customer()
-        ctx.state["customer"] = customer.remembered()
-        return customer
-    return ctx.login(saved["email"], saved["password"], card=saved["card"])
+    """The lab's customer; its card must have been saved before the outage (payment refuses cards while down)."""
+    if "customer" not in ctx.state and _outage_on(ctx):
+        raise SolveError("payment is down and no customer saved a card before: reset the lab and start again")
+    return ctx.lab_customer()
 
 
 def solve_breaker_opens(ctx: LabContext) -> None:

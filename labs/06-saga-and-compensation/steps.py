@@ -67,14 +67,6 @@ def _since(ctx: LabContext, step_key: str) -> float:
     return ctx.passed_at(step_key) or ctx.started_at
 
 
-def _customer(ctx: LabContext):
-    """A customer with an approved card, saved while payment was up (it refuses new cards when it is down)."""
-    saved = ctx.state.get("customer")
-    if saved is None:
-        customer = ctx.new_customer()
-        ctx.state["customer"] = customer.remembered()
-        return customer
-    return ctx.login(saved["email"], saved["password"], card=saved["card"])
 
 
 def _outage_on(ctx: LabContext) -> dict | None:
@@ -156,7 +148,7 @@ def check_cancel(ctx: LabContext):
 
 
 def solve_cancel(ctx: LabContext) -> None:
-    customer = _customer(ctx)
+    customer = ctx.lab_customer()
     response = customer.order(ctx.in_stock_sku())
     order = response.json() if response.status_code in (200, 201) else {}
     if order.get("status") != "CONFIRMED":
@@ -201,7 +193,7 @@ def check_pause(ctx: LabContext):
 
 
 def solve_pause(ctx: LabContext) -> None:
-    customer = _customer(ctx)  # before the outage: its card is saved now
+    customer = ctx.lab_customer()  # before the outage: its card is saved now
     ctx.add_fault("payment", **OUTAGE)
     response = customer.order(ctx.in_stock_sku())
     if response.status_code != 202:
