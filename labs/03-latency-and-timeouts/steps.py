@@ -13,7 +13,7 @@ import math
 import time
 
 from labctl.labs import checks
-from labctl.labs.context import LabContext, history_seconds, parse_time
+from labctl.labs.context import LabContext, history_seconds, parse_time, request_seconds
 from labctl.labs.model import CheckError, Question, SolveError, Step, failed, fixed, passed
 
 RESERVE_PATH = "/internal/reservations/"
@@ -207,12 +207,12 @@ def check_fail_fast(ctx: LabContext):
     last = history[-1]["note"] if history else ""
     slow = ctx.observed("slow").get("slowest_s")
     return passed(f"Order #{order['id']} gave up on the reservation after {_s(gave_up or 0)} s and answered "
-                  f"{order['status']} after {_s(history_seconds(order))} s (slow but confirmed: {slow} s). "
+                  f"{order['status']} after {_s(request_seconds(order))} s (slow but confirmed: {slow} s). "
                   f"Reason: “{order.get('status_reason')}”; last note: “{last}”."
                   + (" Inventory had reserved the stock all the same: order found the hold and must release it."
                      if found_hold else ""),
                   fail_fast_order=order["id"], status=order["status"], reason=order.get("status_reason") or "",
-                  last_note=last, gave_up_s=_s(gave_up or 0), answered_s=_s(history_seconds(order)),
+                  last_note=last, gave_up_s=_s(gave_up or 0), answered_s=_s(request_seconds(order)),
                   hold_found="yes" if found_hold else "no")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from labctl.labs.context import LabContext, history_seconds, parse_time
+from labctl.labs.context import LabContext, parse_time, request_seconds
 from labctl.labs.model import Question, SolveError, Step, failed, fixed, passed
 
 OUTAGE = {"id": "preset-payment-outage", "kind": "outage", "ttl_seconds": 600}
@@ -17,17 +17,23 @@ PAUSED_BY_PAYMENT = "payment unavailable"
 FAIL_FAST = "circuit open"
 
 
-def _last_note(order: dict) -> str:
-    history = order.get("history") or []
-    return history[-1].get("note", "") if history else ""
+def _pause(order: dict) -> dict | None:
+    """The history entry where the checkout stopped waiting: the saga paused (the worker may finish it later)."""
+    return next((h for h in order.get("history") or [] if h.get("step") == "paused"), None)
+
+
+def _pause_note(order: dict) -> str:
+    pause = _pause(order)
+    return pause.get("note", "") if pause else ""
 
 
 def _paused_by_payment(orders: list[dict]) -> list[dict]:
-    return [o for o in orders if o.get("status") == "PENDING" and PAUSED_BY_PAYMENT in _last_note(o)]
+    """The checkouts that paused on payment, whatever the worker did with them since (it resumes them)."""
+    return [o for o in orders if PAUSED_BY_PAYMENT in _pause_note(o)]
 
 
 def _ms(order: dict) -> int:
-    return round(history_seconds(order) * 1000)
+    return round(request_seconds(order) * 1000)
 
 
 def _outage_on(ctx: LabContext) -> dict | None:
@@ -74,7 +80,7 @@ def check_breaker_opens(ctx: LabContext):
         return failed(f"{len(paused)} checkout(s) paused on payment, but the breaker on order → payment has not "
                       f"opened yet ({state['state']}, {state['fail_counter']}/{state['fail_max']} failures): "
                       "run a few more.")
-    slow = [o for o in paused if FAIL_FAST not in _last_note(o)]
+    slow = [o for o in paused if FAIL_FAST not in _pause_note(o)]
     slowest = max(slow, key=_ms) if slow else paused[0]
     return passed(f"The breaker on order → payment opened after {breaker['fail_max']} failed calls; "
                   f"{len(paused)} of your checkouts paused, the slowest took {_ms(slowest)} ms waiting for payment.",
@@ -108,7 +114,7 @@ def solve_breaker_opens(ctx: LabContext) -> None:
 
 def _fail_fast_orders(ctx: LabContext) -> list[dict]:
     since = ctx.passed_at("breaker-opens") or ctx.started_at
-    return [o for o in _paused_by_payment(ctx.orders_since(since)) if FAIL_FAST in _last_note(o)]
+    return [o for o in _paused_by_payment(ctx.orders_since(since)) if FAIL_FAST in _pause_note(o)]
 
 
 def check_fail_fast(ctx: LabContext):
@@ -120,7 +126,7 @@ def check_fail_fast(ctx: LabContext):
     order = fast[0]
     rejected = ctx.metrics("order").total("lab_peer_calls_total", peer="payment", outcome="rejected")
     slowest = ctx.observed("breaker-opens").get("slowest_ms", 0)
-    return passed(f"Order #{order['id']} was paused after {_ms(order)} ms without calling payment: “{_last_note(order)}”"
+    return passed(f"Order #{order['id']} was paused after {_ms(order)} ms without calling payment: “{_pause_note(order)}”"
                   f" (with the breaker closed a checkout waited {slowest} ms).",
                   fail_fast_order=order["id"], fail_fast_ms=_ms(order), rejected_calls=int(rejected))
 
@@ -134,7 +140,7 @@ def solve_fail_fast(ctx: LabContext) -> None:
 
 def _waited_orders(ctx: LabContext) -> list[dict]:
     since = ctx.passed_at("fail-fast") or ctx.started_at
-    return [o for o in _paused_by_payment(ctx.orders_since(since)) if FAIL_FAST not in _last_note(o)]
+    return [o for o in _paused_by_payment(ctx.orders_since(since)) if FAIL_FAST not in _pause_note(o)]
 
 
 def check_breaker_off(ctx: LabContext):
@@ -159,7 +165,8 @@ def solve_breaker_off(ctx: LabContext) -> None:
 
 
 def _confirmed_since(ctx: LabContext, since: float) -> list[dict]:
-    return [o for o in ctx.orders_since(since) if o.get("status") == "CONFIRMED"]
+    """Checkouts placed since ``since`` that confirmed in their own request (not resumed later by the worker)."""
+    return [o for o in ctx.orders_since(since) if o.get("status") == "CONFIRMED" and _pause(o) is None]
 
 
 def check_recover(ctx: LabContext):
@@ -168,14 +175,15 @@ def check_recover(ctx: LabContext):
     if not ctx.resilience("order")["switches"]["breaker"]["enabled"]:
         return failed("Turn order's breaker back on (Resilience page) before you test the recovery.")
     breaker = ctx.breaker("order", "payment")
-    confirmed = _confirmed_since(ctx, ctx.passed_at("breaker-off") or ctx.started_at)
+    earlier = [ctx.passed_at(key) for key in ("outage", "breaker-opens", "fail-fast", "breaker-off")]
+    confirmed = _confirmed_since(ctx, max(filter(None, earlier), default=ctx.started_at))
     if breaker["state"] != "closed" or not confirmed:
         return failed(f"The breaker on order → payment is {breaker['state']} and no checkout of yours has been "
                       f"confirmed since the outage: wait {breaker['reset_timeout']:g} s after it opened, then run "
                       "“Checkout (sync)”.", breaker_state=breaker["state"])
-    order = confirmed[-1]
-    return passed(f"The trial call went through (half-open), the breaker closed, and order #{order['id']} was "
-                  f"confirmed in {_ms(order)} ms.", recovered_order=order["id"], recovered_ms=_ms(order),
+    order = confirmed[0]
+    return passed(f"The breaker on order → payment is closed again (a trial call in half-open went through) and "
+                  f"your order #{order['id']} was confirmed in {_ms(order)} ms.", recovered_order=order["id"], recovered_ms=_ms(order),
                   breaker_state=breaker["state"])
 
 

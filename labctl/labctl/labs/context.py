@@ -342,3 +342,16 @@ def history_seconds(order: dict) -> float:
     """How long the order's saga ran: from its first history entry to its last."""
     times = [parse_time(h.get("at")) for h in order.get("history", []) if h.get("at")]
     return (max(times) - min(times)) if len(times) > 1 else 0.0
+
+
+def request_seconds(order: dict) -> float:
+    """How long the checkout ran in its own request: to the saga's pause if it paused, else to its last entry.
+
+    A paused saga is resumed by the worker, which appends its own entries
+    (``queued``, ``waiting``…) later: those are not the customer's wait.
+    """
+    history = order.get("history") or []
+    pause = next((h for h in history if h.get("step") == "paused"), None)
+    if pause is None or not history:
+        return history_seconds(order)
+    return (parse_time(pause["at"]) or 0) - (parse_time(history[0]["at"]) or 0)

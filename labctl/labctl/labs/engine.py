@@ -188,13 +188,17 @@ class Engine:
 
     def reset(self, lab: LabDef) -> Outcome:
         """Clear faults, restore every switch and the saga mode, close breakers, run the lab's clean-up; then
-        check the steady state (recorded like any check)."""
+        check the steady state (recorded like any check). The checks' window (``started_at``) starts again."""
         try:
             self.ctx.restore_defaults()
             if lab.cleanup is not None:
                 lab.cleanup(self.ctx)
         except (CheckError, SolveError) as exc:
             return failed(f"The reset did not finish: {exc}")
+        # Starting again: the checks look at what happens from now on, not at the previous attempt's orders.
+        progress = self.progress(lab)
+        progress["started_at"] = iso(self.ctx.clock())
+        self.store.save(self.student, lab.name, progress)
         return self.check(lab, lab.steady.key)
 
     # --- questions ------------------------------------------------------------------------
