@@ -39,7 +39,7 @@ PIP_DIR := $(or $(firstword $(dir $(REQUIREMENTS))),labctl)
 PIP_ARGS := $(addprefix -r ../,$(REQUIREMENTS)) \
 	$(if $(wildcard chassis/pyproject.toml),-e ../chassis) -e ../labctl
 
-.PHONY: help up down status logs test install install-dev clean python-check
+.PHONY: help up down status logs test lint fmt install install-dev clean python-check
 
 help:
 	@echo "Microservices lab"
@@ -49,6 +49,8 @@ help:
 	@echo "  make logs     follow the service logs (one service: make logs s=order)"
 	@echo "  make down     stop every service"
 	@echo "  make test     install test tools, set up (nothing started) and run every suite"
+	@echo "  make lint     check style and import order with ruff (what CI checks before the tests)"
+	@echo "  make fmt      rewrite the code in the house format and fix what ruff can fix"
 	@echo "  make clean    down, then remove var/ (databases files, keys, logs) and .venv/"
 	@echo "  make load     run a Locust scenario headless (SCENARIO=checkout USERS=50 SPAWN=10 DURATION=60s WORKERS=2)"
 	@echo "  make bench    measure the lab against its own ceiling; writes loadtests/results/ and the README table"
@@ -145,6 +147,15 @@ test: install-dev
 		esac
 	done
 	$(VPY) -m labctl.testreport $(RESULTS) "$${results[@]}"
+
+# ruff reads its rules from pyproject.toml at the root.
+lint: install-dev
+	@$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+fmt: install-dev
+	@$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 clean: down
 	@rm -rf var $(VENV)
