@@ -9,6 +9,7 @@ import uuid
 import pytest
 import requests
 
+from .conftest_lab import lab_admin, shopper  # noqa: F401 — fixtures defined beside their helpers, registered here
 from .harness import ROOT, start_lab
 
 _counter = itertools.count(1)

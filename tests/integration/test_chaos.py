@@ -25,7 +25,7 @@ import pytest
 from labctl import audit
 from labctl.labapi import LabApiError
 
-from .conftest_lab import SERVICES, SPREAD_SECONDS, TERMINAL, Shopper, lab_admin  # noqa: F401 (fixture)
+from .conftest_lab import SERVICES, SPREAD_SECONDS, TERMINAL, Shopper
 from .harness import Lab
 
 MIN_ORDERS = 200

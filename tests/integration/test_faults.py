@@ -23,7 +23,7 @@ import requests
 from labctl import process, supervisor
 from labctl.config import Paths
 
-from .conftest_lab import SPREAD_SECONDS, history_notes, lab_admin, shopper, wait_until  # noqa: F401 (fixtures)
+from .conftest_lab import SPREAD_SECONDS, history_notes, wait_until
 from .harness import ROOT, free_port
 
 

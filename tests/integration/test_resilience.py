@@ -10,7 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import time
 
-from .conftest_lab import history_notes, lab_admin, metric_total, requests_outside_lab, shopper  # noqa: F401 (fixtures)
+from .conftest_lab import history_notes, metric_total, requests_outside_lab
 
 def _requests_served(lab_admin, service: str) -> float:
     return requests_outside_lab(lab_admin.metrics(service))
