@@ -161,10 +161,10 @@ def machine() -> dict:
     except OSError:
         pass
     try:
-        from importlib.metadata import version
+        from importlib.metadata import PackageNotFoundError, version
 
         locust_version = version("locust")
-    except Exception:
+    except PackageNotFoundError:
         locust_version = None
     return {
         "cpus": os.cpu_count(),

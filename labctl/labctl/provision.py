@@ -285,7 +285,7 @@ def redis_reachable(url: str) -> tuple[bool, str]:
         return False, f"the redis package is missing ({exc})"
     try:
         redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).ping()
-    except Exception as exc:
+    except (redis.RedisError, ValueError) as exc:  # ValueError: a malformed URL
         return False, str(exc)
     return True, ""
 

@@ -161,7 +161,7 @@ def is_running(paths: Paths) -> bool:
         return False
     try:
         return rpc(paths).supervisor.getState()["statename"] == "RUNNING"
-    except Exception:
+    except (OSError, xmlrpc.client.Error):
         return False
 
 

@@ -3,6 +3,7 @@
 import os
 import socket
 
+import MySQLdb
 import pytest
 
 from labctl import provision
@@ -30,7 +31,7 @@ def mysql_admin():
     target = provision.MySQLTarget.from_url(url)
     try:
         conn = provision.mysql_connect(target)
-    except Exception as exc:
+    except MySQLdb.Error as exc:
         if os.environ.get("CI") == "true" or os.environ.get("LAB_DB") == "mysql":
             pytest.fail(f"MySQL is required here but {target.address} is not reachable: {exc}")
         pytest.skip(f"no MySQL at {target.address}: {exc}")
