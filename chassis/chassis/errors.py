@@ -6,7 +6,11 @@ Every error body is::
 
 ``fields`` is present only for validation errors and mirrors the input's
 shape. A database that cannot be reached gives 503 ``database_unavailable``.
-Services raise :class:`ServiceError` for business refusals (409, 402...).
+
+Services say a business refusal without HTTP: they raise one of the
+application errors below (:class:`NotFound`, :class:`Conflict`...), each with
+its code, message, optional ``fields`` and extra body keys. Which HTTP status
+each kind of error gets is decided here, in :data:`HTTP_STATUS`, and nowhere else.
 """
 
 from __future__ import annotations
@@ -25,16 +29,87 @@ from .requestid import get_request_id
 log = logging.getLogger("chassis.errors")
 
 
-class ServiceError(exceptions.APIException):
-    """A refusal with its own status, machine code and message."""
+class ApplicationError(Exception):
+    """A refusal by the application: a machine ``code``, a one-sentence ``message``, the input ``fields``
+    at fault (if any) and ``extra`` keys for the error body. It knows nothing of HTTP; the exception
+    handler gives each kind its status (:data:`HTTP_STATUS`)."""
+
+    default_code = "refused"
+    default_message = "The request was refused."
+
+    def __init__(self, message: str | None = None, *, code: str | None = None, fields: dict | None = None,
+                 headers: dict | None = None, **extra):
+        self.code = code or self.default_code
+        self.message = message or self.default_message
+        self.fields = fields
+        self.headers = headers or {}
+        self.extra = extra
+        super().__init__(self.message)
+
+
+class InvalidRequest(ApplicationError):
+    """The request cannot be done as asked (a taken sku, a limit reached); the client must change it."""
+
+    default_code = "invalid"
+    default_message = "Invalid input."
+
+
+class NotFound(ApplicationError):
+    """The thing named does not exist (or is not the caller's)."""
+
+    default_code = "not_found"
+    default_message = "Not found."
+
+
+class PaymentDeclined(ApplicationError):
+    """The payment was refused; ``code`` says why (card_declined, insufficient_funds)."""
+
+    default_code = "card_declined"
+    default_message = "The card was declined."
+
+
+class Conflict(ApplicationError):
+    """The request clashes with the current state of what it names (not enough stock, not a draft...)."""
+
+    default_code = "conflict"
+    default_message = "The request conflicts with the current state."
+
+
+class IdempotencyConflict(Conflict):
+    """An idempotency key sent again with a different request."""
+
+    default_code = "idempotency_conflict"
+    default_message = "This Idempotency-Key was already used with a different request body."
+
+
+class Unavailable(ApplicationError):
+    """Something the request needs (a peer service, busy rows) is unavailable for now; try again."""
+
+    default_code = "unavailable"
+    default_message = "The service is unavailable; try again shortly."
+
+
+# The one place that turns an application error into an HTTP status (the most specific class wins).
+HTTP_STATUS: dict[type[ApplicationError], int] = {
+    ApplicationError: status.HTTP_400_BAD_REQUEST,
+    InvalidRequest: status.HTTP_400_BAD_REQUEST,
+    PaymentDeclined: status.HTTP_402_PAYMENT_REQUIRED,
+    NotFound: status.HTTP_404_NOT_FOUND,
+    Conflict: status.HTTP_409_CONFLICT,
+    Unavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
+}
+
+
+def http_status_of(exc: ApplicationError) -> int:
+    return next(HTTP_STATUS[cls] for cls in type(exc).__mro__ if cls in HTTP_STATUS)
+
+
+class ServiceError(ApplicationError):
+    """Deprecated: a refusal with its own status; raise one of the errors above instead."""
 
     def __init__(self, *, status_code: int, code: str, message: str, fields: dict | None = None, extra=None):
         self.status_code = status_code
-        self.code = code
-        self.message = message
-        self.fields = fields
-        self.extra = extra or {}
-        super().__init__(detail=message, code=code)
+        super().__init__(message, code=code, fields=fields, **(extra or {}))
 
 
 def error_body(code: str, message: str, fields=None, **extra) -> dict:
@@ -68,8 +143,10 @@ def exception_handler(exc, context):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
-    if isinstance(exc, ServiceError):
-        return Response(error_body(exc.code, exc.message, exc.fields, **exc.extra), status=exc.status_code)
+    if isinstance(exc, ApplicationError):
+        body = error_body(exc.code, exc.message, exc.fields, **exc.extra)
+        status_code = exc.status_code if isinstance(exc, ServiceError) else http_status_of(exc)
+        return Response(body, status=status_code, headers=exc.headers or None)
     if isinstance(exc, DatabaseError):
         log.warning("database error answered as 503: %s", exc)
         return Response(

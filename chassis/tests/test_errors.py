@@ -89,3 +89,37 @@ def test_missing_trailing_slash_is_a_404_with_a_hint(client):
     response = client.post("/echo", {"name": "a", "quantity": 1}, content_type="application/json")
     assert response.status_code == 404
     assert "/echo/" in response.json()["message"]
+
+
+def test_application_error_status_is_chosen_by_its_kind(api):
+    """Ensure a PaymentDeclined is a 402 with its code, extra keys and headers in the shared format."""
+    response = api.post("/declined/")
+    body = response.json()
+    assert response.status_code == 402
+    assert body["code"] == "insufficient_funds"
+    assert body["message"] == "The card was declined."
+    assert body["charge"] == {"id": 1}
+    assert body["request_id"]
+    assert response["Idempotent-Replayed"] == "true"
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        ("InvalidRequest", 400, "invalid"),
+        ("PaymentDeclined", 402, "card_declined"),
+        ("NotFound", 404, "not_found"),
+        ("Conflict", 409, "conflict"),
+        ("IdempotencyConflict", 409, "idempotency_conflict"),
+        ("Unavailable", 503, "unavailable"),
+    ],
+)
+def test_each_application_error_has_one_status(error, status, code):
+    """Ensure every application error maps to its HTTP status, in the handler only."""
+    from chassis import errors
+
+    exc = getattr(errors, error)()
+    response = errors.exception_handler(exc, {})
+    assert response.status_code == status
+    assert response.data["code"] == code
+    assert "fields" not in response.data

@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chassis.auth import IsLabUser, IsStaff, ServiceOnly
-from chassis.errors import ServiceError
+from chassis.errors import Conflict, PaymentDeclined
 from chassis.urls import chassis_urlpatterns, handlers
 
 
@@ -40,7 +40,12 @@ class MissingObjectApi(APIView):
 
 class ConflictApi(APIView):
     def post(self, request):
-        raise ServiceError(status_code=409, code="insufficient_stock", message="Not enough stock.", fields={"sku": ["X"]})
+        raise Conflict("Not enough stock.", code="insufficient_stock", fields={"sku": ["X"]})
+
+
+class DeclinedApi(APIView):
+    def post(self, request):
+        raise PaymentDeclined(code="insufficient_funds", headers={"Idempotent-Replayed": "true"}, charge={"id": 1})
 
 
 class WhoAmIApi(APIView):
@@ -67,6 +72,7 @@ urlpatterns = [
     path("broken-db/", BrokenDatabaseApi.as_view()),
     path("broken-plain/", broken_plain_view),
     path("conflict/", ConflictApi.as_view()),
+    path("declined/", DeclinedApi.as_view()),
     path("missing-object/", MissingObjectApi.as_view()),
     path("whoami/", WhoAmIApi.as_view()),
     path("staff/", StaffApi.as_view()),

@@ -19,7 +19,7 @@ from rest_framework import permissions, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ..errors import ServiceError
+from ..errors import NotFound
 from . import faults, resilience, store
 
 
@@ -73,7 +73,7 @@ class FaultDetailApi(FreshStateMixin, APIView):
     @extend_schema(summary="Clear one fault", operation_id="lab_fault_clear", responses={200: dict})
     def delete(self, request, fault_id: str):
         if not faults.fault_clear(fault_id=fault_id):
-            raise ServiceError(status_code=404, code="not_found", message=f"No active fault {fault_id}.")
+            raise NotFound(f"No active fault {fault_id}.")
         return Response({**_faults_body(), "cleared": 1})
 
 
