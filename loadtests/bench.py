@@ -50,7 +50,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -60,7 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from labctl import config, load, supervisor  # noqa: E402
 from labctl.config import Paths  # noqa: E402
-from labctl.labapi import LabApi, LabApiError  # noqa: E402
+from labctl.labapi import LabApi  # noqa: E402
 
 PATHS = Paths(ROOT)
 URLS = {s.short: s.url for s in config.SERVICES}
@@ -750,7 +750,7 @@ def main(argv=None) -> int:
     lab_memory = {"peak_rss_mb": round(memory.peak_rss / 2**20), "peak_pss_mb": round(memory.peak_pss / 2**20),
                   "processes": memory.processes, "idle_rss_mb_at_end": round(rss_now / 2**20)}
     result = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine,
         "gunicorn": supervisor.GUNICORN_ARGS,
         "lab_database": lab_database(),
@@ -785,7 +785,7 @@ def finish(result: dict, out: Path, *, readme: bool) -> int:
 def rerender(path: Path, *, readme: bool) -> int:
     """Judge, explain and render a saved result again (profiles re-read from their raw files): no measuring."""
     result = json.loads(path.read_text())
-    for step, by_service in result.get("profiles", {}).items():
+    for by_service in result.get("profiles", {}).values():
         for service, profile in by_service.items():
             if profile.get("file") and Path(profile["file"]).exists():
                 by_service[service] = summarize_profile(Path(profile["file"]), seconds=profile.get("seconds"))

@@ -19,7 +19,7 @@ and exits non-zero on any violation, the dashboard draws it.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .labapi import LabApi
 
@@ -42,7 +42,7 @@ def collect(api: LabApi) -> dict:
 
 def check(data: dict, *, deadline_seconds: int = DEFAULT_DEADLINE_SECONDS, now: datetime | None = None) -> dict:
     """Check the invariants on collected rows (pure: no I/O)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     charges_by_order = defaultdict(list)
     for charge in data["charges"]:
         charges_by_order[str(charge["order_id"])].append(charge)

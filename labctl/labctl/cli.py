@@ -24,10 +24,10 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import config, health, load, provision, scale, supervisor
-from . import faultcli
+from . import config, faultcli, health, load, provision, scale, supervisor
 from .config import Paths, Service
 from .labs import cli as labcli
+from .text import table
 
 
 def _echo(text: str = "") -> None:
@@ -49,11 +49,6 @@ def database_label(paths: Paths, service: Service) -> str:
     return "?"
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
-    def line(cells):
-        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
 # ---------------------------------------------------------------------- commands
@@ -169,7 +164,7 @@ def _service_table(paths: Paths, services: list[Service], results,
         state = (worker_states or {}).get(w.short, "-")
         rows.append([w.directory, "-", "-", "-", database_label(paths, w.app),
                      "running" if state == "RUNNING" else state])
-    return _table(["service", "URL", "browsable API", "Swagger", "database", "status"], rows)
+    return table(["service", "URL", "browsable API", "Swagger", "database", "status"], rows)
 
 
 def cmd_status(paths: Paths, args) -> int:
@@ -189,7 +184,7 @@ def cmd_status(paths: Paths, args) -> int:
         state = f"{info['statename']} ({info['description']})" if info else "stopped"
         all_ok = all_ok and bool(info) and info["statename"] == "RUNNING"
         rows.append([w.directory, "-", database_label(paths, w.app), state, "-"])
-    _echo(_table(["service", "URL", "database", "process", "health"], rows))
+    _echo(table(["service", "URL", "database", "process", "health"], rows))
     _echo()
     if not running:
         _echo("supervisord is not running: the lab is down (make up starts it).")

@@ -24,12 +24,15 @@ import os
 import sys
 import time
 
+from chassis import parts
+
 from . import audit, config, process
 from .config import Paths
 from .labapi import LabApi, LabApiError
+from .text import table
 
 SERVICE_NAMES = tuple(s.short for s in config.SERVICES)
-KINDS = ("latency", "error", "outage", "database", "dependency", "process")
+KINDS = (*parts.FAULT_KINDS, "process")
 SWITCH_SECTIONS = ("timeouts", "retries", "breaker", "bulkhead", "fallback")
 
 
@@ -39,15 +42,6 @@ class CliError(Exception):
 
 def _echo(text: str = "") -> None:
     print(text, flush=True)
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
-
-    def line(cells):
-        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
 # ----------------------------------------------------------------------------- where the services are
@@ -183,7 +177,7 @@ def render_faults(faults: list[dict], now: float) -> str:
         return "No active fault."
     rows = [[f.get("id", "-"), f["service"], f["kind"], describe_parameters(f), describe_scope(f),
              expires_in(f.get("expires_at"), now)] for f in faults]
-    return _table(["id", "service", "kind", "parameters", "scope", "expires in"], rows)
+    return table(["id", "service", "kind", "parameters", "scope", "expires in"], rows)
 
 
 # ----------------------------------------------------------------------------- fault: commands
@@ -360,8 +354,8 @@ def render_resilience(bodies: dict[str, dict]) -> str:
             opened = state.get("opened_at") if state.get("state") != "closed" else None
             breakers.append([service, peer, state.get("state", "?"), str(state.get("fail_counter", "?")),
                              str(state.get("fail_max", "?")), f"{state.get('reset_timeout', 0):g} s", opened or "-"])
-    parts = [_table(["service", "switch", "state", "settings"], rows)]
-    parts.append(_table(["service", "peer", "breaker", "failures", "fail_max", "reset_timeout", "opened at"], breakers)
+    parts = [table(["service", "switch", "state", "settings"], rows)]
+    parts.append(table(["service", "peer", "breaker", "failures", "fail_max", "reset_timeout", "opened at"], breakers)
                  if breakers else "No breaker (these services call no peer).")
     return "\n\n".join(parts)
 
@@ -418,7 +412,7 @@ def add_parsers(sub) -> None:
     fault_sub = fault.add_subparsers(dest="fault_command", required=True, metavar="ACTION")
 
     listing = fault_sub.add_parser("list", help="the active faults of every service (or one)")
-    listing.add_argument("service", nargs="?", choices=SERVICE_NAMES + process.PROGRAMS[4:])
+    listing.add_argument("service", nargs="?", choices=SERVICE_NAMES + process.PROGRAMS[len(SERVICE_NAMES):])
     _urls_option(listing)
 
     add = fault_sub.add_parser(

@@ -7,9 +7,9 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 from .config import Service
 

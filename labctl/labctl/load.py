@@ -30,11 +30,12 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from . import config
 from .config import Paths
+from .text import table
 
 SCENARIOS = ("browse", "checkout", "mixed", "step_load", "chaos_timeline")
 FLOW = "FLOW"  # request_type of loadtests' end-to-end entries (not HTTP requests)
@@ -254,7 +255,7 @@ def run(spec: RunSpec, paths: Paths | None = None, *, run_dir: Path | None = Non
     env["LOAD_STATS_FILE"] = str(run_dir / "final_stats.json")
     state = {
         "run_id": run_dir.name, "scenario": spec.scenario, "state": "running",
-        "started_at": datetime.now(timezone.utc).isoformat(), "spec": asdict(spec), "urls": urls,
+        "started_at": datetime.now(UTC).isoformat(), "spec": asdict(spec), "urls": urls,
         "command": main_cmd, "pid": None, "worker_pids": [], "runner_pid": os.getpid(),
     }
     _write_json(run_dir / "run.json", state)
@@ -280,7 +281,7 @@ def run(spec: RunSpec, paths: Paths | None = None, *, run_dir: Path | None = Non
     elapsed = time.monotonic() - started
     summary = summarize(run_dir, spec=spec, exit_code=code, elapsed=elapsed)
     state.update(state="finished" if code == 0 else "failed", exit_code=code,
-                 finished_at=datetime.now(timezone.utc).isoformat())
+                 finished_at=datetime.now(UTC).isoformat())
     if _read_json(run_dir / "run.json").get("stop_requested"):
         state.update(state="stopped", stop_requested=True)
     _write_json(run_dir / "run.json", state)
@@ -434,7 +435,7 @@ def summarize(run_dir: Path, *, spec: RunSpec, exit_code: int | None, elapsed: f
     summary = {
         "run_id": run_dir.name,
         "scenario": spec.scenario,
-        "finished_at": datetime.now(timezone.utc).isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
         "exit_code": exit_code,
         "elapsed_s": round(elapsed, 1) if elapsed is not None else None,
         "parameters": {**asdict(spec), "duration_s": parse_duration(spec.duration), "urls": spec.target_urls()},
@@ -475,12 +476,7 @@ def render_summary(summary: dict) -> str:
     rows = [[e["method"], e["name"], e["requests"], e["failures"], _fmt(e["rps"], 1), _fmt(e["p50_ms"]),
              _fmt(e["p95_ms"]), _fmt(e["p99_ms"])] for e in summary["endpoints"] + summary["flows"]]
     totals = summary["totals"]
-    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)] if rows else [len(h) for h in headers]
-
-    def line(cells):
-        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
-
-    out = [line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows]
+    out = [table(headers, rows)]
     params = summary["parameters"]
     out.append("")
     out.append(f"{summary['scenario']}: {params['users']} users, spawn {params['spawn_rate']:g}/s, "
@@ -521,7 +517,7 @@ def start_run(spec: RunSpec, paths: Paths | None = None) -> str:
     run_dir = new_run_dir(paths, spec.scenario)
     _write_json(run_dir / "spec.json", asdict(spec))
     _write_json(run_dir / "run.json", {"run_id": run_dir.name, "scenario": spec.scenario, "state": "starting",
-                                       "started_at": datetime.now(timezone.utc).isoformat(), "spec": asdict(spec)})
+                                       "started_at": datetime.now(UTC).isoformat(), "spec": asdict(spec)})
     runner = subprocess.Popen(
         [sys.executable, "-m", "labctl.load", "_run", str(run_dir)],
         cwd=paths.root, env={**os.environ, "LAB_ROOT": str(paths.root)}, stdin=subprocess.DEVNULL,
@@ -691,7 +687,7 @@ def _background_main(run_dir: Path) -> int:
         code, _summary = run(spec, paths, run_dir=run_dir, stream=False, check_health=False)
     except Exception as exc:
         state = _read_json(run_dir / "run.json")
-        state.update(state="failed", error=str(exc), finished_at=datetime.now(timezone.utc).isoformat())
+        state.update(state="failed", error=str(exc), finished_at=datetime.now(UTC).isoformat())
         _write_json(run_dir / "run.json", state)
         raise
     return code

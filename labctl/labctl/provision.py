@@ -21,9 +21,9 @@ import os
 import re
 import secrets
 import subprocess
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
 from urllib.parse import unquote, urlsplit
 
 from . import config
@@ -121,7 +121,7 @@ class MySQLTarget:
     password: str
 
     @classmethod
-    def from_url(cls, url: str) -> "MySQLTarget":
+    def from_url(cls, url: str) -> MySQLTarget:
         parts = urlsplit(url)
         if parts.scheme not in ("mysql", "mariadb"):
             raise ProvisionError(f"LAB_MYSQL_ADMIN_URL must start with mysql://, got {url!r}")

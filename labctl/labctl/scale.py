@@ -21,6 +21,7 @@ from pathlib import Path
 from . import config, health, supervisor
 from .config import Paths
 from .provision import ProvisionError
+from .text import table
 
 MIN_WORKERS, MAX_WORKERS = 1, 16
 THREADS_PER_WORKER = 4
@@ -42,7 +43,7 @@ def read_scale(paths: Paths) -> dict[str, int]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise ScaleError(f"{path} cannot be read ({exc}); fix or delete it (labctl scale SERVICE=N rewrites it)")
+        raise ScaleError(f"{path} cannot be read ({exc}); fix or delete it (labctl scale SERVICE=N rewrites it)") from exc
     if not isinstance(data, dict) or not all(
         name in config.SERVICE_BY_NAME and isinstance(n, int) and MIN_WORKERS <= n <= MAX_WORKERS
         for name, n in data.items()
@@ -122,10 +123,7 @@ def render_scale(paths: Paths) -> str:
         rows.append([service.short, str(workers) + ("" if service.short in counts else " (default)"),
                      "-" if live is None else str(live), str(workers * THREADS_PER_WORKER)])
     headers = ["service", "workers", "running", "concurrent requests"]
-    widths = [max(len(c) for c in col) for col in zip(headers, *rows)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
-             for r in [headers, ["-" * w for w in widths], *rows]]
-    return "\n".join(lines)
+    return table(headers, rows)
 
 
 def apply_scale(paths: Paths, changes: dict[str, int | None], echo=print) -> int:

@@ -18,7 +18,6 @@ import time
 import xmlrpc.client
 from pathlib import Path
 
-from . import config
 from .config import Paths, Service, Worker
 from .provision import child_env
 

@@ -24,7 +24,7 @@ class Counts:
     failed: int = 0
     skipped: int = 0
 
-    def __iadd__(self, other: "Counts") -> "Counts":
+    def __iadd__(self, other: Counts) -> Counts:
         self.passed += other.passed
         self.failed += other.failed
         self.skipped += other.skipped

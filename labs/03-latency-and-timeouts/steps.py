@@ -39,7 +39,7 @@ def _orders_histogram(ctx: LabContext) -> list[list]:
 
 def _histogram_p95(now: list[list], base: list[list]) -> float | None:
     """The p95 of the requests counted between ``base`` and ``now``, as Prometheus' histogram_quantile does."""
-    before = {le: n for le, n in base}
+    before = dict(base)
     delta = [(le, n - before.get(le, 0)) for le, n in now]
     total = delta[-1][1] if delta else 0
     if total <= 0:
@@ -123,8 +123,14 @@ def check_slow(ctx: LabContext):
     slowest = max(orders, key=history_seconds)
     base = ctx.observed("steady-state").get("orders_histogram") or []
     metrics_p95 = _histogram_p95(histogram, base)
-    figures = dict(fault_id=fault["id"], delay_ms=fault["delay_ms"], slow_checkouts=len(orders), p95_s=_s(p95),
-                   slowest_order=slowest["id"], slowest_s=_s(history_seconds(slowest)))
+    figures = {
+        "fault_id": fault["id"],
+        "delay_ms": fault["delay_ms"],
+        "slow_checkouts": len(orders),
+        "p95_s": _s(p95),
+        "slowest_order": slowest["id"],
+        "slowest_s": _s(history_seconds(slowest)),
+    }
     said = ""
     if metrics_p95 is not None:
         figures["metrics_p95_s"] = metrics_p95

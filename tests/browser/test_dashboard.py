@@ -137,13 +137,13 @@ def test_clear_all_clears_every_service(staff, admin_api):
     form.locator("button[type=submit]").click()
     expect(tab.locator(".messages")).to_contain_text("Injected a error fault on user")
     for service in ("user", "order", "inventory", "payment"):
-        assert eventually(lambda: admin_api.faults(service) != [], seconds=3), f"{service} has no fault to clear"
+        assert eventually(lambda s=service: admin_api.faults(s) != [], seconds=3), f"{service} has no fault to clear"
 
     tab.click("[data-testid=clear-all]")
     expect(tab.locator(".messages")).to_contain_text("on 4 of 4 services")
     for service in ("user", "order", "inventory", "payment"):
         # Each service process re-reads the shared fault list within a second (LAB_STATE_REFRESH).
-        assert eventually(lambda: admin_api.faults(service) == [], seconds=3), f"{service} still has faults"
+        assert eventually(lambda s=service: admin_api.faults(s) == [], seconds=3), f"{service} still has faults"
         expect(tab.locator(f"[data-testid=faults-{service}]")).to_have_attribute("data-count", "0")
     overview = staff.open("/")
     expect(overview.locator("[data-testid=fault-banner]")).to_contain_text("No fault injected")

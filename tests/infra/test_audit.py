@@ -1,10 +1,10 @@
 """The audit's checks on hand-made reconciliation rows: each invariant can fail."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from labctl.audit import check
 
-NOW = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
 def clean() -> dict:

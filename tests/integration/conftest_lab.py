@@ -141,9 +141,12 @@ def requests_outside_lab(text: str) -> float:
     total = 0.0
     for line in text.splitlines():
         match = _SAMPLE.match(line.strip())
-        if match and match["name"] == "lab_http_requests_total":
-            if not dict(_LABEL.findall(match["labels"] or "")).get("route", "").startswith("/_lab/"):
-                total += float(match["value"])
+        if (
+            match
+            and match["name"] == "lab_http_requests_total"
+            and not dict(_LABEL.findall(match["labels"] or "")).get("route", "").startswith("/_lab/")
+        ):
+            total += float(match["value"])
     return total
 
 

@@ -126,7 +126,7 @@ def _shop(shoppers: list[Shopper], skus: list[str], *, count: int, seconds: floa
             time.sleep(max(0.0, pause - (time.monotonic() - started)) * rng.uniform(0.5, 1.5))
 
     threads = [threading.Thread(target=shop, args=(s, n, random.Random(i)), daemon=True)
-               for i, (s, n) in enumerate(zip(shoppers, share))]
+               for i, (s, n) in enumerate(zip(shoppers, share, strict=True))]
     for thread in threads:
         thread.start()
     for thread in threads:

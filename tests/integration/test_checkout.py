@@ -113,7 +113,7 @@ def test_thirty_concurrent_orders_for_ten_items_never_oversell(new_customer, pro
     stock = stock_of(anonymous, sku)
     assert (stock["available"], stock["reserved"], stock["sold"]) == (0, 0, 10)
     charged = sum(len([p for p in _payments_of(c, a.json()["id"]) if p["status"] == "CAPTURED" and p["refunded_cents"] == 0])
-                  for c, a in zip(customers, answers))
+                  for c, a in zip(customers, answers, strict=True))
     assert charged == 10
 
 

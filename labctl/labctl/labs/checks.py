@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from chassis import parts
+
 from .context import SERVICES, LabContext
 from .model import Outcome, Step, failed, passed
 
-DEFAULT_SAGA_MODE = "sync"
+DEFAULT_SAGA_MODE = parts.DEFAULT_SAGA_MODE
 
 
 def steady_state(ctx: LabContext) -> Outcome:

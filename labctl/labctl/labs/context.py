@@ -18,15 +18,17 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 import requests
+
+from chassis import parts
 
 from ..labapi import LabApi, LabApiError
 from .model import CheckError, SolveError
 
-SERVICES = ("user", "order", "inventory", "payment")
+SERVICES = parts.SERVICE_NAMES
 APPROVED_CARD = "4242424242424242"
 DECLINED_CARD = "4000000000000002"
 TERMINAL = ("CONFIRMED", "CANCELLED", "SHIPPED", "DELIVERED")
@@ -45,7 +47,7 @@ def parse_time(value: str | None) -> float | None:
 
 
 def iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat(timespec="milliseconds")
 
 
 class Metrics:
@@ -71,7 +73,7 @@ class Metrics:
 class Customer:
     """A shopper a solve registers and uses, through the public APIs."""
 
-    def __init__(self, ctx: "LabContext", email: str, token: str):
+    def __init__(self, ctx: LabContext, email: str, token: str):
         self.ctx = ctx
         self.email = email
         self.session = requests.Session()
