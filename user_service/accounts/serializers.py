@@ -57,15 +57,6 @@ def _password_field(**kwargs) -> serializers.CharField:
     )
 
 
-class ErrorOutput(serializers.Serializer):
-    """The chassis error body (documentation only)."""
-
-    code = serializers.CharField()
-    message = serializers.CharField()
-    fields = serializers.JSONField(required=False, help_text="Per-field messages, for validation errors.")
-    request_id = serializers.CharField()
-
-
 # --- auth ---------------------------------------------------------------------
 
 
@@ -162,7 +153,7 @@ class AddressOutput(serializers.ModelSerializer):
 # --- staff ------------------------------------------------------------------------
 
 
-class UserSearchInput(serializers.Serializer):
+class UserSearchQuery(serializers.Serializer):
     search = StrictCharField(max_length=100, required=False, allow_blank=True, default="")
 
 

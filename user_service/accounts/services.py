@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
-from chassis.errors import ServiceError
+from chassis.errors import InvalidRequest
 
 from . import tokens
 from .exceptions import AccountUnavailable, InvalidCredentials, TokenRejected
@@ -164,10 +164,9 @@ def address_create(*, user_id: int, data: dict) -> Address:
         if not User.objects.select_for_update().filter(pk=user_id, is_active=True).exists():
             raise AccountUnavailable()
         if Address.objects.filter(user_id=user_id).count() >= MAX_ADDRESSES_PER_USER:
-            raise ServiceError(
-                status_code=400,
+            raise InvalidRequest(
+                f"An account keeps at most {MAX_ADDRESSES_PER_USER} addresses; delete one first.",
                 code="address_limit_reached",
-                message=f"An account keeps at most {MAX_ADDRESSES_PER_USER} addresses; delete one first.",
             )
         return Address.objects.create(user_id=user_id, **data)
 

@@ -9,13 +9,13 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
 from chassis.auth import IsLabUser, IsStaff
+from chassis.errors import ErrorOutput
 
 from . import selectors, services
 from .serializers import (
     AddressInput,
     AddressOutput,
     AddressUpdateInput,
-    ErrorOutput,
     LoginInput,
     MeOutput,
     MeUpdateInput,
@@ -25,7 +25,7 @@ from .serializers import (
     TokenPairOutput,
     UserCreatedOutput,
     UserListOutput,
-    UserSearchInput,
+    UserSearchQuery,
 )
 from .throttles import LoginAccountThrottle, LoginIpThrottle, PasswordChangeThrottle
 
@@ -273,10 +273,10 @@ class UserListApi(LabApiView):
 
     @extend_schema(
         summary="Every user, for staff",
-        parameters=[UserSearchInput],
+        parameters=[UserSearchQuery],
         responses={200: UserListOutput(many=True), 400: ERROR_400, 401: ERROR_401, 403: ERROR_403},
     )
     def get(self, request):
-        search = validated(UserSearchInput, request.query_params)["search"]
+        search = validated(UserSearchQuery, request.query_params)["search"]
         page = self.paginate_queryset(selectors.user_list(search=search.strip()))
         return self.get_paginated_response(UserListOutput(page, many=True).data)

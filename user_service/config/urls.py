@@ -7,7 +7,7 @@ from chassis.urls import chassis_urlpatterns, handlers
 urlpatterns = [
     *chassis_urlpatterns(),
     path("api/", include("accounts.urls")),
-    path("internal/", include("accounts.urls_internal")),
+    path("internal/", include("accounts.internal_urls")),
 ]
 
 globals().update(handlers)
