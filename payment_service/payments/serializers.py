@@ -12,6 +12,8 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 from rest_framework import serializers
 
+from chassis.errors import ErrorOutput
+
 from . import cards
 from .models import Charge, LedgerEntry, PaymentMethod, Refund
 
@@ -89,11 +91,11 @@ class RefundCreateInput(serializers.Serializer):
     reason = serializers.CharField(max_length=200)
 
 
-class OrderIdFilter(serializers.Serializer):
+class OrderIdQuery(serializers.Serializer):
     order_id = OrderIdField(required=False)
 
 
-class OrderIdRequiredFilter(serializers.Serializer):
+class OrderIdRequiredQuery(serializers.Serializer):
     order_id = OrderIdField()
 
 
@@ -169,15 +171,6 @@ class LedgerEntryOutput(serializers.ModelSerializer):
     class Meta:
         model = LedgerEntry
         fields = ["id", "kind", "order_id", "charge", "refund", "customer_id", "amount_cents", "currency", "created_at"]
-
-
-class ErrorOutput(serializers.Serializer):
-    """The chassis error body (documentation only)."""
-
-    code = serializers.CharField()
-    message = serializers.CharField()
-    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
-    request_id = serializers.CharField()
 
 
 class DeclinedOutput(ErrorOutput):

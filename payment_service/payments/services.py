@@ -2,8 +2,8 @@
 
 Charges and refunds are idempotent on their ``Idempotency-Key``: the key is
 unique in the database, so two concurrent requests with the same key cannot
-both write; the loser catches the ``IntegrityError`` and answers with the
-winner's result. A key reused with a different body is a 409.
+both write; the loser answers with the winner's result. A key reused with a
+different body is a 409 (:mod:`chassis.idempotency` does the bookkeeping).
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 from django.views.decorators.debug import sensitive_variables
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import ValidationError
 
-from chassis.errors import ServiceError
-from chassis.idempotency import fingerprint
+from chassis.errors import Conflict, NotFound
+from chassis.idempotency import IdempotentCreate, fingerprint
 
 from . import cards
 from .models import Charge, LedgerEntry, PaymentMethod, Refund
@@ -42,14 +42,6 @@ class ChargeResult:
 class RefundResult:
     refund: Refund
     replayed: bool
-
-
-def _idempotency_conflict() -> ServiceError:
-    return ServiceError(
-        status_code=409,
-        code="idempotency_conflict",
-        message="This Idempotency-Key was already used with a different request body.",
-    )
 
 
 @sensitive_variables("card_number")
@@ -81,15 +73,6 @@ def payment_method_remove(*, customer_id: int, token: str) -> None:
         raise NotFound("No such payment method.")
 
 
-def _charge_replay(*, idempotency_key: str, request_fingerprint: str) -> ChargeResult | None:
-    existing = Charge.objects.select_related("payment_method").filter(idempotency_key=idempotency_key).first()
-    if existing is None:
-        return None
-    if existing.request_fingerprint != request_fingerprint:
-        raise _idempotency_conflict()
-    return ChargeResult(charge=existing, replayed=True)
-
-
 def charge_create(
     *,
     order_id: str,
@@ -116,18 +99,18 @@ def charge_create(
             "currency": currency,
         }
     )
-    replay = _charge_replay(idempotency_key=idempotency_key, request_fingerprint=request_fingerprint)
-    if replay:
-        return replay
+    once = IdempotentCreate(
+        lookup=lambda: Charge.objects.select_related("payment_method").filter(idempotency_key=idempotency_key).first(),
+        request_fingerprint=request_fingerprint,
+    )
 
-    method = PaymentMethod.objects.filter(
-        token=payment_method, customer_id=customer_id, removed_at__isnull=True
-    ).first()
-    if method is None:
-        raise ValidationError({"payment_method": ["No usable payment method with this token for this customer."]})
-
-    decline_code = DECLINE_CODES.get(method.outcome, "")
-    try:
+    def create() -> Charge:
+        method = PaymentMethod.objects.filter(
+            token=payment_method, customer_id=customer_id, removed_at__isnull=True
+        ).first()
+        if method is None:
+            raise ValidationError({"payment_method": ["No usable payment method with this token for this customer."]})
+        decline_code = DECLINE_CODES.get(method.outcome, "")
         with transaction.atomic():
             charge = Charge.objects.create(
                 order_id=order_id,
@@ -148,22 +131,10 @@ def charge_create(
                     currency=currency,
                     customer_id=customer_id,
                 )
-    except IntegrityError:
-        # A concurrent request with the same key committed first: answer with its result.
-        replay = _charge_replay(idempotency_key=idempotency_key, request_fingerprint=request_fingerprint)
-        if replay is None:
-            raise
-        return replay
-    return ChargeResult(charge=charge, replayed=False)
+        return charge
 
-
-def _refund_replay(*, idempotency_key: str, request_fingerprint: str) -> RefundResult | None:
-    existing = Refund.objects.select_related("charge").filter(idempotency_key=idempotency_key).first()
-    if existing is None:
-        return None
-    if existing.request_fingerprint != request_fingerprint:
-        raise _idempotency_conflict()
-    return RefundResult(refund=existing, replayed=True)
+    charge, replayed = once.run(create)
+    return ChargeResult(charge=charge, replayed=replayed)
 
 
 def refund_create(*, charge_id: UUID, amount_cents: int | None, reason: str, idempotency_key: str) -> RefundResult:
@@ -176,30 +147,30 @@ def refund_create(*, charge_id: UUID, amount_cents: int | None, reason: str, ide
     request_fingerprint = fingerprint(
         {"charge_id": str(charge_id), "amount_cents": amount_cents, "reason": reason}
     )
-    replay = _refund_replay(idempotency_key=idempotency_key, request_fingerprint=request_fingerprint)
-    if replay:
-        return replay
-    try:
+    once = IdempotentCreate(
+        lookup=lambda: Refund.objects.select_related("charge").filter(idempotency_key=idempotency_key).first(),
+        request_fingerprint=request_fingerprint,
+    )
+
+    def create() -> Refund:
+        # An IntegrityError here: the same key was used concurrently on another charge and won the unique index.
         with transaction.atomic():
             charge = Charge.objects.select_for_update().filter(pk=charge_id).first()
             if charge is None:
                 raise NotFound("No such charge.")
             # Another request with this key may have finished while we waited for the lock.
-            replay = _refund_replay(idempotency_key=idempotency_key, request_fingerprint=request_fingerprint)
-            if replay:
-                return replay
+            earlier = once.replay()
+            if earlier is not None:
+                return earlier
             if charge.status != Charge.Status.CAPTURED:
-                raise ServiceError(
-                    status_code=409, code="charge_not_captured", message="Only a captured charge can be refunded."
-                )
+                raise Conflict("Only a captured charge can be refunded.", code="charge_not_captured")
             remaining = charge.amount_cents - charge.refunded_cents
             amount = remaining if amount_cents is None else amount_cents
             if amount > remaining or remaining == 0:
-                raise ServiceError(
-                    status_code=409,
+                raise Conflict(
+                    f"Only {remaining} cents of this charge can still be refunded.",
                     code="refund_exceeds_charge",
-                    message=f"Only {remaining} cents of this charge can still be refunded.",
-                    extra={"refundable_cents": remaining},
+                    refundable_cents=remaining,
                 )
             refund = Refund.objects.create(
                 charge=charge,
@@ -218,10 +189,7 @@ def refund_create(*, charge_id: UUID, amount_cents: int | None, reason: str, ide
                 currency=charge.currency,
                 customer_id=charge.customer_id,
             )
-    except IntegrityError:
-        # The same key was used concurrently on another charge and won the unique index.
-        replay = _refund_replay(idempotency_key=idempotency_key, request_fingerprint=request_fingerprint)
-        if replay is None:
-            raise
-        return replay
-    return RefundResult(refund=refund, replayed=False)
+        return refund
+
+    refund, replayed = once.run(create)
+    return RefundResult(refund=refund, replayed=replayed)

@@ -19,7 +19,7 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
 from chassis.auth import IsLabUser, IsStaff, ServiceOnly
-from chassis.errors import error_body
+from chassis.errors import ErrorOutput, PaymentDeclined
 from chassis.idempotency import HEADER as IDEMPOTENCY_HEADER
 from chassis.idempotency import idempotency_key_from
 from chassis.pagination import ReconciliationPagination
@@ -32,10 +32,9 @@ from .serializers import (
     ChargeReconciliationOutput,
     ChargeResultOutput,
     DeclinedOutput,
-    ErrorOutput,
     LedgerEntryOutput,
-    OrderIdFilter,
-    OrderIdRequiredFilter,
+    OrderIdQuery,
+    OrderIdRequiredQuery,
     PaymentMethodCreateInput,
     PaymentMethodOutput,
     RefundCreateInput,
@@ -64,7 +63,7 @@ ORDER_ID_PARAMETER = OpenApiParameter("order_id", OpenApiTypes.STR, OpenApiParam
 
 
 def _order_id_filter(request, *, required: bool) -> str | None:
-    serializer = (OrderIdRequiredFilter if required else OrderIdFilter)(data=request.query_params)
+    serializer = (OrderIdRequiredQuery if required else OrderIdQuery)(data=request.query_params)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data.get("order_id")
 
@@ -218,7 +217,7 @@ class ChargeInternalApi(GenericAPIView):
         if result.charge.status == Charge.Status.DECLINED:
             code = result.charge.decline_code
             message = DECLINE_MESSAGES.get(code, "The card was declined.")
-            return Response(error_body(code, message, charge=body), status=status.HTTP_402_PAYMENT_REQUIRED, headers=headers)
+            raise PaymentDeclined(message, code=code, headers=headers, charge=body)
         return Response(body, status=status.HTTP_201_CREATED, headers=headers)
 
 
