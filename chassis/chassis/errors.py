@@ -20,7 +20,7 @@ import logging
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import DatabaseError
 from django.http import Http404, JsonResponse
-from rest_framework import exceptions, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -110,6 +110,15 @@ class ServiceError(ApplicationError):
     def __init__(self, *, status_code: int, code: str, message: str, fields: dict | None = None, extra=None):
         self.status_code = status_code
         super().__init__(message, code=code, fields=fields, **(extra or {}))
+
+
+class ErrorOutput(serializers.Serializer):
+    """The error body, for the OpenAPI schema: every service documents its errors with it."""
+
+    code = serializers.CharField(help_text="Machine-readable, e.g. invalid, not_found, insufficient_stock.")
+    message = serializers.CharField(help_text="One sentence for a person.")
+    fields = serializers.DictField(required=False, help_text="Per-field messages shaped like the input (invalid input).")
+    request_id = serializers.CharField()
 
 
 def error_body(code: str, message: str, fields=None, **extra) -> dict:
