@@ -24,13 +24,13 @@ from chassis.pagination import ReconciliationPagination
 
 from . import selectors, services
 from .serializers import (
-    ReservationCreateInputSerializer,
-    ReservationListQuerySerializer,
-    ReservationOutputSerializer,
-    ReservationsExpiredOutputSerializer,
-    ReservationReconciliationOutputSerializer,
-    ReservationReconciliationQuerySerializer,
-    StockReconciliationOutputSerializer,
+    ReservationCreateInput,
+    ReservationListQuery,
+    ReservationOutput,
+    ReservationsExpiredOutput,
+    ReservationReconciliationOutput,
+    ReservationReconciliationQuery,
+    StockReconciliationOutput,
 )
 from .views import InputFormMixin, errors, paginated
 
@@ -65,37 +65,37 @@ class ReservationListCreateApi(InputFormMixin, APIView):
     """
 
     permission_classes = [OrderServiceOnly]
-    input_serializers = {"POST": ReservationCreateInputSerializer}
+    input_serializers = {"POST": ReservationCreateInput}
     pagination_class = api_settings.DEFAULT_PAGINATION_CLASS
 
     @extend_schema(
         operation_id="reservations_list",
         tags=["internal"],
-        parameters=[ReservationListQuerySerializer],
-        responses={200: ReservationOutputSerializer(many=True), **errors(400, 401, 403)},
+        parameters=[ReservationListQuery],
+        responses={200: ReservationOutput(many=True), **errors(400, 401, 403)},
     )
     def get(self, request: Request) -> Response:
-        query = ReservationListQuerySerializer(data=request.query_params)
+        query = ReservationListQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         reservations = selectors.reservation_list_for_order(order_id=query.validated_data["order_id"])
-        return paginated(self, request, reservations, ReservationOutputSerializer)
+        return paginated(self, request, reservations, ReservationOutput)
 
     @extend_schema(
         operation_id="reservations_create",
         tags=["internal"],
-        request=ReservationCreateInputSerializer,
+        request=ReservationCreateInput,
         responses={
-            201: ReservationOutputSerializer,
-            200: OpenApiResponse(ReservationOutputSerializer, description="Replay of an earlier request."),
+            201: ReservationOutput,
+            200: OpenApiResponse(ReservationOutput, description="Replay of an earlier request."),
             **errors(400, 401, 403, 409, 503),
         },
     )
     def post(self, request: Request) -> Response:
-        serializer = ReservationCreateInputSerializer(data=_with_header_key(request))
+        serializer = ReservationCreateInput(data=_with_header_key(request))
         serializer.is_valid(raise_exception=True)
         reservation, created = services.reservation_create(**serializer.validated_data)
         return Response(
-            ReservationOutputSerializer(reservation).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+            ReservationOutput(reservation).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
         )
 
 
@@ -107,10 +107,10 @@ class ReservationDetailApi(APIView):
     @extend_schema(
         operation_id="reservations_retrieve",
         tags=["internal"],
-        responses={200: ReservationOutputSerializer, **errors(401, 403, 404)},
+        responses={200: ReservationOutput, **errors(401, 403, 404)},
     )
     def get(self, request: Request, reservation_id: uuid.UUID) -> Response:
-        return Response(ReservationOutputSerializer(selectors.reservation_get(reservation_id=reservation_id)).data)
+        return Response(ReservationOutput(selectors.reservation_get(reservation_id=reservation_id)).data)
 
 
 class ReservationCommitApi(APIView):
@@ -127,11 +127,11 @@ class ReservationCommitApi(APIView):
         operation_id="reservations_commit",
         tags=["internal"],
         request=None,
-        responses={200: ReservationOutputSerializer, **errors(401, 403, 404, 409, 503)},
+        responses={200: ReservationOutput, **errors(401, 403, 404, 409, 503)},
     )
     def post(self, request: Request, reservation_id: uuid.UUID) -> Response:
         reservation = services.reservation_commit(reservation_id=reservation_id)
-        return Response(ReservationOutputSerializer(reservation).data)
+        return Response(ReservationOutput(reservation).data)
 
 
 class ReservationReleaseApi(APIView):
@@ -146,11 +146,11 @@ class ReservationReleaseApi(APIView):
         operation_id="reservations_release",
         tags=["internal"],
         request=None,
-        responses={200: ReservationOutputSerializer, **errors(401, 403, 404, 503)},
+        responses={200: ReservationOutput, **errors(401, 403, 404, 503)},
     )
     def post(self, request: Request, reservation_id: uuid.UUID) -> Response:
         reservation = services.reservation_release(reservation_id=reservation_id)
-        return Response(ReservationOutputSerializer(reservation).data)
+        return Response(ReservationOutput(reservation).data)
 
 
 class ReservationsExpireApi(APIView):
@@ -167,11 +167,11 @@ class ReservationsExpireApi(APIView):
         operation_id="reservations_expire",
         tags=["internal"],
         request=None,
-        responses={200: ReservationsExpiredOutputSerializer, **errors(401, 403, 503)},
+        responses={200: ReservationsExpiredOutput, **errors(401, 403, 503)},
     )
     def post(self, request: Request) -> Response:
         expired = services.reservations_expire(now=timezone.now())
-        return Response(ReservationsExpiredOutputSerializer({"expired": expired}).data)
+        return Response(ReservationsExpiredOutput({"expired": expired}).data)
 
 
 # --- reconciliation (the audit) -------------------------------------------------------------
@@ -189,10 +189,10 @@ class StockReconciliationApi(APIView):
     @extend_schema(
         operation_id="reconciliation_stock_list",
         tags=["internal"],
-        responses={200: StockReconciliationOutputSerializer(many=True), **errors(401, 403, 404)},
+        responses={200: StockReconciliationOutput(many=True), **errors(401, 403, 404)},
     )
     def get(self, request: Request) -> Response:
-        return paginated(self, request, selectors.stock_reconciliation_list(), StockReconciliationOutputSerializer)
+        return paginated(self, request, selectors.stock_reconciliation_list(), StockReconciliationOutput)
 
 
 class ReservationReconciliationApi(APIView):
@@ -204,11 +204,11 @@ class ReservationReconciliationApi(APIView):
     @extend_schema(
         operation_id="reconciliation_reservations_list",
         tags=["internal"],
-        parameters=[ReservationReconciliationQuerySerializer],
-        responses={200: ReservationReconciliationOutputSerializer(many=True), **errors(400, 401, 403, 404)},
+        parameters=[ReservationReconciliationQuery],
+        responses={200: ReservationReconciliationOutput(many=True), **errors(400, 401, 403, 404)},
     )
     def get(self, request: Request) -> Response:
-        query = ReservationReconciliationQuerySerializer(data=request.query_params)
+        query = ReservationReconciliationQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         reservations = selectors.reservation_reconciliation_list(**query.validated_data)
-        return paginated(self, request, reservations, ReservationReconciliationOutputSerializer)
+        return paginated(self, request, reservations, ReservationReconciliationOutput)

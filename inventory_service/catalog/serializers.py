@@ -59,7 +59,7 @@ class OrderIdField(serializers.CharField):
 # --- input -----------------------------------------------------------------------------
 
 
-class ProductListQuerySerializer(serializers.Serializer):
+class ProductListQuery(serializers.Serializer):
     search = StrictCharField(
         required=False, allow_blank=True, max_length=100, default="", help_text="Words found in sku, name or description."
     )
@@ -83,7 +83,7 @@ class ProductListQuerySerializer(serializers.Serializer):
             raise serializers.ValidationError(f"Each sku: {SKU_MESSAGE}") from exc
 
 
-class ProductCreateInputSerializer(serializers.Serializer):
+class ProductCreateInput(serializers.Serializer):
     sku = StrictCharField(max_length=32, validators=[sku_validator], help_text="e.g. KB-001; never changes.")
     name = StrictCharField(max_length=200)
     description = StrictCharField(max_length=2000, required=False, allow_blank=True, default="")
@@ -100,7 +100,7 @@ class ProductCreateInputSerializer(serializers.Serializer):
     )
 
 
-class ProductUpdateInputSerializer(serializers.Serializer):
+class ProductUpdateInput(serializers.Serializer):
     name = StrictCharField(max_length=200, required=False)
     description = StrictCharField(max_length=2000, required=False, allow_blank=True)
     price_cents = serializers.IntegerField(min_value=1, max_value=MAX_PRICE_CENTS, required=False)
@@ -122,12 +122,12 @@ class ProductUpdateInputSerializer(serializers.Serializer):
         return attrs
 
 
-class ProductRestockInputSerializer(serializers.Serializer):
+class ProductRestockInput(serializers.Serializer):
     quantity = serializers.IntegerField(min_value=1, max_value=MAX_RESTOCK)
     note = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
 
 
-class ReservationLineInputSerializer(serializers.Serializer):
+class ReservationLineInput(serializers.Serializer):
     sku = StrictCharField(max_length=32)
     quantity = serializers.IntegerField(min_value=1, max_value=MAX_LINE_QUANTITY)
 
@@ -135,7 +135,7 @@ class ReservationLineInputSerializer(serializers.Serializer):
         return _normalize_sku(value)
 
 
-class ReservationCreateInputSerializer(serializers.Serializer):
+class ReservationCreateInput(serializers.Serializer):
     order_id = OrderIdField(
         max_length=64,
         validators=[RegexValidator(ORDER_ID_PATTERN, "Use 1 to 64 characters among letters, digits, '.', '_', ':' and '-'.")],
@@ -146,7 +146,7 @@ class ReservationCreateInputSerializer(serializers.Serializer):
         validators=[RegexValidator(KEY_PATTERN, "Use 8 to 128 characters among letters, digits, '.', '_', ':' and '-'.")],
         help_text="One key per reservation attempt; may also be sent as the Idempotency-Key header.",
     )
-    lines = ReservationLineInputSerializer(
+    lines = ReservationLineInput(
         many=True, min_length=1, max_length=MAX_LINES, help_text="Lines naming the same sku are merged (summed)."
     )
     ttl_seconds = serializers.IntegerField(min_value=TTL_MIN, max_value=TTL_MAX, required=False, default=TTL_DEFAULT)
@@ -155,7 +155,7 @@ class ReservationCreateInputSerializer(serializers.Serializer):
 # --- output ----------------------------------------------------------------------------
 
 
-class ProductListOutputSerializer(serializers.ModelSerializer):
+class ProductListOutput(serializers.ModelSerializer):
     available = serializers.IntegerField(source="stock.available", read_only=True)
 
     class Meta:
@@ -163,7 +163,7 @@ class ProductListOutputSerializer(serializers.ModelSerializer):
         fields = ["sku", "name", "description", "price_cents", "currency", "active", "available"]
 
 
-class ProductDetailOutputSerializer(serializers.ModelSerializer):
+class ProductDetailOutput(serializers.ModelSerializer):
     available = serializers.IntegerField(source="stock.available", read_only=True)
     reserved = serializers.IntegerField(source="stock.reserved", read_only=True)
     sold = serializers.IntegerField(source="stock.sold", read_only=True)
@@ -178,7 +178,7 @@ class ProductDetailOutputSerializer(serializers.ModelSerializer):
         ]
 
 
-class MovementOutputSerializer(serializers.ModelSerializer):
+class MovementOutput(serializers.ModelSerializer):
     reservation_id = serializers.UUIDField(read_only=True, allow_null=True)
     order_id = serializers.CharField(source="reservation.order_id", read_only=True, allow_null=True)
 
@@ -187,7 +187,7 @@ class MovementOutputSerializer(serializers.ModelSerializer):
         fields = ["id", "kind", "quantity", "reservation_id", "order_id", "note", "created_at"]
 
 
-class ReservationLineOutputSerializer(serializers.ModelSerializer):
+class ReservationLineOutput(serializers.ModelSerializer):
     sku = serializers.CharField(source="product.sku", read_only=True)
     name = serializers.CharField(source="product.name", read_only=True)
 
@@ -196,8 +196,8 @@ class ReservationLineOutputSerializer(serializers.ModelSerializer):
         fields = ["sku", "name", "quantity", "unit_price_cents", "currency"]
 
 
-class ReservationOutputSerializer(serializers.ModelSerializer):
-    lines = ReservationLineOutputSerializer(many=True, read_only=True)
+class ReservationOutput(serializers.ModelSerializer):
+    lines = ReservationLineOutput(many=True, read_only=True)
     total_cents = serializers.SerializerMethodField()
     currency = serializers.SerializerMethodField()
 
@@ -215,7 +215,7 @@ class ReservationOutputSerializer(serializers.ModelSerializer):
         return lines[0].currency if lines else ""
 
 
-class StockReconciliationOutputSerializer(serializers.ModelSerializer):
+class StockReconciliationOutput(serializers.ModelSerializer):
     initial = serializers.IntegerField(source="stock.initial", read_only=True)
     restocked = serializers.IntegerField(source="stock.restocked", read_only=True)
     available = serializers.IntegerField(source="stock.available", read_only=True)
@@ -227,7 +227,7 @@ class StockReconciliationOutputSerializer(serializers.ModelSerializer):
         fields = ["sku", "initial", "restocked", "available", "reserved", "sold"]
 
 
-class ReconciliationLineOutputSerializer(serializers.ModelSerializer):
+class ReconciliationLineOutput(serializers.ModelSerializer):
     sku = serializers.CharField(source="product.sku", read_only=True)
 
     class Meta:
@@ -235,8 +235,8 @@ class ReconciliationLineOutputSerializer(serializers.ModelSerializer):
         fields = ["sku", "quantity"]
 
 
-class ReservationReconciliationOutputSerializer(serializers.ModelSerializer):
-    lines = ReconciliationLineOutputSerializer(many=True, read_only=True)
+class ReservationReconciliationOutput(serializers.ModelSerializer):
+    lines = ReconciliationLineOutput(many=True, read_only=True)
     total_cents = serializers.SerializerMethodField()
 
     class Meta:
@@ -248,7 +248,7 @@ class ReservationReconciliationOutputSerializer(serializers.ModelSerializer):
         return sum(line.quantity * line.unit_price_cents for line in reservation.lines.all())
 
 
-class ReservationListQuerySerializer(serializers.Serializer):
+class ReservationListQuery(serializers.Serializer):
     order_id = StrictCharField(
         max_length=64,
         validators=[RegexValidator(ORDER_ID_PATTERN, "Use 1 to 64 characters among letters, digits, '.', '_', ':' and '-'.")],
@@ -256,19 +256,10 @@ class ReservationListQuerySerializer(serializers.Serializer):
     )
 
 
-class ReservationsExpiredOutputSerializer(serializers.Serializer):
+class ReservationsExpiredOutput(serializers.Serializer):
     expired = serializers.IntegerField(help_text="How many HELD reservations past their deadline were expired now.")
 
 
-class ReservationReconciliationQuerySerializer(serializers.Serializer):
+class ReservationReconciliationQuery(serializers.Serializer):
     order_id = StrictCharField(required=False, max_length=64, help_text="Only the reservations of this order.")
     status = serializers.ChoiceField(choices=Reservation.Status.choices, required=False)
-
-
-class ErrorOutputSerializer(serializers.Serializer):
-    """The chassis' error body (documented here so the schema shows it)."""
-
-    code = serializers.CharField(help_text="Machine-readable, e.g. invalid, not_found, insufficient_stock.")
-    message = serializers.CharField()
-    fields = serializers.DictField(required=False, help_text="Field-level messages, shaped like the input.")
-    request_id = serializers.CharField()

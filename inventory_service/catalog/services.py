@@ -34,10 +34,8 @@ from typing import TypeVar
 from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import Case, F, PositiveIntegerField, Q, When
 from django.utils import timezone
-from rest_framework.exceptions import NotFound
-
-from chassis.errors import ServiceError
-from chassis.idempotency import fingerprint
+from chassis.errors import Conflict, InvalidRequest, NotFound, Unavailable
+from chassis.idempotency import IdempotentCreate, fingerprint
 
 from .models import Product, Reservation, ReservationLine, Stock, StockMovement
 from .selectors import reservation_get
@@ -82,11 +80,7 @@ def run_in_transaction(work: Callable[[], T], *, attempts: int = LOCK_ATTEMPTS) 
             log.warning("stock transaction aborted by a lock conflict (attempt %d/%d): %s", attempt, attempts, exc)
             if attempt < attempts:
                 time.sleep(random.uniform(0.005, 0.02) * attempt)
-    raise ServiceError(
-        status_code=503,
-        code="stock_busy",
-        message="The stock rows are busy with other orders; try again shortly.",
-    )
+    raise Unavailable("The stock rows are busy with other orders; try again shortly.", code="stock_busy")
 
 
 def _lock_stocks(product_ids: Iterable[int]) -> dict[int, Stock]:
@@ -128,12 +122,10 @@ def _record(*, kind: str, quantities: dict[int, int], reservation: Reservation |
 # --- products -----------------------------------------------------------------------
 
 
-def _sku_exists(sku: str) -> ServiceError:
+def _sku_exists(sku: str) -> InvalidRequest:
     # A 400 on the sku field, like any other invalid input: the client has to pick another sku.
-    return ServiceError(
-        status_code=400,
-        code="invalid",
-        message=f"Invalid input. sku: a product with sku {sku} already exists.",
+    return InvalidRequest(
+        f"Invalid input. sku: a product with sku {sku} already exists.",
         fields={"sku": ["A product with this sku already exists; skus are unique and never reused."]},
     )
 
@@ -198,10 +190,9 @@ def product_restock(*, product: Product, quantity: int, note: str = "", now: dat
     def restock() -> Stock:
         stock = _lock_stocks([product.pk])[product.pk]
         if stock.initial + stock.restocked + quantity > STOCK_COUNTER_MAX:
-            raise ServiceError(
-                status_code=409,
+            raise Conflict(
+                f"{product.sku} cannot hold more than {STOCK_COUNTER_MAX} units in total.",
                 code="stock_limit",
-                message=f"{product.sku} cannot hold more than {STOCK_COUNTER_MAX} units in total.",
                 fields={"quantity": [f"At most {STOCK_COUNTER_MAX - stock.initial - stock.restocked} more units."]},
             )
         Stock.objects.filter(pk=product.pk).update(
@@ -228,34 +219,21 @@ def _merged(lines: Iterable[dict]) -> dict[str, int]:
     return dict(sorted(merged.items()))
 
 
-def _replay(reservation: Reservation, request_fingerprint: str) -> Reservation:
-    if reservation.request_fingerprint != request_fingerprint:
-        raise ServiceError(
-            status_code=409,
-            code="idempotency_conflict",
-            message="This idempotency key was already used for a different reservation (other order or lines).",
-            extra={"reservation_id": str(reservation.pk)},
-        )
-    return reservation
-
-
-def _unknown_skus(skus: list[str]) -> ServiceError:
-    return ServiceError(
-        status_code=400,
+def _unknown_skus(skus: list[str]) -> InvalidRequest:
+    return InvalidRequest(
+        f"Unknown or inactive sku: {', '.join(skus)}.",
         code="unknown_sku",
-        message=f"Unknown or inactive sku: {', '.join(skus)}.",
         fields={"lines": [f"{sku}: no active product has this sku." for sku in skus]},
-        extra={"skus": skus},
+        skus=skus,
     )
 
 
-def _insufficient(shortages: list[dict]) -> ServiceError:
-    return ServiceError(
-        status_code=409,
+def _insufficient(shortages: list[dict]) -> Conflict:
+    return Conflict(
+        f"Not enough stock for {', '.join(s['sku'] for s in shortages)}; nothing was reserved.",
         code="insufficient_stock",
-        message=f"Not enough stock for {', '.join(s['sku'] for s in shortages)}; nothing was reserved.",
         fields={"lines": [f"{s['sku']}: {s['requested']} requested, {s['available']} available." for s in shortages]},
-        extra={"shortages": shortages},
+        shortages=shortages,
     )
 
 
@@ -279,21 +257,23 @@ def reservation_create(
     wanted = _merged(lines)
     request_fingerprint = fingerprint({"order_id": order_id, "lines": wanted})
 
-    existing = Reservation.objects.filter(idempotency_key=idempotency_key).first()
-    if existing is not None:
-        return reservation_get(reservation_id=_replay(existing, request_fingerprint).pk), False
+    once = IdempotentCreate(
+        lookup=lambda: Reservation.objects.filter(idempotency_key=idempotency_key).first(),
+        request_fingerprint=request_fingerprint,
+        conflict_message="This idempotency key was already used for a different reservation (other order or lines).",
+        conflict_extra=lambda reservation: {"reservation_id": str(reservation.pk)},
+    )
 
-    def reserve() -> tuple[Reservation, bool]:
+    def reserve() -> Reservation:
         products = {p.sku: p for p in Product.objects.filter(sku__in=wanted, active=True)}
         unknown = [sku for sku in wanted if sku not in products]
         if unknown:
             raise _unknown_skus(unknown)
         currencies = sorted({p.currency for p in products.values()})
         if len(currencies) > 1:
-            raise ServiceError(
-                status_code=400,
+            raise InvalidRequest(
+                f"One reservation cannot mix currencies ({', '.join(currencies)}).",
                 code="mixed_currency",
-                message=f"One reservation cannot mix currencies ({', '.join(currencies)}).",
                 fields={"lines": ["Reserve products priced in one currency at a time."]},
             )
         quantities = {products[sku].pk: qty for sku, qty in wanted.items()}
@@ -305,9 +285,9 @@ def reservation_create(
         ]
         if shortages:
             # The same key may have won while we waited for the locks: that is a replay, not a shortage.
-            raced = Reservation.objects.filter(idempotency_key=idempotency_key).first()
+            raced = once.replay()
             if raced is not None:
-                return _replay(raced, request_fingerprint), False
+                return raced
             raise _insufficient(shortages)
         reservation = Reservation.objects.create(
             order_id=order_id,
@@ -328,17 +308,10 @@ def reservation_create(
         )
         _shift(quantities=quantities, source="available", target="reserved", now=now)
         _record(kind=Kind.RESERVE, quantities=quantities, reservation=reservation, note=f"order {order_id}")
-        return reservation, True
+        return reservation
 
-    try:
-        reservation, created = run_in_transaction(reserve)
-    except IntegrityError:
-        # The same key was inserted by a concurrent request that committed first.
-        existing = Reservation.objects.filter(idempotency_key=idempotency_key).first()
-        if existing is None:
-            raise
-        reservation, created = _replay(existing, request_fingerprint), False
-    return reservation_get(reservation_id=reservation.pk), created
+    reservation, replayed = once.run(lambda: run_in_transaction(reserve))
+    return reservation_get(reservation_id=reservation.pk), not replayed
 
 
 def _lock_reservation(reservation_id: uuid.UUID) -> Reservation:
@@ -372,11 +345,10 @@ def reservation_commit(*, reservation_id: uuid.UUID, now: datetime | None = None
             _transition(reservation=reservation, to=Status.COMMITTED, kind=Kind.COMMIT,
                         source="reserved", target="sold", now=now)
         elif reservation.status != Status.COMMITTED:
-            raise ServiceError(
-                status_code=409,
+            raise Conflict(
+                f"Reservation {reservation.pk} is {reservation.status}; only a HELD reservation can be committed.",
                 code="reservation_not_held",
-                message=f"Reservation {reservation.pk} is {reservation.status}; only a HELD reservation can be committed.",
-                extra={"status": reservation.status},
+                status=reservation.status,
             )
         return reservation
 

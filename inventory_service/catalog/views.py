@@ -15,17 +15,17 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from chassis.auth import IsStaff
+from chassis.errors import ErrorOutput
 
 from . import selectors, services
 from .serializers import (
-    ErrorOutputSerializer,
-    MovementOutputSerializer,
-    ProductCreateInputSerializer,
-    ProductDetailOutputSerializer,
-    ProductListOutputSerializer,
-    ProductListQuerySerializer,
-    ProductRestockInputSerializer,
-    ProductUpdateInputSerializer,
+    MovementOutput,
+    ProductCreateInput,
+    ProductDetailOutput,
+    ProductListOutput,
+    ProductListQuery,
+    ProductRestockInput,
+    ProductUpdateInput,
 )
 
 _ERROR_DESCRIPTIONS = {
@@ -40,7 +40,7 @@ _ERROR_DESCRIPTIONS = {
 
 def errors(*codes: int) -> dict:
     """OpenAPI responses for the error statuses ``codes``, all in the chassis' error format."""
-    return {code: OpenApiResponse(ErrorOutputSerializer, description=_ERROR_DESCRIPTIONS[code]) for code in codes}
+    return {code: OpenApiResponse(ErrorOutput, description=_ERROR_DESCRIPTIONS[code]) for code in codes}
 
 
 class InputFormMixin:
@@ -72,36 +72,36 @@ class ProductListCreateApi(InputFormMixin, APIView):
     """
 
     pagination_class = api_settings.DEFAULT_PAGINATION_CLASS
-    input_serializers = {"POST": ProductCreateInputSerializer}
+    input_serializers = {"POST": ProductCreateInput}
 
     def get_permissions(self):
         return [IsStaff()] if self.request.method == "POST" else [AllowAny()]
 
     @extend_schema(
         operation_id="products_list",
-        parameters=[ProductListQuerySerializer],
-        responses={200: ProductListOutputSerializer(many=True), **errors(400, 404)},
+        parameters=[ProductListQuery],
+        responses={200: ProductListOutput(many=True), **errors(400, 404)},
     )
     def get(self, request: Request) -> Response:
-        query = ProductListQuerySerializer(data=request.query_params)
+        query = ProductListQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         products = selectors.product_list(
             search=query.validated_data["search"],
             skus=query.validated_data.get("sku"),
             include_inactive=query.validated_data["include_inactive"] and request.user.is_staff,
         )
-        return paginated(self, request, products, ProductListOutputSerializer)
+        return paginated(self, request, products, ProductListOutput)
 
     @extend_schema(
         operation_id="products_create",
-        request=ProductCreateInputSerializer,
-        responses={201: ProductDetailOutputSerializer, **errors(400, 401, 403, 503)},
+        request=ProductCreateInput,
+        responses={201: ProductDetailOutput, **errors(400, 401, 403, 503)},
     )
     def post(self, request: Request) -> Response:
-        serializer = ProductCreateInputSerializer(data=request.data)
+        serializer = ProductCreateInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         product = services.product_create(**serializer.validated_data)
-        return Response(ProductDetailOutputSerializer(product).data, status=status.HTTP_201_CREATED)
+        return Response(ProductDetailOutput(product).data, status=status.HTTP_201_CREATED)
 
 
 class ProductDetailApi(InputFormMixin, APIView):
@@ -111,43 +111,43 @@ class ProductDetailApi(InputFormMixin, APIView):
     the sku and currency never change.
     """
 
-    input_serializers = {"PATCH": ProductUpdateInputSerializer}
+    input_serializers = {"PATCH": ProductUpdateInput}
 
     def get_permissions(self):
         return [AllowAny()] if self.request.method in ("GET", "HEAD", "OPTIONS") else [IsStaff()]
 
-    @extend_schema(operation_id="products_retrieve", responses={200: ProductDetailOutputSerializer, **errors(404)})
+    @extend_schema(operation_id="products_retrieve", responses={200: ProductDetailOutput, **errors(404)})
     def get(self, request: Request, sku: str) -> Response:
-        return Response(ProductDetailOutputSerializer(selectors.product_get(sku=sku)).data)
+        return Response(ProductDetailOutput(selectors.product_get(sku=sku)).data)
 
     @extend_schema(
         operation_id="products_update",
-        request=ProductUpdateInputSerializer,
-        responses={200: ProductDetailOutputSerializer, **errors(400, 401, 403, 404)},
+        request=ProductUpdateInput,
+        responses={200: ProductDetailOutput, **errors(400, 401, 403, 404)},
     )
     def patch(self, request: Request, sku: str) -> Response:
-        serializer = ProductUpdateInputSerializer(data=request.data, partial=True)
+        serializer = ProductUpdateInput(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         product = services.product_update(product=selectors.product_get(sku=sku), **serializer.validated_data)
-        return Response(ProductDetailOutputSerializer(product).data)
+        return Response(ProductDetailOutput(product).data)
 
 
 class ProductRestockApi(InputFormMixin, APIView):
     """Staff: add units to a product's available stock (a RESTOCK movement in the ledger)."""
 
     permission_classes = [IsStaff]
-    input_serializers = {"POST": ProductRestockInputSerializer}
+    input_serializers = {"POST": ProductRestockInput}
 
     @extend_schema(
         operation_id="products_restock",
-        request=ProductRestockInputSerializer,
-        responses={200: ProductDetailOutputSerializer, **errors(400, 401, 403, 404, 409, 503)},
+        request=ProductRestockInput,
+        responses={200: ProductDetailOutput, **errors(400, 401, 403, 404, 409, 503)},
     )
     def post(self, request: Request, sku: str) -> Response:
-        serializer = ProductRestockInputSerializer(data=request.data)
+        serializer = ProductRestockInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         product = services.product_restock(product=selectors.product_get(sku=sku), **serializer.validated_data)
-        return Response(ProductDetailOutputSerializer(product).data)
+        return Response(ProductDetailOutput(product).data)
 
 
 class ProductMovementListApi(APIView):
@@ -158,8 +158,8 @@ class ProductMovementListApi(APIView):
 
     @extend_schema(
         operation_id="products_movements_list",
-        responses={200: MovementOutputSerializer(many=True), **errors(401, 403, 404)},
+        responses={200: MovementOutput(many=True), **errors(401, 403, 404)},
     )
     def get(self, request: Request, sku: str) -> Response:
         movements = selectors.movement_list(product=selectors.product_get(sku=sku))
-        return paginated(self, request, movements, MovementOutputSerializer)
+        return paginated(self, request, movements, MovementOutput)

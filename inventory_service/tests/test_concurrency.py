@@ -15,7 +15,7 @@ from django.test import Client
 
 from catalog.models import Stock
 from catalog.services import run_in_transaction
-from chassis.errors import ServiceError
+from chassis.errors import Unavailable, http_status_of
 
 from .helpers import assert_stock_conserved, stock_of
 
@@ -144,9 +144,9 @@ def test_lock_conflicts_that_persist_answer_503_not_500(db):
         calls["broken"] += 1
         raise OperationalError(2006, "MySQL server has gone away")
 
-    with pytest.raises(ServiceError) as refused:
+    with pytest.raises(Unavailable) as refused:
         run_in_transaction(always_deadlocked, attempts=3)
-    assert (refused.value.status_code, refused.value.code, calls["deadlocked"]) == (503, "stock_busy", 3)
+    assert (http_status_of(refused.value), refused.value.code, calls["deadlocked"]) == (503, "stock_busy", 3)
 
     with pytest.raises(OperationalError):
         run_in_transaction(broken)

@@ -7,7 +7,7 @@ loses nothing.
 
 from django.core.management.base import BaseCommand
 
-from chassis.errors import ServiceError
+from chassis.errors import InvalidRequest
 
 from catalog.models import Product
 from catalog.seed import PRODUCTS
@@ -29,7 +29,7 @@ class Command(BaseCommand):
                     sku=sku, name=name, description=description, price_cents=price_cents, initial_stock=initial_stock
                 )
                 created += 1
-            except ServiceError as exc:
+            except InvalidRequest as exc:
                 if not (exc.fields and "sku" in exc.fields):  # the sku was created meanwhile by a concurrent seed_lab
                     raise
         present = len(PRODUCTS) - created
