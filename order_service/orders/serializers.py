@@ -22,7 +22,7 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
-class OrderLineIn(serializers.Serializer):
+class OrderLineInput(serializers.Serializer):
     sku = serializers.RegexField(
         SKU_PATTERN,
         max_length=32,
@@ -31,7 +31,7 @@ class OrderLineIn(serializers.Serializer):
     quantity = StrictIntegerField(min_value=1, max_value=MAX_QUANTITY)
 
 
-class ShippingAddressIn(serializers.Serializer):
+class ShippingAddressInput(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     line1 = serializers.CharField(max_length=200)
     line2 = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
@@ -51,22 +51,22 @@ class _LinesMixin:
         return lines
 
 
-class OrderCreateIn(_LinesMixin, serializers.Serializer):
-    lines = OrderLineIn(many=True, allow_empty=False, max_length=MAX_LINES)
+class OrderCreateInput(_LinesMixin, serializers.Serializer):
+    lines = OrderLineInput(many=True, allow_empty=False, max_length=MAX_LINES)
     payment_method = serializers.RegexField(
         PAYMENT_METHOD_PATTERN,
         max_length=64,
         error_messages={"invalid": "Use a payment method token from payment_service (pm_...)."},
     )
-    shipping_address = ShippingAddressIn(required=False, allow_null=True, default=None)
+    shipping_address = ShippingAddressInput(required=False, allow_null=True, default=None)
     checkout = serializers.BooleanField(
         default=True, help_text="false saves a draft (PENDING) without running the checkout saga."
     )
 
 
-class OrderUpdateIn(_LinesMixin, serializers.Serializer):
-    lines = OrderLineIn(many=True, allow_empty=False, max_length=MAX_LINES, required=False)
-    shipping_address = ShippingAddressIn(required=False, allow_null=True)
+class OrderUpdateInput(_LinesMixin, serializers.Serializer):
+    lines = OrderLineInput(many=True, allow_empty=False, max_length=MAX_LINES, required=False)
+    shipping_address = ShippingAddressInput(required=False, allow_null=True)
 
     def validate(self, attrs):
         if not attrs:
@@ -85,7 +85,7 @@ class ReconciliationListQuery(serializers.Serializer):
     status = serializers.ChoiceField(choices=OrderStatus.choices, required=False)
 
 
-class OrderLineOut(serializers.ModelSerializer):
+class OrderLineOutput(serializers.ModelSerializer):
     line_total_cents = serializers.IntegerField(read_only=True)
 
     class Meta:
@@ -93,7 +93,7 @@ class OrderLineOut(serializers.ModelSerializer):
         fields = ["sku", "name", "quantity", "unit_price_cents", "line_total_cents"]
 
 
-class OrderEventOut(serializers.ModelSerializer):
+class OrderEventOutput(serializers.ModelSerializer):
     at = serializers.DateTimeField(source="created_at", read_only=True)
 
     class Meta:
@@ -101,14 +101,14 @@ class OrderEventOut(serializers.ModelSerializer):
         fields = ["status", "step", "note", "at"]
 
 
-class ShippingAddressOut(ShippingAddressIn):
+class ShippingAddressOutput(ShippingAddressInput):
     pass
 
 
-class OrderOut(serializers.ModelSerializer):
-    shipping_address = ShippingAddressOut(read_only=True, allow_null=True)
-    lines = OrderLineOut(many=True, read_only=True)
-    history = OrderEventOut(source="events", many=True, read_only=True)
+class OrderOutput(serializers.ModelSerializer):
+    shipping_address = ShippingAddressOutput(read_only=True, allow_null=True)
+    lines = OrderLineOutput(many=True, read_only=True)
+    history = OrderEventOutput(source="events", many=True, read_only=True)
 
     class Meta:
         model = Order
@@ -130,7 +130,7 @@ class OrderOut(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class ReconciliationOrderOut(serializers.ModelSerializer):
+class ReconciliationOrderOutput(serializers.ModelSerializer):
     class Meta:
         model = Order
         fields = [
@@ -151,7 +151,7 @@ class ReconciliationOrderOut(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class SagaSettingsIn(serializers.Serializer):
+class SagaSettingsInput(serializers.Serializer):
     """A partial change of the saga switch: only what is sent changes; anything else is refused."""
 
     mode = serializers.ChoiceField(
@@ -174,7 +174,7 @@ class SagaSettingsIn(serializers.Serializer):
         return attrs
 
 
-class SagaSettingsOut(serializers.Serializer):
+class SagaSettingsOutput(serializers.Serializer):
     service = serializers.CharField()
     mode = serializers.ChoiceField(choices=MODES)
     deadline_seconds = serializers.IntegerField()
@@ -182,12 +182,3 @@ class SagaSettingsOut(serializers.Serializer):
     queues = serializers.DictField(
         child=serializers.IntegerField(), allow_null=True, help_text="Tasks waiting per queue (Redis only)."
     )
-
-
-class ErrorOut(serializers.Serializer):
-    """The chassis error body, for the schema."""
-
-    code = serializers.CharField()
-    message = serializers.CharField()
-    fields = serializers.DictField(required=False)
-    request_id = serializers.CharField()

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chassis.auth import IsLabUser, ServiceOnly
+from chassis.errors import ErrorOutput
 from chassis.idempotency import HEADER as IDEMPOTENCY_HEADER
 from chassis.idempotency import idempotency_key_from
 from chassis.lab.views import IsLabAdmin
@@ -20,15 +21,14 @@ from chassis.pagination import ReconciliationPagination
 from . import broker, lab, selectors, services
 from .models import Order
 from .serializers import (
-    ErrorOut,
-    OrderCreateIn,
+    OrderCreateInput,
     OrderListQuery,
-    OrderOut,
-    OrderUpdateIn,
+    OrderOutput,
+    OrderUpdateInput,
     ReconciliationListQuery,
-    ReconciliationOrderOut,
-    SagaSettingsIn,
-    SagaSettingsOut,
+    ReconciliationOrderOutput,
+    SagaSettingsInput,
+    SagaSettingsOutput,
 )
 
 log = logging.getLogger(__name__)
@@ -43,23 +43,23 @@ _IDEMPOTENCY_PARAMETER = OpenApiParameter(
     description="A unique key (8-128 characters) per order; sending it again replays the first answer.",
 )
 _ERRORS = {
-    400: OpenApiResponse(ErrorOut, description="Invalid input (field messages in `fields`)."),
-    401: OpenApiResponse(ErrorOut, description="No or bad token."),
-    404: OpenApiResponse(ErrorOut, description="No such order (or not yours)."),
+    400: OpenApiResponse(ErrorOutput, description="Invalid input (field messages in `fields`)."),
+    401: OpenApiResponse(ErrorOutput, description="No or bad token."),
+    404: OpenApiResponse(ErrorOutput, description="No such order (or not yours)."),
 }
 _SAGA_RESPONSES = {
-    202: OpenApiResponse(OrderOut, description="Accepted, PENDING: in async mode the worker runs the saga (poll the "
+    202: OpenApiResponse(OrderOutput, description="Accepted, PENDING: in async mode the worker runs the saga (poll the "
                                                "order at `Location`); in sync mode the saga could not finish (a peer "
                                                "is down), its progress is recorded, and a replay or the worker "
                                                "resumes it."),
-    409: OpenApiResponse(ErrorOut, description="The order is not in a state that allows this."),
-    503: OpenApiResponse(ErrorOut, description="A peer service is unavailable; nothing half-done is left unrecorded."),
+    409: OpenApiResponse(ErrorOutput, description="The order is not in a state that allows this."),
+    503: OpenApiResponse(ErrorOutput, description="A peer service is unavailable; nothing half-done is left unrecorded."),
 }
 
 
 def _order_response(order: Order, request, *, status_code: int, replayed: bool = False) -> Response:
     order = selectors.order_get_for_user(order_id=order.pk, user=request.user)
-    response = Response(OrderOut(order).data, status=status_code)
+    response = Response(OrderOutput(order).data, status=status_code)
     if replayed:
         response[REPLAYED_HEADER] = "true"
     if status_code in (status.HTTP_201_CREATED, status.HTTP_202_ACCEPTED):
@@ -73,11 +73,11 @@ class OrderListCreateApi(mixins.ListModelMixin, generics.GenericAPIView):
 
     name = "Orders"  # the browsable API's page title
     permission_classes = [IsLabUser]
-    serializer_class = OrderOut
+    serializer_class = OrderOutput
 
     def get_serializer_class(self):
         # The browsable API builds its POST form from this.
-        return OrderCreateIn if self.request is not None and self.request.method == "POST" else OrderOut
+        return OrderCreateInput if self.request is not None and self.request.method == "POST" else OrderOutput
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -86,23 +86,23 @@ class OrderListCreateApi(mixins.ListModelMixin, generics.GenericAPIView):
         query.is_valid(raise_exception=True)
         return selectors.order_list(user=self.request.user, **query.validated_data)
 
-    @extend_schema(parameters=[OrderListQuery], responses={200: OrderOut(many=True), **_ERRORS})
+    @extend_schema(parameters=[OrderListQuery], responses={200: OrderOutput(many=True), **_ERRORS})
     def get(self, request):
         return self.list(request)
 
     @extend_schema(
         parameters=[_IDEMPOTENCY_PARAMETER],
-        request=OrderCreateIn,
+        request=OrderCreateInput,
         responses={
-            201: OpenApiResponse(OrderOut, description="Created: CONFIRMED, CANCELLED (see status_reason) or a draft."),
-            200: OpenApiResponse(OrderOut, description="A replay of an earlier request with the same key and body."),
+            201: OpenApiResponse(OrderOutput, description="Created: CONFIRMED, CANCELLED (see status_reason) or a draft."),
+            200: OpenApiResponse(OrderOutput, description="A replay of an earlier request with the same key and body."),
             **_SAGA_RESPONSES,
             **_ERRORS,
         },
     )
     def post(self, request):
         key = idempotency_key_from(request)
-        data = OrderCreateIn(data=request.data)
+        data = OrderCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
         outcome = services.order_create(customer_id=request.user.id, idempotency_key=key, **data.validated_data)
         if outcome.replayed:
@@ -117,22 +117,22 @@ class OrderDetailApi(generics.GenericAPIView):
 
     name = "Order"  # the browsable API's page title
     permission_classes = [IsLabUser]
-    serializer_class = OrderOut
+    serializer_class = OrderOutput
 
     def get_serializer_class(self):
-        return OrderUpdateIn if self.request is not None and self.request.method == "PATCH" else OrderOut
+        return OrderUpdateInput if self.request is not None and self.request.method == "PATCH" else OrderOutput
 
-    @extend_schema(responses={200: OrderOut, **_ERRORS})
+    @extend_schema(responses={200: OrderOutput, **_ERRORS})
     def get(self, request, order_id: int):
         order = selectors.order_get_for_user(order_id=order_id, user=request.user)
-        return Response(OrderOut(order).data)
+        return Response(OrderOutput(order).data)
 
     @extend_schema(
-        request=OrderUpdateIn,
-        responses={200: OrderOut, 409: _SAGA_RESPONSES[409], 503: _SAGA_RESPONSES[503], **_ERRORS},
+        request=OrderUpdateInput,
+        responses={200: OrderOutput, 409: _SAGA_RESPONSES[409], 503: _SAGA_RESPONSES[503], **_ERRORS},
     )
     def patch(self, request, order_id: int):
-        data = OrderUpdateIn(data=request.data)
+        data = OrderUpdateInput(data=request.data)
         data.is_valid(raise_exception=True)
         outcome = services.order_update(order_id=order_id, user=request.user, **data.validated_data)
         return _order_response(outcome.order, request, status_code=status.HTTP_200_OK)
@@ -143,9 +143,9 @@ class OrderCheckoutApi(generics.GenericAPIView):
 
     name = "Order checkout"  # the browsable API's page title
     permission_classes = [IsLabUser]
-    serializer_class = OrderOut
+    serializer_class = OrderOutput
 
-    @extend_schema(request=None, responses={200: OrderOut, **_SAGA_RESPONSES, **_ERRORS})
+    @extend_schema(request=None, responses={200: OrderOutput, **_SAGA_RESPONSES, **_ERRORS})
     def post(self, request, order_id: int):
         outcome = services.order_checkout(order_id=order_id, user=request.user)
         code = status.HTTP_200_OK if outcome.finished else status.HTTP_202_ACCEPTED
@@ -157,9 +157,9 @@ class OrderCancelApi(generics.GenericAPIView):
 
     name = "Order cancellation"  # the browsable API's page title
     permission_classes = [IsLabUser]
-    serializer_class = OrderOut
+    serializer_class = OrderOutput
 
-    @extend_schema(request=None, responses={200: OrderOut, **_SAGA_RESPONSES, **_ERRORS})
+    @extend_schema(request=None, responses={200: OrderOutput, **_SAGA_RESPONSES, **_ERRORS})
     def post(self, request, order_id: int):
         outcome = services.order_cancel(order_id=order_id, user=request.user)
         return _order_response(outcome.order, request, status_code=status.HTTP_200_OK)
@@ -170,7 +170,7 @@ class ReconciliationOrderListApi(mixins.ListModelMixin, generics.GenericAPIView)
 
     name = "Orders for reconciliation"  # the browsable API's page title
     permission_classes = [ServiceOnly.allow("dashboard")]
-    serializer_class = ReconciliationOrderOut
+    serializer_class = ReconciliationOrderOutput
     pagination_class = ReconciliationPagination
 
     def get_queryset(self):
@@ -182,7 +182,7 @@ class ReconciliationOrderListApi(mixins.ListModelMixin, generics.GenericAPIView)
 
     @extend_schema(
         parameters=[ReconciliationListQuery],
-        responses={200: ReconciliationOrderOut(many=True), 400: ErrorOut, 403: ErrorOut},
+        responses={200: ReconciliationOrderOutput(many=True), 400: ErrorOutput, 403: ErrorOutput},
     )
     def get(self, request):
         return self.list(request)
@@ -209,24 +209,24 @@ class SagaModeApi(APIView):
     name = "Saga mode"  # the browsable API's page title
     permission_classes = [IsLabAdmin]
 
-    @extend_schema(summary="The saga mode and deadline", responses={200: SagaSettingsOut, 401: ErrorOut, 403: ErrorOut})
+    @extend_schema(summary="The saga mode and deadline", responses={200: SagaSettingsOutput, 401: ErrorOutput, 403: ErrorOutput})
     def get(self, request):
         return Response(_saga_body())
 
     @extend_schema(
         summary="Change the saga mode and/or deadline",
-        request=SagaSettingsIn,
-        responses={200: SagaSettingsOut, 400: ErrorOut, 401: ErrorOut, 403: ErrorOut},
+        request=SagaSettingsInput,
+        responses={200: SagaSettingsOutput, 400: ErrorOutput, 401: ErrorOutput, 403: ErrorOutput},
     )
     def put(self, request):
-        data = SagaSettingsIn(data=request.data)
+        data = SagaSettingsInput(data=request.data)
         data.is_valid(raise_exception=True)
         lab.saga_settings_update(**data.validated_data)
         log.info("saga switch changed: %s", data.validated_data)
         return Response(_saga_body())
 
     @extend_schema(summary="Put the saga mode and deadline back to their defaults",
-                   responses={200: SagaSettingsOut, 401: ErrorOut, 403: ErrorOut})
+                   responses={200: SagaSettingsOutput, 401: ErrorOutput, 403: ErrorOutput})
     def delete(self, request):
         lab.saga_settings_reset()
         log.info("saga switch reset to its defaults")
