@@ -117,7 +117,7 @@ class ErrorOutput(serializers.Serializer):
 
     code = serializers.CharField(help_text="Machine-readable, e.g. invalid, not_found, insufficient_stock.")
     message = serializers.CharField(help_text="One sentence for a person.")
-    fields = serializers.DictField(required=False, help_text="Per-field messages shaped like the input (invalid input).")
+    fields = serializers.DictField(required=False, help_text="Per-field messages, shaped like the input.")
     request_id = serializers.CharField()
 
 

@@ -31,7 +31,9 @@ def idempotency_key_from(request, *, required: bool = True) -> str | None:
     value = request.headers.get(HEADER)
     if value is None or value == "":
         if required:
-            raise ValidationError({HEADER: ["This header is required: send a unique key (8-128 characters) per operation."]})
+            raise ValidationError(
+                {HEADER: ["This header is required: send a unique key (8-128 characters) per operation."]}
+            )
         return None
     if not _VALID.match(value):
         raise ValidationError({HEADER: ["Use 8 to 128 characters among letters, digits, '.', '_', ':' and '-'."]})

@@ -34,6 +34,7 @@ from typing import TypeVar
 from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import Case, F, PositiveIntegerField, Q, When
 from django.utils import timezone
+
 from chassis.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from chassis.idempotency import IdempotentCreate, fingerprint
 

@@ -53,7 +53,9 @@ _SAGA_RESPONSES = {
                                                "is down), its progress is recorded, and a replay or the worker "
                                                "resumes it."),
     409: OpenApiResponse(ErrorOutput, description="The order is not in a state that allows this."),
-    503: OpenApiResponse(ErrorOutput, description="A peer service is unavailable; nothing half-done is left unrecorded."),
+    503: OpenApiResponse(
+        ErrorOutput, description="A peer service is unavailable; nothing half-done is left unrecorded."
+    ),
 }
 
 
@@ -94,7 +96,9 @@ class OrderListCreateApi(mixins.ListModelMixin, generics.GenericAPIView):
         parameters=[_IDEMPOTENCY_PARAMETER],
         request=OrderCreateInput,
         responses={
-            201: OpenApiResponse(OrderOutput, description="Created: CONFIRMED, CANCELLED (see status_reason) or a draft."),
+            201: OpenApiResponse(
+                OrderOutput, description="Created: CONFIRMED, CANCELLED (see status_reason) or a draft."
+            ),
             200: OpenApiResponse(OrderOutput, description="A replay of an earlier request with the same key and body."),
             **_SAGA_RESPONSES,
             **_ERRORS,
@@ -209,7 +213,10 @@ class SagaModeApi(APIView):
     name = "Saga mode"  # the browsable API's page title
     permission_classes = [IsLabAdmin]
 
-    @extend_schema(summary="The saga mode and deadline", responses={200: SagaSettingsOutput, 401: ErrorOutput, 403: ErrorOutput})
+    @extend_schema(
+        summary="The saga mode and deadline",
+        responses={200: SagaSettingsOutput, 401: ErrorOutput, 403: ErrorOutput},
+    )
     def get(self, request):
         return Response(_saga_body())
 
