@@ -75,7 +75,8 @@ PAYMENT_DOWN_USERS = 8
 ACCOUNT_PASSWORD = "bench-lab-2024"
 TARGETS = {
     "chassis_vs_drf": 0.80,  # (3) >= 80 % of (2)
-    "checkout_orders_per_s": 100, "checkout_p99_ms": 250,  # (4) at 32 users
+    "checkout_orders_per_s": 100,
+    "checkout_p99_ms": 250,  # (4) at 32 users
     "breaker_open_p99_ms": 20,  # (6)
     "lab_rss_mb": 1536,
 }
@@ -157,8 +158,10 @@ def wait_quiet(limit: int) -> list[float]:
     announced = False
     while os.getloadavg()[0] >= cores and time.monotonic() < deadline:
         if not announced:
-            say(f"waiting (up to {limit} s) for the machine to calm down: load average {os.getloadavg()[0]:.1f} "
-                f"on {cores} cores ...")
+            say(
+                f"waiting (up to {limit} s) for the machine to calm down: load average {os.getloadavg()[0]:.1f} "
+                f"on {cores} cores ..."
+            )
             announced = True
         time.sleep(5)
     return [round(v, 2) for v in os.getloadavg()]
@@ -209,8 +212,11 @@ class CpuMeter:
             return {}
         servers, mysql = (after[0] - before[0]) * 1000 / requests_made, (after[1] - before[1]) * 1000 / requests_made
         cores = os.cpu_count() or 1
-        return {"server_cpu_ms": round(servers, 2), "mysql_cpu_ms": round(mysql, 2),
-                "cpu_bound_per_s": round(cores * 1000 / (servers + mysql), 1) if servers + mysql > 0 else None}
+        return {
+            "server_cpu_ms": round(servers, 2),
+            "mysql_cpu_ms": round(mysql, 2),
+            "cpu_bound_per_s": round(cores * 1000 / (servers + mysql), 1) if servers + mysql > 0 else None,
+        }
 
 
 def supervisord_pid() -> int:
@@ -268,8 +274,12 @@ def baseline_database() -> tuple[str, str]:
         admin = urlparse(os.environ.get("LAB_MYSQL_ADMIN_URL") or config.DEFAULT_MYSQL_ADMIN_URL)
         import MySQLdb
 
-        conn = MySQLdb.connect(host=admin.hostname or "127.0.0.1", port=admin.port or 3306,
-                               user=admin.username or "root", passwd=admin.password or "")
+        conn = MySQLdb.connect(
+            host=admin.hostname or "127.0.0.1",
+            port=admin.port or 3306,
+            user=admin.username or "root",
+            passwd=admin.password or "",
+        )
         try:
             conn.cursor().execute("CREATE DATABASE IF NOT EXISTS `lab_bench` CHARACTER SET utf8mb4")
         finally:
@@ -284,19 +294,41 @@ class Baseline:
     def __init__(self, database_url: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "BENCH_DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "benchsite.settings",
-                    "PYTHONUNBUFFERED": "1"}
+        self.env = {
+            **os.environ,
+            "BENCH_DATABASE_URL": database_url,
+            "DJANGO_SETTINGS_MODULE": "benchsite.settings",
+            "PYTHONUNBUFFERED": "1",
+        }
         self.cwd = ROOT / "loadtests" / "bench_apps"
         self.process = None
 
     def __enter__(self):
-        subprocess.run([sys.executable, "-m", "benchsite.load_rows", str(ROOT / "inventory_service/catalog/seed.py")],
-                       cwd=self.cwd, env=self.env, check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [sys.executable, "-m", "benchsite.load_rows", str(ROOT / "inventory_service/catalog/seed.py")],
+            cwd=self.cwd,
+            env=self.env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         log = (WORK / "baseline.log").open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "benchsite.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
-             *supervisor.GUNICORN_ARGS.split()],
-            cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "benchsite.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                *supervisor.GUNICORN_ARGS.split(),
+            ],
+            cwd=self.cwd,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         for _ in range(100):
             try:
                 if requests.get(f"{self.url}/ping/", timeout=1).status_code == 200:
@@ -370,10 +402,24 @@ class Profiler:
             path = out / f"{step}-{service}.txt"
             # --gil: only samples of a thread holding the GIL, i.e. Python code on a CPU. The figures are
             # CPU-bound (see the CPU per request), so where that CPU goes is the question.
-            cmd = [str(PATHS.venv_bin / "py-spy"), "record", "--pid", str(pid), "--duration", str(seconds),
-                   "--rate", str(PROFILE_RATE), "--format", "raw", "--output", str(path), "--gil"]
-            self.procs.append((service, subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-                               path, seconds))
+            cmd = [
+                str(PATHS.venv_bin / "py-spy"),
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(seconds),
+                "--rate",
+                str(PROFILE_RATE),
+                "--format",
+                "raw",
+                "--output",
+                str(path),
+                "--gil",
+            ]
+            self.procs.append(
+                (service, subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path, seconds)
+            )
 
     def finish(self) -> dict[str, dict]:
         """``{service: {"samples", "layers": {label: share}, "top": [(function, share)]}}``."""
@@ -448,8 +494,9 @@ def prepare_accounts(count: int) -> Path:
         email = f"bench-{n:02d}@lab.local"
         body = {"email": email, "password": ACCOUNT_PASSWORD, "name": f"Bench customer {n}"}
         session.post(f"{URLS['user']}/api/auth/register/", json=body, timeout=30)  # 400 when it exists: fine
-        login = session.post(f"{URLS['user']}/api/auth/login/", json={"email": email, "password": ACCOUNT_PASSWORD},
-                             timeout=30)
+        login = session.post(
+            f"{URLS['user']}/api/auth/login/", json={"email": email, "password": ACCOUNT_PASSWORD}, timeout=30
+        )
         if login.status_code != 200:
             raise RuntimeError(f"cannot log {email} in: HTTP {login.status_code} {login.text[:200]}")
         access = login.json()["access"]
@@ -458,22 +505,34 @@ def prepare_accounts(count: int) -> Path:
         rows = cards.get("results", cards) if isinstance(cards, dict) else cards
         approved = next((c["token"] for c in rows if c.get("last4") == "4242"), None)
         if approved is None:
-            added = session.post(f"{URLS['payment']}/api/payment-methods/", headers=headers, timeout=30,
-                                 json={"card_number": "4242424242424242", "exp_month": 12, "exp_year": 2035,
-                                       "cvc": "123"})
+            added = session.post(
+                f"{URLS['payment']}/api/payment-methods/",
+                headers=headers,
+                timeout=30,
+                json={"card_number": "4242424242424242", "exp_month": 12, "exp_year": 2035, "cvc": "123"},
+            )
             added.raise_for_status()
             approved = added.json()["token"]
-        accounts.append({"email": email, "password": ACCOUNT_PASSWORD, "access": access,
-                         "expires_at": time.time() + float(login.json().get("expires_in", 900)),
-                         "cards": {"approved": approved}})
+        accounts.append(
+            {
+                "email": email,
+                "password": ACCOUNT_PASSWORD,
+                "access": access,
+                "expires_at": time.time() + float(login.json().get("expires_in", 900)),
+                "cards": {"approved": approved},
+            }
+        )
     cache.write_text(json.dumps(accounts, indent=2))
     return cache
 
 
 def _token_works(account: dict) -> bool:
     try:
-        response = requests.get(f"{URLS['order']}/api/orders/?page_size=1",
-                                headers={"Authorization": f"Bearer {account['access']}"}, timeout=10)
+        response = requests.get(
+            f"{URLS['order']}/api/orders/?page_size=1",
+            headers={"Authorization": f"Bearer {account['access']}"},
+            timeout=10,
+        )
         return response.status_code == 200
     except requests.RequestException:
         return False
@@ -486,18 +545,28 @@ def restock(floor: int) -> None:
     import locust, which monkey-patches this process for gevent.)
     """
     session = requests.Session()
-    login = session.post(f"{URLS['user']}/api/auth/login/", timeout=30, json={
-        "email": os.environ.get("LAB_ADMIN_EMAIL", "admin@lab.local"),
-        "password": os.environ.get("LAB_ADMIN_PASSWORD", "admin-lab-2024")})
+    login = session.post(
+        f"{URLS['user']}/api/auth/login/",
+        timeout=30,
+        json={
+            "email": os.environ.get("LAB_ADMIN_EMAIL", "admin@lab.local"),
+            "password": os.environ.get("LAB_ADMIN_PASSWORD", "admin-lab-2024"),
+        },
+    )
     login.raise_for_status()
     session.headers["Authorization"] = f"Bearer {login.json()['access']}"
-    products = session.get(f"{URLS['inventory']}/api/products/", params={"page_size": 100}, timeout=30).json()["results"]
+    products = session.get(f"{URLS['inventory']}/api/products/", params={"page_size": 100}, timeout=30).json()[
+        "results"
+    ]
     topped = 0
     for product in products:
         missing = floor - product.get("available", 0)
         if missing > 0:
-            session.post(f"{URLS['inventory']}/api/products/{product['sku']}/restock/", timeout=30,
-                         json={"quantity": missing, "note": "bench: stock floor"}).raise_for_status()
+            session.post(
+                f"{URLS['inventory']}/api/products/{product['sku']}/restock/",
+                timeout=30,
+                json={"quantity": missing, "note": "bench: stock floor"},
+            ).raise_for_status()
             topped += 1
     if topped:
         say(f"   restocked {topped} product(s) up to {floor} units")
@@ -559,8 +628,12 @@ def cancel_unfinished(accounts_file: Path) -> int:
     for account in json.loads(accounts_file.read_text()):
         headers = {"Authorization": f"Bearer {account['access']}"}
         for _ in range(50):  # pages of 100: far more than a bench step makes
-            page = requests.get(f"{URLS['order']}/api/orders/", params={"status": "PENDING", "page_size": 100},
-                                headers=headers, timeout=30).json()
+            page = requests.get(
+                f"{URLS['order']}/api/orders/",
+                params={"status": "PENDING", "page_size": 100},
+                headers=headers,
+                timeout=30,
+            ).json()
             pending = [o for o in page.get("results", []) if o.get("saga_step") not in ("none", None)]
             if not pending:
                 break
@@ -578,24 +651,33 @@ def cancel_unfinished(accounts_file: Path) -> int:
 
 
 def flow(label: str, *, users: int, seconds: int, env: dict) -> dict:
-    spec = load.RunSpec(scenario="checkout", users=users, spawn_rate=users, duration=f"{seconds}s",
-                        workers=FLOW_WORKERS, env={"THINK_TIME": "0", "DECLINE_SHARE": "0", "STOCK_FLOOR": "0", **env})
+    spec = load.RunSpec(
+        scenario="checkout",
+        users=users,
+        spawn_rate=users,
+        duration=f"{seconds}s",
+        workers=FLOW_WORKERS,
+        env={"THINK_TIME": "0", "DECLINE_SHARE": "0", "STOCK_FLOOR": "0", **env},
+    )
     cpu = CpuMeter(supervisord_pid)
     before = cpu.read()
     # Health was checked once at the start; during step 6 payment's /health/ answers 503 on purpose.
     code, summary = load.run(spec, PATHS, stream=False, check_health=False)
     after = cpu.read()
     rows = {e["name"]: e for e in summary["endpoints"]}
-    return {"summary": summary, "rows": rows, "exit_code": code, "run_dir": summary["run_id"],
-            "cpu": (before, after)}
+    return {"summary": summary, "rows": rows, "exit_code": code, "run_dir": summary["run_id"], "cpu": (before, after)}
 
 
 def order_row(result: dict, *, with_cpu: bool = True) -> dict:
     """The figures of POST /api/orders/ (and the lab's CPU per order: all requests of the run, warm-up included)."""
     row = result["rows"].get("/api/orders/") or {}
     figures = {
-        "rps": row.get("rps"), "requests": row.get("requests"), "errors": row.get("failures"),
-        "p50_ms": row.get("p50_ms"), "p95_ms": row.get("p95_ms"), "p99_ms": row.get("p99_ms"),
+        "rps": row.get("rps"),
+        "requests": row.get("requests"),
+        "errors": row.get("failures"),
+        "p50_ms": row.get("p50_ms"),
+        "p95_ms": row.get("p95_ms"),
+        "p99_ms": row.get("p99_ms"),
     }
     if with_cpu:
         figures.update(CpuMeter.per_request(*result["cpu"], row.get("requests") or 0))
@@ -617,11 +699,17 @@ def main(argv=None) -> int:
     parser.add_argument("--flow-seconds", type=int, default=20, help="seconds of each checkout step (default 20)")
     parser.add_argument("--profile", action="store_true", help="py-spy the service under test in steps 3, 4, 6")
     parser.add_argument("--no-readme", action="store_true", help="do not write the table into README.md")
-    parser.add_argument("--from-results", metavar="JSON", help="judge, explain and render a saved result again "
-                                                               "(no measuring)")
-    parser.add_argument("--wait-quiet", type=int, default=300, metavar="SECONDS",
-                        help="first wait up to this long for the 1-minute load average to drop below the core "
-                             "count (default 300; 0: do not wait)")
+    parser.add_argument(
+        "--from-results", metavar="JSON", help="judge, explain and render a saved result again (no measuring)"
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=int,
+        default=300,
+        metavar="SECONDS",
+        help="first wait up to this long for the 1-minute load average to drop below the core "
+        "count (default 300; 0: do not wait)",
+    )
     args = parser.parse_args(argv)
     if args.from_results:
         return rerender(Path(args.from_results).resolve(), readme=not args.no_readme)
@@ -650,6 +738,7 @@ def main(argv=None) -> int:
     profiles: dict[str, dict] = {}
     profiler = Profiler(args.profile)
     database_note = ""
+
     def profiled(step: str, services: list[str], length: int, measure):
         def run():
             profiler.start(step, services, length)
@@ -657,6 +746,7 @@ def main(argv=None) -> int:
                 return measure()
             finally:
                 profiles[step] = profiler.finish()
+
         return run
 
     with MemorySampler() as memory:
@@ -666,18 +756,36 @@ def main(argv=None) -> int:
                 base_cpu = CpuMeter(lambda: base.process.pid)
                 if 1 in steps:
                     say("1. ceiling: bare Django JsonResponse ...")
-                    rows.append(attempt(1, "Bare Django JsonResponse (ceiling)",
-                                        lambda: wrk(f"{base.url}/ping/", seconds, cpu=base_cpu)))
+                    rows.append(
+                        attempt(
+                            1,
+                            "Bare Django JsonResponse (ceiling)",
+                            lambda: wrk(f"{base.url}/ping/", seconds, cpu=base_cpu),
+                        )
+                    )
                 if 2 in steps:
                     say("2. bare DRF list of the catalog rows ...")
-                    rows.append(attempt(2, f"Bare DRF list, 20 of 30 rows ({database_note})",
-                                        lambda: wrk(f"{base.url}/products/", seconds, cpu=base_cpu)))
+                    rows.append(
+                        attempt(
+                            2,
+                            f"Bare DRF list, 20 of 30 rows ({database_note})",
+                            lambda: wrk(f"{base.url}/products/", seconds, cpu=base_cpu),
+                        )
+                    )
         if 3 in steps:
             say("3. catalog list through the chassis (inventory GET /api/products/) ...")
-            rows.append(attempt(3, f"Chassis catalog list, inventory GET /api/products/ ({lab_database()})",
-                                profiled("3", ["inventory"], seconds,
-                                         lambda: wrk(f"{URLS['inventory']}/api/products/", seconds,
-                                                     cpu=CpuMeter(supervisord_pid)))))
+            rows.append(
+                attempt(
+                    3,
+                    f"Chassis catalog list, inventory GET /api/products/ ({lab_database()})",
+                    profiled(
+                        "3",
+                        ["inventory"],
+                        seconds,
+                        lambda: wrk(f"{URLS['inventory']}/api/products/", seconds, cpu=CpuMeter(supervisord_pid)),
+                    ),
+                )
+            )
 
         accounts = None
         if steps & {4, 5, 6}:
@@ -688,19 +796,36 @@ def main(argv=None) -> int:
             say(f"4. sync checkout, {FLOW_USERS} users ...")
 
             def sync_checkout():
-                result = flow("sync", users=FLOW_USERS, seconds=flow_seconds,
-                              env={"ACCOUNTS_FILE": str(accounts), "SAGA_MODE": "sync"})
-                return {**order_row(result), "unit": "orders/s", "generator": generator_flows(FLOW_USERS),
-                        "run": result["run_dir"]}
+                result = flow(
+                    "sync",
+                    users=FLOW_USERS,
+                    seconds=flow_seconds,
+                    env={"ACCOUNTS_FILE": str(accounts), "SAGA_MODE": "sync"},
+                )
+                return {
+                    **order_row(result),
+                    "unit": "orders/s",
+                    "generator": generator_flows(FLOW_USERS),
+                    "run": result["run_dir"],
+                }
 
-            rows.append(attempt(4, f"Sync checkout end to end, POST /api/orders/ at {FLOW_USERS} users",
-                                profiled("4", ["order", "inventory", "payment"], flow_seconds, sync_checkout)))
+            rows.append(
+                attempt(
+                    4,
+                    f"Sync checkout end to end, POST /api/orders/ at {FLOW_USERS} users",
+                    profiled("4", ["order", "inventory", "payment"], flow_seconds, sync_checkout),
+                )
+            )
         if 5 in steps:
             mode = saga_mode(api)
             worker = supervisor.process_info(PATHS).get("worker", {}).get("statename")
-            missing = ("the order service has no /_lab/saga/ switch (async saga) yet" if mode is None else
-                       None if worker == "RUNNING" else
-                       f"no Celery worker runs under supervisor (program worker: {worker or 'absent'})")
+            missing = (
+                "the order service has no /_lab/saga/ switch (async saga) yet"
+                if mode is None
+                else None
+                if worker == "RUNNING"
+                else f"no Celery worker runs under supervisor (program worker: {worker or 'absent'})"
+            )
             if missing:
                 say(f"5. async checkout: not available: {missing}")
                 rows.append({"step": 5, "what": "Async checkout", "unavailable": f"not available: {missing}"})
@@ -708,34 +833,60 @@ def main(argv=None) -> int:
                 say(f"5. async checkout, {FLOW_USERS} users ...")
 
                 def async_checkout():
-                    result = flow("async", users=FLOW_USERS, seconds=flow_seconds,
-                                  env={"ACCOUNTS_FILE": str(accounts), "SAGA_MODE": "async"})
+                    result = flow(
+                        "async",
+                        users=FLOW_USERS,
+                        seconds=flow_seconds,
+                        env={"ACCOUNTS_FILE": str(accounts), "SAGA_MODE": "async"},
+                    )
                     flows = result["summary"]["flows"]
-                    return {**order_row(result, with_cpu=False), "completed_per_s": flows[0]["rps"] if flows else None,
-                            "completion_p50_ms": flows[0]["p50_ms"] if flows else None,
-                            "completion_p99_ms": flows[0]["p99_ms"] if flows else None,
-                            "unit": "accepted/s", "generator": generator_flows(FLOW_USERS), "run": result["run_dir"]}
+                    return {
+                        **order_row(result, with_cpu=False),
+                        "completed_per_s": flows[0]["rps"] if flows else None,
+                        "completion_p50_ms": flows[0]["p50_ms"] if flows else None,
+                        "completion_p99_ms": flows[0]["p99_ms"] if flows else None,
+                        "unit": "accepted/s",
+                        "generator": generator_flows(FLOW_USERS),
+                        "run": result["run_dir"],
+                    }
 
                 rows.append(attempt(5, f"Async checkout: acceptance (202) at {FLOW_USERS} users", async_checkout))
         if 6 in steps:
             window = max(8, flow_seconds // 2)
-            api.json("PUT", "payment", "/_lab/faults/",
-                     json={"id": "bench-payment-down", "kind": "outage", "ttl_seconds": 4 * window + 120})
+            api.json(
+                "PUT",
+                "payment",
+                "/_lab/faults/",
+                json={"id": "bench-payment-down", "kind": "outage", "ttl_seconds": 4 * window + 120},
+            )
             try:
                 for breaker in (True, False):
                     label = "breaker on (open)" if breaker else "breaker off"
                     say(f"6. order creation with payment down, {label}, {PAYMENT_DOWN_USERS} users ...")
+
                     def payment_down(breaker=breaker):
                         set_resilience(lab_api(), breaker={"enabled": breaker}, reset_breakers=True)
-                        result = flow("payment-down", users=PAYMENT_DOWN_USERS, seconds=window,
-                                      env={"ACCOUNTS_FILE": str(accounts), "FOLLOW_ORDERS": "false",
-                                           "SAGA_MODE": "sync"})
-                        return {**order_row(result), "unit": "orders/s",
-                                "generator": generator_flows(PAYMENT_DOWN_USERS), "run": result["run_dir"]}
+                        result = flow(
+                            "payment-down",
+                            users=PAYMENT_DOWN_USERS,
+                            seconds=window,
+                            env={"ACCOUNTS_FILE": str(accounts), "FOLLOW_ORDERS": "false", "SAGA_MODE": "sync"},
+                        )
+                        return {
+                            **order_row(result),
+                            "unit": "orders/s",
+                            "generator": generator_flows(PAYMENT_DOWN_USERS),
+                            "run": result["run_dir"],
+                        }
 
-                    rows.append(attempt(6, f"Order creation, payment down, {label}",
-                                        profiled(f"6-{'on' if breaker else 'off'}", ["order"], window, payment_down),
-                                        payment_fault=True))
+                    rows.append(
+                        attempt(
+                            6,
+                            f"Order creation, payment down, {label}",
+                            profiled(f"6-{'on' if breaker else 'off'}", ["order"], window, payment_down),
+                            payment_fault=True,
+                        )
+                    )
             finally:
                 api.json("DELETE", "payment", "/_lab/faults/bench-payment-down/")
                 set_resilience(api, breaker={"enabled": True}, reset_breakers=True)
@@ -747,8 +898,12 @@ def main(argv=None) -> int:
     machine = load.machine()
     machine["load_average_at_end"] = machine.pop("load_average")
     machine["load_average_at_start"] = quiet_before
-    lab_memory = {"peak_rss_mb": round(memory.peak_rss / 2**20), "peak_pss_mb": round(memory.peak_pss / 2**20),
-                  "processes": memory.processes, "idle_rss_mb_at_end": round(rss_now / 2**20)}
+    lab_memory = {
+        "peak_rss_mb": round(memory.peak_rss / 2**20),
+        "peak_pss_mb": round(memory.peak_pss / 2**20),
+        "processes": memory.processes,
+        "idle_rss_mb_at_end": round(rss_now / 2**20),
+    }
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine,
@@ -808,20 +963,31 @@ def judge(rows: list[dict], memory: dict) -> dict:
         if drf.get("cpu_bound_per_s") and chassis.get("cpu_bound_per_s"):
             # Throughput of two short wrk runs on a shared box moves with the neighbours; CPU per request does not.
             value += f" (by CPU per request: {chassis['cpu_bound_per_s'] / drf['cpu_bound_per_s']:.2f})"
-        verdicts["chassis_vs_drf"] = {"target": "(3) >= 80 % of (2) in req/s", "value": value,
-                                      "met": share >= TARGETS["chassis_vs_drf"]}
+        verdicts["chassis_vs_drf"] = {
+            "target": "(3) >= 80 % of (2) in req/s",
+            "value": value,
+            "met": share >= TARGETS["chassis_vs_drf"],
+        }
     checkout = _row(rows, 4)
     if checkout and checkout.get("rps") is not None:
-        verdicts["checkout"] = {"target": ">= 100 orders/s at p99 <= 250 ms, 32 users",
-                                "value": f"{checkout['rps']} orders/s, p99 {checkout['p99_ms']} ms",
-                                "met": checkout["rps"] >= TARGETS["checkout_orders_per_s"]
-                                and (checkout["p99_ms"] or 1e9) <= TARGETS["checkout_p99_ms"]}
+        verdicts["checkout"] = {
+            "target": ">= 100 orders/s at p99 <= 250 ms, 32 users",
+            "value": f"{checkout['rps']} orders/s, p99 {checkout['p99_ms']} ms",
+            "met": checkout["rps"] >= TARGETS["checkout_orders_per_s"]
+            and (checkout["p99_ms"] or 1e9) <= TARGETS["checkout_p99_ms"],
+        }
     breaker = _row(rows, 6, "breaker on")
     if breaker and breaker.get("p99_ms") is not None:
-        verdicts["breaker_open"] = {"target": "p99 <= 20 ms with the breaker open", "value": f"{breaker['p99_ms']} ms",
-                                    "met": breaker["p99_ms"] <= TARGETS["breaker_open_p99_ms"]}
-    verdicts["lab_memory"] = {"target": "whole lab <= 1.5 GB RSS", "value": f"{memory['peak_rss_mb']} MB",
-                              "met": memory["peak_rss_mb"] <= TARGETS["lab_rss_mb"]}
+        verdicts["breaker_open"] = {
+            "target": "p99 <= 20 ms with the breaker open",
+            "value": f"{breaker['p99_ms']} ms",
+            "met": breaker["p99_ms"] <= TARGETS["breaker_open_p99_ms"],
+        }
+    verdicts["lab_memory"] = {
+        "target": "whole lab <= 1.5 GB RSS",
+        "value": f"{memory['peak_rss_mb']} MB",
+        "met": memory["peak_rss_mb"] <= TARGETS["lab_rss_mb"],
+    }
     return verdicts
 
 
@@ -833,26 +999,32 @@ def explain(result: dict) -> list[str]:
     notes = []
     load_average = (result["machine"].get("load_average_at_start") or [0])[0]
     if load_average >= cores:
-        notes.append(f"The machine was busy when the bench started (1-minute load average {load_average:.1f} on "
-                     f"{cores} cores, from work other than the bench): latencies are inflated by it.")
+        notes.append(
+            f"The machine was busy when the bench started (1-minute load average {load_average:.1f} on "
+            f"{cores} cores, from work other than the bench): latencies are inflated by it."
+        )
     where = {"chassis_vs_drf": (3, ["3"]), "checkout": (4, ["4"]), "breaker_open": (6, ["6-on"])}
     for name, verdict in verdicts.items():
         if verdict["met"]:
             continue
         if name == "lab_memory":
             memory = result["lab_memory"]
-            notes.append(f"lab_memory: {memory['peak_rss_mb']} MB is the sum of the RSS of {memory['processes']} "
-                         f"processes (every gunicorn master and worker, the dashboard, the Celery worker and its pool, "
-                         f"beat, supervisord); forked workers share pages, and the proportional sum (PSS) is "
-                         f"{memory['peak_pss_mb']} MB.")
+            notes.append(
+                f"lab_memory: {memory['peak_rss_mb']} MB is the sum of the RSS of {memory['processes']} "
+                f"processes (every gunicorn master and worker, the dashboard, the Celery worker and its pool, "
+                f"beat, supervisord); forked workers share pages, and the proportional sum (PSS) is "
+                f"{memory['peak_pss_mb']} MB."
+            )
             continue
         step, profile_steps = where[name]
         row = _row(rows, step, "breaker on") if step == 6 else _row(rows, step)
         text = f"{name}: target missed ({verdict['value']})."
         if row and row.get("server_cpu_ms") is not None:
-            text += (f" Each request costs the lab's servers {row['server_cpu_ms']:.1f} ms of CPU and MySQL "
-                     f"{row['mysql_cpu_ms']:.1f} ms: on {cores} cores no more than {row['cpu_bound_per_s']:g}/s "
-                     "can be served, whatever the concurrency; beyond that requests queue, which is the latency seen.")
+            text += (
+                f" Each request costs the lab's servers {row['server_cpu_ms']:.1f} ms of CPU and MySQL "
+                f"{row['mysql_cpu_ms']:.1f} ms: on {cores} cores no more than {row['cpu_bound_per_s']:g}/s "
+                "can be served, whatever the concurrency; beyond that requests queue, which is the latency seen."
+            )
         if name == "chassis_vs_drf" and _row(rows, 2, None) and _row(rows, 2).get("server_cpu_ms"):
             text += f" The bare DRF list costs {_row(rows, 2)['server_cpu_ms']:.1f} ms."
         notes.append(text)
@@ -860,15 +1032,22 @@ def explain(result: dict) -> list[str]:
             for service, profile in profiles.get(profile_step, {}).items():
                 if profile.get("samples"):
                     layers = ", ".join(f"{k} {v:.0%}" for k, v in list(profile["layers"].items())[:7])
-                    busy = (f" kept {profile['core_share']:.0%} of a core busy running Python;"
-                            if profile.get("core_share") is not None else "")
-                    notes.append(f"{name}: py-spy --gil, step {profile_step}: one {service} worker{busy} its CPU went "
-                                 f"to {layers}.")
+                    busy = (
+                        f" kept {profile['core_share']:.0%} of a core busy running Python;"
+                        if profile.get("core_share") is not None
+                        else ""
+                    )
+                    notes.append(
+                        f"{name}: py-spy --gil, step {profile_step}: one {service} worker{busy} its CPU went "
+                        f"to {layers}."
+                    )
         if not result.get("profiled"):
             notes.append(f"{name}: make bench BENCH_ARGS=--profile adds py-spy evidence of where the time goes.")
     if cores <= 2:
-        notes.append(f"This machine has {cores} cores for the lab's gunicorn workers, MySQL, Redis and the load "
-                     "generator together; every throughput figure here is bounded by that.")
+        notes.append(
+            f"This machine has {cores} cores for the lab's gunicorn workers, MySQL, Redis and the load "
+            "generator together; every throughput figure here is bounded by that."
+        )
     return notes
 
 
@@ -884,9 +1063,15 @@ def markdown(result: dict) -> str:
         f"and {(machine.get('load_average_at_end') or ['?'])[0]} at the end (other work shares the machine), "
         f"lab database {result['lab_database']}; every server runs gunicorn "
         f"`{result['gunicorn']}`. Load generator and lab share the machine. Command: `make bench"
-        + (" BENCH_ARGS=--profile` (py-spy --gil sampled one worker of each service under test during steps 3, 4 and 6)." if result["profiled"] else "`."),
+        + (
+            " BENCH_ARGS=--profile` (py-spy --gil sampled one worker of each service under test"
+            " during steps 3, 4 and 6)."
+            if result["profiled"]
+            else "`."
+        ),
         "",
-        "| # | measurement | throughput | p50 ms | p95 ms | p99 ms | errors | CPU ms per request: servers + MySQL (bound on this machine) | load generator |",
+        "| # | measurement | throughput | p50 ms | p95 ms | p99 ms | errors "
+        "| CPU ms per request: servers + MySQL (bound on this machine) | load generator |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
@@ -897,14 +1082,21 @@ def markdown(result: dict) -> str:
         throughput = f"{row['rps']} {unit}" if row.get("rps") is not None else "-"
         if row.get("completed_per_s") is not None:
             throughput += f"; completed {row['completed_per_s']}/s (p50 {_ms(row['completion_p50_ms'])} ms)"
-        cpu = (f"{row['server_cpu_ms']:.1f} + {row['mysql_cpu_ms']:.1f} (≤ {row['cpu_bound_per_s']:g}/s)"
-               if row.get("server_cpu_ms") is not None and row.get("cpu_bound_per_s") else "-")
-        lines.append(f"| {row['step']} | {row['what']} | {throughput} | {_ms(row.get('p50_ms'))} | "
-                     f"{_ms(row.get('p95_ms'))} | {_ms(row.get('p99_ms'))} | {row.get('errors', '-')} | {cpu} | "
-                     f"{row.get('generator', '')} |")
+        cpu = (
+            f"{row['server_cpu_ms']:.1f} + {row['mysql_cpu_ms']:.1f} (≤ {row['cpu_bound_per_s']:g}/s)"
+            if row.get("server_cpu_ms") is not None and row.get("cpu_bound_per_s")
+            else "-"
+        )
+        lines.append(
+            f"| {row['step']} | {row['what']} | {throughput} | {_ms(row.get('p50_ms'))} | "
+            f"{_ms(row.get('p95_ms'))} | {_ms(row.get('p99_ms'))} | {row.get('errors', '-')} | {cpu} | "
+            f"{row.get('generator', '')} |"
+        )
     memory = result["lab_memory"]
-    lines.append(f"| - | Whole lab, peak memory ({memory['processes']} processes) | "
-                 f"{memory['peak_rss_mb']} MB RSS ({memory['peak_pss_mb']} MB PSS) | | | | | | sampled every 0.5 s |")
+    lines.append(
+        f"| - | Whole lab, peak memory ({memory['processes']} processes) | "
+        f"{memory['peak_rss_mb']} MB RSS ({memory['peak_pss_mb']} MB PSS) | | | | | | sampled every 0.5 s |"
+    )
     lines += ["", "| target | value | met |", "|---|---|---|"]
     for verdict in result["targets"].values():
         lines.append(f"| {verdict['target']} | {verdict['value']} | {'yes' if verdict['met'] else 'no'} |")
@@ -923,10 +1115,11 @@ def write_readme(table: str) -> None:
         _, _, after = rest.partition(MARK_END)
         text = before + block + after
     else:
-        text = text.rstrip("\n") + ("\n\n## Performance\n\n"
-                                    "Figures from `make bench` (loadtests/bench.py) on the machine named below; "
-                                    "each run rewrites this table and saves loadtests/results/<date>.json.\n\n"
-                                    + block + "\n")
+        text = text.rstrip("\n") + (
+            "\n\n## Performance\n\n"
+            "Figures from `make bench` (loadtests/bench.py) on the machine named below; "
+            "each run rewrites this table and saves loadtests/results/<date>.json.\n\n" + block + "\n"
+        )
     README.write_text(text)
 
 

@@ -40,8 +40,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import gevent
 import requests
@@ -62,8 +62,12 @@ OUTAGE_STATUSES = {0, 502, 503, 504}
 def _text(data: dict) -> str:
     """What an answer says about why it failed, lower-cased, to match against a fault."""
     history = data.get("history") or []
-    parts = [data.get("code"), data.get("message"), data.get("status_reason"),
-             history[-1].get("note") if history else None]
+    parts = [
+        data.get("code"),
+        data.get("message"),
+        data.get("status_reason"),
+        history[-1].get("note") if history else None,
+    ]
     return " ".join(str(p) for p in parts if p).lower()
 
 
@@ -88,6 +92,7 @@ def _put_fault(service: str, fault: dict, seconds: float):
         body = {**fault, "ttl_seconds": max(1, int(seconds + 30))}
         api.json("PUT", service, "/_lab/faults/", json=body)
         return f"{fault['kind']} fault {fault['id']} on {service}"
+
     return inject
 
 
@@ -95,6 +100,7 @@ def _delete_fault(service: str, fault_id: str):
     def clear(api):
         response = api.call("DELETE", service, f"/_lab/faults/{fault_id}/")
         return f"cleared {fault_id} on {service} (HTTP {response.status_code})"
+
     return clear
 
 
@@ -107,8 +113,9 @@ def _payment_explains(service: str, status: int | None, data: dict) -> bool:
 
 def _inventory_explains(service: str, status: int | None, data: dict) -> bool:
     text = _text(data)
-    return (status in OUTAGE_STATUSES or status is None or "inventory" in text or "timed out" in text
-            or "timeout" in text)
+    return (
+        status in OUTAGE_STATUSES or status is None or "inventory" in text or "timed out" in text or "timeout" in text
+    )
 
 
 def _worker_explains(service: str, status: int | None, data: dict) -> bool:
@@ -139,14 +146,31 @@ def build_timeline(duration: float) -> list[Fault]:
         return (b - a) * duration
 
     return [
-        Fault("payment outage", 0.15, 0.35,
-              _put_fault("payment", {"id": "chaos-payment-outage", "kind": "outage"}, seconds(0.15, 0.35)),
-              _delete_fault("payment", "chaos-payment-outage"), _payment_explains),
-        Fault("slow inventory", 0.45, 0.65,
-              _put_fault("inventory", {"id": "chaos-slow-inventory", "kind": "latency",
-                                       "delay_ms": INVENTORY_DELAY_MS, "jitter_ms": min(100, INVENTORY_DELAY_MS)},
-                         seconds(0.45, 0.65)),
-              _delete_fault("inventory", "chaos-slow-inventory"), _inventory_explains),
+        Fault(
+            "payment outage",
+            0.15,
+            0.35,
+            _put_fault("payment", {"id": "chaos-payment-outage", "kind": "outage"}, seconds(0.15, 0.35)),
+            _delete_fault("payment", "chaos-payment-outage"),
+            _payment_explains,
+        ),
+        Fault(
+            "slow inventory",
+            0.45,
+            0.65,
+            _put_fault(
+                "inventory",
+                {
+                    "id": "chaos-slow-inventory",
+                    "kind": "latency",
+                    "delay_ms": INVENTORY_DELAY_MS,
+                    "jitter_ms": min(100, INVENTORY_DELAY_MS),
+                },
+                seconds(0.45, 0.65),
+            ),
+            _delete_fault("inventory", "chaos-slow-inventory"),
+            _inventory_explains,
+        ),
         Fault("worker kill", 0.72, None, kill_worker, None, _worker_explains),
     ]
 
@@ -235,8 +259,9 @@ def settle_in_flight(deadline: float) -> tuple[int, int]:
         headers = {**record["headers"], "X-Request-ID": f"chaos-settle-{number}"}
         order = None
         try:
-            response = session.request(record["method"], record["url"], json=record["body"], headers=headers,
-                                       timeout=30)
+            response = session.request(
+                record["method"], record["url"], json=record["body"], headers=headers, timeout=30
+            )
             order = response.json() if response.headers.get("content-type", "").startswith("application/json") else None
             order_id = (order or {}).get("id") or record.get("order_id")
             for _ in range(120):  # ~60 s at most, and never past the deadline
@@ -292,8 +317,11 @@ def _on_start(environment, **_kwargs):
     if is_worker(environment):
         return
     SAGA_SWITCH.apply()
-    plan = ", ".join(f"{f.label} at {f.start * CLOCK.duration:.0f}s"
-                     + (f"-{f.end * CLOCK.duration:.0f}s" if f.end is not None else "") for f in CLOCK.timeline)
+    plan = ", ".join(
+        f"{f.label} at {f.start * CLOCK.duration:.0f}s"
+        + (f"-{f.end * CLOCK.duration:.0f}s" if f.end is not None else "")
+        for f in CLOCK.timeline
+    )
     _say(f"timeline over {CLOCK.duration:.0f}s: {plan}; everything cleared at {0.85 * CLOCK.duration:.0f}s")
     RESULT["timeline"] = gevent.spawn(play_timeline, CLOCK.duration)
 
@@ -317,8 +345,10 @@ def _on_stop(environment, **_kwargs):
     try:
         running = _retrying(lambda: wait_until_quiet(lab_api(), deadline))
         if running:
-            _say(f"{len(running)} saga(s) still in progress after {SETTLE_SECONDS:.0f}s: "
-                 + ", ".join(f"{o['id']}@{o.get('saga_step')}" for o in running[:20]))
+            _say(
+                f"{len(running)} saga(s) still in progress after {SETTLE_SECONDS:.0f}s: "
+                + ", ".join(f"{o['id']}@{o.get('saga_step')}" for o in running[:20])
+            )
         SAGA_SWITCH.restore()
         result = _retrying(lambda: run_audit(lab_api()))
     except Exception as exc:  # noqa: BLE001 — the run's verdict says the audit could not run

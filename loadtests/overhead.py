@@ -33,20 +33,40 @@ sys.path.insert(0, str(ROOT / "loadtests"))
 
 from bench import WRK_CONNECTIONS, CpuMeter, free_port, wrk  # noqa: E402
 
-GUNICORN = ["--workers", "2", "--threads", "4", "--worker-class", "gthread", "--timeout", "30",
-            "--config", "python:chassis.gunicorn_conf"]
+GUNICORN = [
+    "--workers",
+    "2",
+    "--threads",
+    "4",
+    "--worker-class",
+    "gthread",
+    "--timeout",
+    "30",
+    "--config",
+    "python:chassis.gunicorn_conf",
+]
 
 
 def start(name: str, extra_env: dict, workdir: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     metrics = workdir / name
     metrics.mkdir()
-    env = {**os.environ, "LAB_ROOT": str(ROOT), "PROMETHEUS_MULTIPROC_DIR": str(metrics),
-           "OTEL_TRACES_SAMPLER": "always_on", **extra_env}
+    env = {
+        **os.environ,
+        "LAB_ROOT": str(ROOT),
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+        "OTEL_TRACES_SAMPLER": "always_on",
+        **extra_env,
+    }
     env.pop("PYTEST_VERSION", None)
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
-                             *GUNICORN], cwd=ROOT / "inventory_service", env=env,
-                            stdout=(workdir / f"{name}.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}", *GUNICORN],
+        cwd=ROOT / "inventory_service",
+        env=env,
+        stdout=(workdir / f"{name}.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -88,12 +108,22 @@ def main(argv=None) -> int:
         slower = round(100 * (1 - best["on"] / best["off"]), 1)
         least_cpu = {name: min(v for v in values if v is not None) for name, values in cpu_ms.items()}
         summary = {
-            "date": date.today().isoformat(), "cores": os.cpu_count(), "endpoint": "inventory GET /api/products/",
-            "gunicorn": " ".join(GUNICORN[:8]), "generator": f"wrk 1 thread, {WRK_CONNECTIONS} connections, {args.seconds} s x {args.rounds} rounds, interleaved",
-            "spans_exported_to_collector": collector, "rounds_rps": results, "best_rps": best, "slower_percent": slower,
-            "rounds_server_cpu_ms_per_request": cpu_ms, "least_server_cpu_ms_per_request": least_cpu,
+            "date": date.today().isoformat(),
+            "cores": os.cpu_count(),
+            "endpoint": "inventory GET /api/products/",
+            "gunicorn": " ".join(GUNICORN[:8]),
+            "generator": (
+                f"wrk 1 thread, {WRK_CONNECTIONS} connections, {args.seconds} s x {args.rounds} rounds, interleaved"
+            ),
+            "spans_exported_to_collector": collector,
+            "rounds_rps": results,
+            "best_rps": best,
+            "slower_percent": slower,
+            "rounds_server_cpu_ms_per_request": cpu_ms,
+            "least_server_cpu_ms_per_request": least_cpu,
             "cpu_overhead_percent": round(100 * (least_cpu["on"] / least_cpu["off"] - 1), 1),
-            "target": "<= 10 % slower with both on", "met": slower <= 10,
+            "target": "<= 10 % slower with both on",
+            "met": slower <= 10,
         }
         out = ROOT / "loadtests" / "results" / f"{date.today().isoformat()}-overhead.json"
         out.parent.mkdir(parents=True, exist_ok=True)

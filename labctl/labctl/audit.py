@@ -1,7 +1,7 @@
 """The audit: do the services, each looking only at its own data, agree?
 
 It reads every service's reconciliation endpoint (never a database), joins the
-rows by order id and checks the invariants of DESIGN.md:
+rows by order id and checks the invariants of docs/architecture.md ("Invariants"):
 
 1. each CONFIRMED (or later SHIPPED/DELIVERED) order has exactly one captured
    charge of its total, not refunded, and a COMMITTED reservation;
@@ -59,39 +59,80 @@ def check(data: dict, *, deadline_seconds: int = DEFAULT_DEADLINE_SECONDS, now: 
         charges = charges_by_order.get(order_id, [])
         captured = [c for c in charges if c["status"] == "CAPTURED"]
         reservations = reservations_by_order.get(order_id, [])
-        ids = {"order": order_id, "charges": [c["id"] for c in captured], "reservations": [r["id"] for r in reservations]}
+        ids = {
+            "order": order_id,
+            "charges": [c["id"] for c in captured],
+            "reservations": [r["id"] for r in reservations],
+        }
         if order["status"] in SOLD_STATUSES:
             if len(captured) != 1:
-                confirmed.append({"message": f"order {order_id} is {order['status']} with {len(captured)} captured charges", "ids": ids})
+                confirmed.append(
+                    {
+                        "message": f"order {order_id} is {order['status']} with {len(captured)} captured charges",
+                        "ids": ids,
+                    }
+                )
             elif captured[0]["amount_cents"] != order["total_cents"] or captured[0].get("refunded_cents", 0):
-                confirmed.append({"message": f"order {order_id}: charge of {captured[0]['amount_cents']} "
-                                             f"(refunded {captured[0].get('refunded_cents', 0)}) for a total of {order['total_cents']}",
-                                  "ids": ids})
+                confirmed.append(
+                    {
+                        "message": f"order {order_id}: charge of {captured[0]['amount_cents']} "
+                        f"(refunded {captured[0].get('refunded_cents', 0)}) for a total of {order['total_cents']}",
+                        "ids": ids,
+                    }
+                )
             if [r["status"] for r in reservations] != ["COMMITTED"]:
-                confirmed.append({"message": f"order {order_id} is {order['status']} but its reservations are "
-                                             f"{[r['status'] for r in reservations] or 'missing'}", "ids": ids})
+                confirmed.append(
+                    {
+                        "message": f"order {order_id} is {order['status']} but its reservations are "
+                        f"{[r['status'] for r in reservations] or 'missing'}",
+                        "ids": ids,
+                    }
+                )
         elif order["status"] == "CANCELLED":
             if net(charges):
-                cancelled.append({"message": f"order {order_id} is CANCELLED but {net(charges)} cents are still captured", "ids": ids})
+                cancelled.append(
+                    {
+                        "message": f"order {order_id} is CANCELLED but {net(charges)} cents are still captured",
+                        "ids": ids,
+                    }
+                )
             held = [r for r in reservations if r["status"] in ("HELD", "COMMITTED")]
             if held:
-                cancelled.append({"message": f"order {order_id} is CANCELLED but holds stock "
-                                             f"({', '.join(r['status'] for r in held)})", "ids": ids})
+                cancelled.append(
+                    {
+                        "message": f"order {order_id} is CANCELLED but holds stock "
+                        f"({', '.join(r['status'] for r in held)})",
+                        "ids": ids,
+                    }
+                )
         elif order.get("saga_step") not in (None, "", "none"):
             age = (now - _parse_time(order["updated_at"])).total_seconds()
             if age > deadline_seconds:
-                stuck.append({"message": f"order {order_id} is still {order['status']} at step {order['saga_step']} "
-                                         f"after {int(age)} s (deadline {deadline_seconds} s)", "ids": ids})
+                stuck.append(
+                    {
+                        "message": f"order {order_id} is still {order['status']} at step {order['saga_step']} "
+                        f"after {int(age)} s (deadline {deadline_seconds} s)",
+                        "ids": ids,
+                    }
+                )
 
     for order_id, charges in charges_by_order.items():
         if order_id not in orders and net(charges):
-            orphans.append({"message": f"{net(charges)} cents captured for unknown order {order_id}",
-                            "ids": {"order": order_id, "charges": [c["id"] for c in charges]}})
+            orphans.append(
+                {
+                    "message": f"{net(charges)} cents captured for unknown order {order_id}",
+                    "ids": {"order": order_id, "charges": [c["id"] for c in charges]},
+                }
+            )
     for order_id, reservations in reservations_by_order.items():
         held = [r for r in reservations if r["status"] in ("HELD", "COMMITTED")]
         if order_id not in orders and held:
-            orphans.append({"message": f"stock held for unknown order {order_id}",
-                            "ids": {"order": order_id, "reservations": [r["id"] for r in held]}})
+            orphans.append(
+                {
+                    "message": f"stock held for unknown order {order_id}",
+                    "ids": {"order": order_id, "reservations": [r["id"] for r in held]},
+                }
+            )
 
     held_by_sku = defaultdict(int)
     for reservation in data["reservations"]:
@@ -102,20 +143,45 @@ def check(data: dict, *, deadline_seconds: int = DEFAULT_DEADLINE_SECONDS, now: 
         total_in = row["initial"] + row["restocked"]
         accounted = row["available"] + row["reserved"] + row["sold"]
         if total_in != accounted:
-            stock.append({"message": f"{row['sku']}: initial {row['initial']} + restocked {row['restocked']} ≠ available "
-                                     f"{row['available']} + reserved {row['reserved']} + sold {row['sold']}",
-                          "ids": {"sku": row["sku"]}})
+            stock.append(
+                {
+                    "message": f"{row['sku']}: initial {row['initial']} + restocked {row['restocked']} ≠ available "
+                    f"{row['available']} + reserved {row['reserved']} + sold {row['sold']}",
+                    "ids": {"sku": row["sku"]},
+                }
+            )
         if min(row["available"], row["reserved"], row["sold"]) < 0:
             stock.append({"message": f"{row['sku']} has a negative count", "ids": {"sku": row["sku"]}})
         if row["reserved"] != held_by_sku.get(row["sku"], 0):
-            stock.append({"message": f"{row['sku']}: {row['reserved']} reserved but HELD reservations hold "
-                                     f"{held_by_sku.get(row['sku'], 0)}", "ids": {"sku": row["sku"]}})
+            stock.append(
+                {
+                    "message": f"{row['sku']}: {row['reserved']} reserved but HELD reservations hold "
+                    f"{held_by_sku.get(row['sku'], 0)}",
+                    "ids": {"sku": row["sku"]},
+                }
+            )
 
     checks = [
-        {"name": "confirmed_paid_and_committed", "title": "Each confirmed order has one captured charge of its total and committed stock", "violations": confirmed},
-        {"name": "cancelled_clean", "title": "Each cancelled order has no net charge and holds no stock", "violations": cancelled},
-        {"name": "stock_conserved", "title": "Stock is conserved (initial + restocks = available + reserved + sold)", "violations": stock},
-        {"name": "no_stuck_orders", "title": f"No order is left in progress past the saga deadline ({deadline_seconds} s)", "violations": stuck},
+        {
+            "name": "confirmed_paid_and_committed",
+            "title": "Each confirmed order has one captured charge of its total and committed stock",
+            "violations": confirmed,
+        },
+        {
+            "name": "cancelled_clean",
+            "title": "Each cancelled order has no net charge and holds no stock",
+            "violations": cancelled,
+        },
+        {
+            "name": "stock_conserved",
+            "title": "Stock is conserved (initial + restocks = available + reserved + sold)",
+            "violations": stock,
+        },
+        {
+            "name": "no_stuck_orders",
+            "title": f"No order is left in progress past the saga deadline ({deadline_seconds} s)",
+            "violations": stuck,
+        },
         {"name": "no_orphans", "title": "No money or stock belongs to an unknown order", "violations": orphans},
     ]
     for item in checks:
@@ -149,8 +215,10 @@ def run_audit(api: LabApi | None = None, *, deadline_seconds: int = DEFAULT_DEAD
 def render(result: dict) -> str:
     lines = []
     counts = result["counts"]
-    lines.append(f"Audit of {counts['orders']} orders {counts['by_status']}, {counts['charges']} charges, "
-                 f"{counts['reservations']} reservations, {counts['products']} products")
+    lines.append(
+        f"Audit of {counts['orders']} orders {counts['by_status']}, {counts['charges']} charges, "
+        f"{counts['reservations']} reservations, {counts['products']} products"
+    )
     for item in result["checks"]:
         mark = "ok  " if item["ok"] else "FAIL"
         lines.append(f"  [{mark}] {item['title']}")

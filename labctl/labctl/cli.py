@@ -1,19 +1,19 @@
 """The ``labctl`` command: set up, start, stop and watch the lab on one machine.
 
-    labctl setup              keys, databases, env files, migrations, seed data
-    labctl up                 setup, then start every service and wait until healthy
-    labctl down               stop every service and the process manager
-    labctl status             process state and /health/ of each service
-    labctl logs [svc] [-f]    show (or follow) the service logs
-    labctl restart <svc|all>  restart a service and wait until it is healthy
-    labctl keys [--dir DIR]   only generate the services' key pairs
-    labctl fault list|add|clear   break a service (latency, error, outage, database,
-                              dependency, process) and clear it; see faultcli.py
-    labctl resilience [svc]   show or switch timeouts, retries, breakers, bulkheads
-    labctl audit              check the invariants across the services
-    labctl load --scenario S  run a Locust scenario of loadtests/ and keep its results
-    labctl scale [svc=N]      show or change how many gunicorn workers each service runs
-    labctl lab list|show|check|solve|reset|answer|report   the guided labs (labs/)
+labctl setup              keys, databases, env files, migrations, seed data
+labctl up                 setup, then start every service and wait until healthy
+labctl down               stop every service and the process manager
+labctl status             process state and /health/ of each service
+labctl logs [svc] [-f]    show (or follow) the service logs
+labctl restart <svc|all>  restart a service and wait until it is healthy
+labctl keys [--dir DIR]   only generate the services' key pairs
+labctl fault list|add|clear   break a service (latency, error, outage, database,
+                          dependency, process) and clear it; see faultcli.py
+labctl resilience [svc]   show or switch timeouts, retries, breakers, bulkheads
+labctl audit              check the invariants across the services
+labctl load --scenario S  run a Locust scenario of loadtests/ and keep its results
+labctl scale [svc=N]      show or change how many gunicorn workers each service runs
+labctl lab list|show|check|solve|reset|answer|report   the guided labs (labs/)
 """
 
 from __future__ import annotations
@@ -47,8 +47,6 @@ def database_label(paths: Paths, service: Service) -> str:
     if parts.scheme == "sqlite":
         return f"SQLite {Path(parts.path).name}"
     return "?"
-
-
 
 
 # ---------------------------------------------------------------------- commands
@@ -87,8 +85,7 @@ def cmd_up(paths: Paths, args) -> int:
         return 1
     _echo()
     supervisor.ensure_running(paths, services, echo=_echo)
-    _echo(f"waiting for /health/ of {len(services)} service(s) (up to "
-          f"{config.HEALTH_TIMEOUT_SECONDS}s) ...")
+    _echo(f"waiting for /health/ of {len(services)} service(s) (up to {config.HEALTH_TIMEOUT_SECONDS}s) ...")
 
     def given_up(service: Service) -> bool:
         info = supervisor.process_info(paths).get(service.short)
@@ -102,8 +99,14 @@ def cmd_up(paths: Paths, args) -> int:
     _echo(_service_table(paths, services, results, workers, worker_states))
     _echo()
     _echo(f"database: {result.database.describe(paths)}")
-    _echo("redis:    " + ("one database number per service" if result.redis_ok
-                          else f"not reachable ({result.redis_reason}); file caches under var/cache"))
+    _echo(
+        "redis:    "
+        + (
+            "one database number per service"
+            if result.redis_ok
+            else f"not reachable ({result.redis_reason}); file caches under var/cache"
+        )
+    )
 
     failed = [s for s in services if not results[s.short].ok]
     for service in failed:
@@ -119,8 +122,7 @@ def cmd_up(paths: Paths, args) -> int:
         _echo(health.tail(paths.log_file(worker)))
     if failed or failed_workers:
         _echo()
-        _echo(f"{len(failed) + len(failed_workers)} program(s) did not come up. "
-              "Logs: make logs   Stop: make down")
+        _echo(f"{len(failed) + len(failed_workers)} program(s) did not come up. Logs: make logs   Stop: make down")
         return 1
 
     credentials = result.seed_output.get("user", "")
@@ -140,30 +142,34 @@ def cmd_up(paths: Paths, args) -> int:
         _echo(f"Not started (directory missing): {', '.join(result.missing)}")
     _echo()
     if config.DASHBOARD in services:
-        _echo(f"Start with the dashboard: {config.DASHBOARD.url}/ "
-              "(its controls need a staff login, e.g. admin@lab.local)")
-    _echo("The lab is up.  make status: health of each service   "
-          "make logs: follow the logs   make down: stop everything")
+        _echo(
+            f"Start with the dashboard: {config.DASHBOARD.url}/ (its controls need a staff login, e.g. admin@lab.local)"
+        )
+    _echo(
+        "The lab is up.  make status: health of each service   make logs: follow the logs   make down: stop everything"
+    )
     return 0
 
 
-def _service_table(paths: Paths, services: list[Service], results,
-                   workers=(), worker_states=None) -> str:
+def _service_table(paths: Paths, services: list[Service], results, workers=(), worker_states=None) -> str:
     rows = []
     for s in services:
         h = results.get(s.short)
-        rows.append([
-            s.directory,
-            s.url + "/",
-            s.url + s.browse_path,
-            s.url + "/api/docs/" if s.api_docs else "-",
-            database_label(paths, s),
-            "healthy" if h and h.ok else (h.label() if h else "-"),
-        ])
+        rows.append(
+            [
+                s.directory,
+                s.url + "/",
+                s.url + s.browse_path,
+                s.url + "/api/docs/" if s.api_docs else "-",
+                database_label(paths, s),
+                "healthy" if h and h.ok else (h.label() if h else "-"),
+            ]
+        )
     for w in workers:
         state = (worker_states or {}).get(w.short, "-")
-        rows.append([w.directory, "-", "-", "-", database_label(paths, w.app),
-                     "running" if state == "RUNNING" else state])
+        rows.append(
+            [w.directory, "-", "-", "-", database_label(paths, w.app), "running" if state == "RUNNING" else state]
+        )
     return table(["service", "URL", "browsable API", "Swagger", "database", "status"], rows)
 
 
@@ -177,8 +183,7 @@ def cmd_status(paths: Paths, args) -> int:
         state = f"{info['statename']} ({info['description']})" if info else "stopped"
         h = health.check(s)
         all_ok = all_ok and h.ok and bool(info) and info["statename"] == "RUNNING"
-        rows.append([s.directory, s.url + "/", database_label(paths, s), state,
-                     "healthy" if h.ok else h.label()])
+        rows.append([s.directory, s.url + "/", database_label(paths, s), state, "healthy" if h.ok else h.label()])
     for w in paths.present_workers():
         info = infos.get(w.short)
         state = f"{info['statename']} ({info['description']})" if info else "stopped"
@@ -254,13 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     names = [s.short for s in config.APPS] + [w.short for w in config.WORKERS]
     parser = argparse.ArgumentParser(
         prog="labctl",
-        description="Run the microservices lab on this machine "
-                    "(supervisord, MySQL or SQLite, Redis if present).",
+        description="Run the microservices lab on this machine (supervisord, MySQL or SQLite, Redis if present).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("setup", help="keys, databases, env files, migrate, collectstatic, seed "
-                                 "(idempotent; starts nothing)")
+    sub.add_parser(
+        "setup", help="keys, databases, env files, migrate, collectstatic, seed (idempotent; starts nothing)"
+    )
     sub.add_parser("up", help="setup, then start every service and wait until healthy")
     sub.add_parser("down", help="stop every service and supervisord")
     sub.add_parser("status", help="process state and /health/ of each service")
@@ -276,20 +281,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = sub.add_parser("keys", help="only generate the Ed25519 key pairs of the services")
     keys.add_argument("--dir", help="where to write them (default: var/keys)")
-    keys.add_argument("--owner", action="append", default=[], metavar="SERVICE=UID[:GID]",
-                      help="give SERVICE's private key to this user (repeatable; containers)")
+    keys.add_argument(
+        "--owner",
+        action="append",
+        default=[],
+        metavar="SERVICE=UID[:GID]",
+        help="give SERVICE's private key to this user (repeatable; containers)",
+    )
 
-    load.add_arguments(sub.add_parser("load", help="run a Locust scenario against the lab; results in "
-                                                   "var/loadtests/"))
+    load.add_arguments(sub.add_parser("load", help="run a Locust scenario against the lab; results in var/loadtests/"))
     scale.add_arguments(sub.add_parser("scale", help="show or change how many gunicorn workers each service runs"))
     labcli.add_parser(sub)
     return parser
 
 
 COMMANDS = {
-    "setup": cmd_setup, "up": cmd_up, "down": cmd_down, "status": cmd_status,
-    "logs": cmd_logs, "restart": cmd_restart, "keys": cmd_keys,
-    "load": load.cmd_load, "scale": scale.cmd_scale, "lab": labcli.cmd_lab,
+    "setup": cmd_setup,
+    "up": cmd_up,
+    "down": cmd_down,
+    "status": cmd_status,
+    "logs": cmd_logs,
+    "restart": cmd_restart,
+    "keys": cmd_keys,
+    "load": load.cmd_load,
+    "scale": scale.cmd_scale,
+    "lab": labcli.cmd_lab,
 }
 
 COMMANDS.update(faultcli.COMMANDS)

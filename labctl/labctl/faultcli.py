@@ -54,8 +54,9 @@ def parse_urls(text: str) -> dict[str, str]:
         name, sep, url = item.partition("=")
         name, url = name.strip(), url.strip().rstrip("/")
         if not sep or name not in SERVICE_NAMES or not url.startswith(("http://", "https://")):
-            raise CliError(f"bad service URL {item!r}: expected NAME=http://HOST:PORT with NAME one of "
-                           f"{', '.join(SERVICE_NAMES)}")
+            raise CliError(
+                f"bad service URL {item!r}: expected NAME=http://HOST:PORT with NAME one of {', '.join(SERVICE_NAMES)}"
+            )
         urls[name] = url
     return urls
 
@@ -108,7 +109,13 @@ def error_text(service: str, response) -> str:
 def _why(exc: BaseException | None) -> str:
     """The innermost reason of a failed connection, in a few words (``Connection refused``)."""
     text = str(exc or "")
-    for known in ("Connection refused", "Connection reset", "RemoteDisconnected", "timed out", "Name or service not known"):
+    for known in (
+        "Connection refused",
+        "Connection reset",
+        "RemoteDisconnected",
+        "timed out",
+        "Name or service not known",
+    ):
         if known in text:
             return known
     return text.rsplit(":", 1)[-1].strip(" ')\"")[:80]
@@ -139,10 +146,14 @@ def describe_parameters(fault: dict) -> str:
     elif kind == "error":
         parts.append(f"status {fault.get('status', 503)}")
     elif kind == "database":
-        parts.append(f"mode {fault.get('mode') or 'fail'}" + (f", delay {delay}" if fault.get("mode") == "slow" else ""))
+        parts.append(
+            f"mode {fault.get('mode') or 'fail'}" + (f", delay {delay}" if fault.get("mode") == "slow" else "")
+        )
     elif kind == "dependency":
-        parts.append(f"target {fault.get('target')}, mode {fault.get('mode') or 'fail'}"
-                     + (f", delay {delay}" if fault.get("mode") == "delay" else ""))
+        parts.append(
+            f"target {fault.get('target')}, mode {fault.get('mode') or 'fail'}"
+            + (f", delay {delay}" if fault.get("mode") == "delay" else "")
+        )
     elif kind == "outage":
         parts.append("503 to every request, /health/ included")
     elif kind == "process":
@@ -175,8 +186,17 @@ def render_faults(faults: list[dict], now: float) -> str:
     """One table of faults; each dict carries its ``service`` (program for process faults)."""
     if not faults:
         return "No active fault."
-    rows = [[f.get("id", "-"), f["service"], f["kind"], describe_parameters(f), describe_scope(f),
-             expires_in(f.get("expires_at"), now)] for f in faults]
+    rows = [
+        [
+            f.get("id", "-"),
+            f["service"],
+            f["kind"],
+            describe_parameters(f),
+            describe_scope(f),
+            expires_in(f.get("expires_at"), now),
+        ]
+        for f in faults
+    ]
     return table(["id", "service", "kind", "parameters", "scope", "expires in"], rows)
 
 
@@ -186,9 +206,17 @@ def render_faults(faults: list[dict], now: float) -> str:
 def fault_body(args) -> dict:
     """The ``PUT /_lab/faults/`` body for ``labctl fault add`` (only what was given)."""
     body = {"kind": args.kind}
-    for option, key in (("delay_ms", "delay_ms"), ("jitter_ms", "jitter_ms"), ("probability", "probability"),
-                        ("status", "status"), ("mode", "mode"), ("target", "target"),
-                        ("path_prefix", "path_prefix"), ("method", "method"), ("ttl", "ttl_seconds")):
+    for option, key in (
+        ("delay_ms", "delay_ms"),
+        ("jitter_ms", "jitter_ms"),
+        ("probability", "probability"),
+        ("status", "status"),
+        ("mode", "mode"),
+        ("target", "target"),
+        ("path_prefix", "path_prefix"),
+        ("method", "method"),
+        ("ttl", "ttl_seconds"),
+    ):
         value = getattr(args, option, None)
         if value is not None:
             body[key] = value.upper() if option == "method" else value
@@ -204,8 +232,9 @@ def cmd_fault_list(paths: Paths, args) -> int:
     stopped = {entry["program"]: entry for entry in process.active(paths)}
     for name, entry in stopped.items():
         if args.service in (None, name):
-            faults.append({"id": "-", "service": name, "kind": "process", "action": "stop",
-                           "expires_at": entry.get("restart_at")})
+            faults.append(
+                {"id": "-", "service": name, "kind": "process", "action": "stop", "expires_at": entry.get("restart_at")}
+            )
     for service in _services(args.service):
         try:
             body = _call(api, "GET", service, "/_lab/faults/")
@@ -228,9 +257,11 @@ def cmd_fault_add(paths: Paths, args) -> int:
     if args.kind == "process":
         if not args.action:
             raise CliError("a process fault needs --action stop, kill or restart")
-        others = [f"--{o.replace('_', '-')}" for o in ("delay_ms", "jitter_ms", "probability", "status", "mode",
-                                                        "target", "path_prefix", "method")
-                  if getattr(args, o) is not None]
+        others = [
+            f"--{o.replace('_', '-')}"
+            for o in ("delay_ms", "jitter_ms", "probability", "status", "mode", "target", "path_prefix", "method")
+            if getattr(args, o) is not None
+        ]
         if others:
             raise CliError(f"a process fault takes only --action and --ttl, not {', '.join(others)}")
         try:
@@ -243,15 +274,20 @@ def cmd_fault_add(paths: Paths, args) -> int:
     if args.action is not None:
         raise CliError("--action belongs to process faults (labctl fault add <program> process --action ...)")
     if args.service not in SERVICE_NAMES:
-        raise CliError(f"{args.service!r} is not a service with /_lab/faults/ ({', '.join(SERVICE_NAMES)}); "
-                       f"a program such as {args.service} takes process faults only "
-                       f"(labctl fault add {args.service} process --action kill)")
+        raise CliError(
+            f"{args.service!r} is not a service with /_lab/faults/ ({', '.join(SERVICE_NAMES)}); "
+            f"a program such as {args.service} takes process faults only "
+            f"(labctl fault add {args.service} process --action kill)"
+        )
     body = _call(_api(paths, args), "PUT", args.service, "/_lab/faults/", json=fault_body(args))
     added = {**body["added"], "service": args.service}
-    expiry = (f"expires in {expires_in(added['expires_at'], time.time())}" if added.get("expires_at")
-              else "until cleared")
-    _echo(f"Added {added['id']} on {args.service}: {added['kind']}, {describe_parameters(added)}, "
-          f"{describe_scope(added)}, {expiry}")
+    expiry = (
+        f"expires in {expires_in(added['expires_at'], time.time())}" if added.get("expires_at") else "until cleared"
+    )
+    _echo(
+        f"Added {added['id']} on {args.service}: {added['kind']}, {describe_parameters(added)}, "
+        f"{describe_scope(added)}, {expiry}"
+    )
     return 0
 
 
@@ -316,7 +352,8 @@ def _coerce(text: str):
 
 
 def parse_set(items: list[str]) -> dict:
-    """``["breaker.fail_max=3", "retries.enabled=false"]`` → ``{"breaker": {"fail_max": 3}, "retries": {"enabled": False}}``."""
+    """``["breaker.fail_max=3", "retries.enabled=false"]``
+    → ``{"breaker": {"fail_max": 3}, "retries": {"enabled": False}}``."""
     changes: dict = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -352,11 +389,23 @@ def render_resilience(bodies: dict[str, dict]) -> str:
     for service, body in bodies.items():
         for peer, state in body.get("breakers", {}).items():
             opened = state.get("opened_at") if state.get("state") != "closed" else None
-            breakers.append([service, peer, state.get("state", "?"), str(state.get("fail_counter", "?")),
-                             str(state.get("fail_max", "?")), f"{state.get('reset_timeout', 0):g} s", opened or "-"])
+            breakers.append(
+                [
+                    service,
+                    peer,
+                    state.get("state", "?"),
+                    str(state.get("fail_counter", "?")),
+                    str(state.get("fail_max", "?")),
+                    f"{state.get('reset_timeout', 0):g} s",
+                    opened or "-",
+                ]
+            )
     parts = [table(["service", "switch", "state", "settings"], rows)]
-    parts.append(table(["service", "peer", "breaker", "failures", "fail_max", "reset_timeout", "opened at"], breakers)
-                 if breakers else "No breaker (these services call no peer).")
+    parts.append(
+        table(["service", "peer", "breaker", "failures", "fail_max", "reset_timeout", "opened at"], breakers)
+        if breakers
+        else "No breaker (these services call no peer)."
+    )
     return "\n\n".join(parts)
 
 
@@ -384,9 +433,13 @@ def cmd_audit(paths: Paths, args) -> int:
     try:
         result = audit.run_audit(_api(paths, args), deadline_seconds=args.deadline)
     except LabApiError as exc:
-        print(f"labctl audit: cannot audit: {str(exc).rstrip('.')}.\n"
-              "The audit needs every service's answer: is a fault in the way (labctl fault list), "
-              "is the lab up (make status)?", file=sys.stderr, flush=True)
+        print(
+            f"labctl audit: cannot audit: {str(exc).rstrip('.')}.\n"
+            "The audit needs every service's answer: is a fault in the way (labctl fault list), "
+            "is the lab up (make status)?",
+            file=sys.stderr,
+            flush=True,
+        )
         return 2
     _echo(json.dumps(result, indent=2) if args.json else audit.render(result))
     return 0 if result["ok"] else 1
@@ -400,29 +453,37 @@ def cmd_start_after(paths: Paths, args) -> int:
 
 
 def _urls_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--urls", metavar="NAME=URL,...",
-                        help="where the services listen, e.g. order=http://127.0.0.1:9002 "
-                             "(default: LAB_URLS, <NAME>_SERVICE_URL, then the standard ports)")
+    parser.add_argument(
+        "--urls",
+        metavar="NAME=URL,...",
+        help="where the services listen, e.g. order=http://127.0.0.1:9002 "
+        "(default: LAB_URLS, <NAME>_SERVICE_URL, then the standard ports)",
+    )
 
 
 def add_parsers(sub) -> None:
     """Add ``fault``, ``resilience``, ``audit`` (and the internal ``_start-after``) to labctl's subcommands."""
-    fault = sub.add_parser("fault", help="list, add or clear faults (latency, error, outage, database, "
-                                         "dependency, process)")
+    fault = sub.add_parser(
+        "fault", help="list, add or clear faults (latency, error, outage, database, dependency, process)"
+    )
     fault_sub = fault.add_subparsers(dest="fault_command", required=True, metavar="ACTION")
 
     listing = fault_sub.add_parser("list", help="the active faults of every service (or one)")
-    listing.add_argument("service", nargs="?", choices=SERVICE_NAMES + process.PROGRAMS[len(SERVICE_NAMES):])
+    listing.add_argument("service", nargs="?", choices=SERVICE_NAMES + process.PROGRAMS[len(SERVICE_NAMES) :])
     _urls_option(listing)
 
     add = fault_sub.add_parser(
-        "add", help="inject a fault",
+        "add",
+        help="inject a fault",
         description="Inject a fault. Examples: labctl fault add payment outage --ttl 60; "
-                    "labctl fault add order dependency --target payment --mode hang; "
-                    "labctl fault add worker process --action kill",
+        "labctl fault add order dependency --target payment --mode hang; "
+        "labctl fault add worker process --action kill",
     )
-    add.add_argument("service", help=f"a service ({', '.join(SERVICE_NAMES)}) or, for process faults, "
-                                     f"a program ({', '.join(process.PROGRAMS)})")
+    add.add_argument(
+        "service",
+        help=f"a service ({', '.join(SERVICE_NAMES)}) or, for process faults, "
+        f"a program ({', '.join(process.PROGRAMS)})",
+    )
     add.add_argument("kind", choices=KINDS)
     add.add_argument("--delay-ms", type=int, metavar="MS", help="latency, slow database or delayed dependency (ms)")
     add.add_argument("--jitter-ms", type=int, metavar="MS", help="± random part of the delay (ms)")
@@ -444,15 +505,24 @@ def add_parsers(sub) -> None:
 
     resilience = sub.add_parser("resilience", help="show or change the resilience switches and breakers")
     resilience.add_argument("service", nargs="?", choices=SERVICE_NAMES, help="one service (default: all)")
-    resilience.add_argument("--set", action="append", metavar="SWITCH.SETTING=VALUE",
-                            help="e.g. breaker.fail_max=3, retries.enabled=false (repeatable)")
+    resilience.add_argument(
+        "--set",
+        action="append",
+        metavar="SWITCH.SETTING=VALUE",
+        help="e.g. breaker.fail_max=3, retries.enabled=false (repeatable)",
+    )
     resilience.add_argument("--reset-breakers", action="store_true", help="close every breaker")
     _urls_option(resilience)
 
-    audit_parser = sub.add_parser("audit", help="check the invariants across services "
-                                                "(exit 1 on a violation, 2 when a service cannot answer)")
-    audit_parser.add_argument("--deadline", type=int, default=audit.DEFAULT_DEADLINE_SECONDS,
-                              help="seconds an order may stay in progress (default %(default)s)")
+    audit_parser = sub.add_parser(
+        "audit", help="check the invariants across services (exit 1 on a violation, 2 when a service cannot answer)"
+    )
+    audit_parser.add_argument(
+        "--deadline",
+        type=int,
+        default=audit.DEFAULT_DEADLINE_SECONDS,
+        help="seconds an order may stay in progress (default %(default)s)",
+    )
     audit_parser.add_argument("--json", action="store_true", help="the result as JSON")
     _urls_option(audit_parser)
 

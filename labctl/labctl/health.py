@@ -45,15 +45,18 @@ def check(service: Service, timeout: float = 3.0) -> Health:
 
 
 def _summarise(body: bytes) -> str:
-    """"ok", or the names of the failing checks, from the health JSON."""
+    """ "ok", or the names of the failing checks, from the health JSON."""
     try:
         data = json.loads(body)
     except ValueError:
         return "(not JSON)"
     if not isinstance(data, dict):
         return ""
-    failing = [name for name, result in (data.get("checks") or {}).items()
-               if isinstance(result, dict) and result.get("status") not in (None, "ok", "up")]
+    failing = [
+        name
+        for name, result in (data.get("checks") or {}).items()
+        if isinstance(result, dict) and result.get("status") not in (None, "ok", "up")
+    ]
     if failing:
         return f"{data.get('status', '')}: {', '.join(failing)}".strip()
     return str(data.get("status", ""))

@@ -35,15 +35,23 @@ class LabApi:
     def token(self, audience: str) -> str:
         key = keys.load_private_key(str(self.paths.keys), IDENTITY)
         now = int(time.time())
-        claims = {"iss": IDENTITY, "sub": IDENTITY, "typ": "service", "aud": audience,
-                  "iat": now, "exp": now + 60, "jti": uuid.uuid4().hex}
+        claims = {
+            "iss": IDENTITY,
+            "sub": IDENTITY,
+            "typ": "service",
+            "aud": audience,
+            "iat": now,
+            "exp": now + 60,
+            "jti": uuid.uuid4().hex,
+        }
         return jwt.encode(claims, key, algorithm="EdDSA")
 
     def call(self, method: str, service: str, path: str, **kwargs) -> requests.Response:
         headers = {"Authorization": f"Bearer {self.token(service)}", **kwargs.pop("headers", {})}
         try:
-            return self.session.request(method, f"{self.urls[service]}{path}", headers=headers,
-                                        timeout=self.timeout, **kwargs)
+            return self.session.request(
+                method, f"{self.urls[service]}{path}", headers=headers, timeout=self.timeout, **kwargs
+            )
         except requests.RequestException as exc:
             raise LabApiError(f"{service} is unreachable at {self.urls[service]}: {type(exc).__name__}") from exc
 
@@ -56,7 +64,9 @@ class LabApi:
         if response.status_code >= 400:
             message = body.get("message") if isinstance(body, dict) else str(body)
             fields = body.get("fields") if isinstance(body, dict) else None
-            raise LabApiError(f"{service} answered {response.status_code}: {message}" + (f" {fields}" if fields else ""))
+            raise LabApiError(
+                f"{service} answered {response.status_code}: {message}" + (f" {fields}" if fields else "")
+            )
         return body
 
     def all_pages(self, service: str, path: str) -> list[dict]:

@@ -206,21 +206,39 @@ def locust_commands(paths: Paths, spec: RunSpec, run_dir: Path) -> tuple[list[st
     base = [sys.executable, "-m", "locust", "-f", locustfile]
     main = base + [
         "--headless",
-        "--users", str(spec.users),
-        "--spawn-rate", f"{spec.spawn_rate:g}",
-        "--run-time", f"{parse_duration(spec.duration)}s",
-        "--csv", str(run_dir / "locust"),
-        "--html", str(run_dir / "report.html"),
-        "--stop-timeout", "0",
-        "--loglevel", "INFO",
+        "--users",
+        str(spec.users),
+        "--spawn-rate",
+        f"{spec.spawn_rate:g}",
+        "--run-time",
+        f"{parse_duration(spec.duration)}s",
+        "--csv",
+        str(run_dir / "locust"),
+        "--html",
+        str(run_dir / "report.html"),
+        "--stop-timeout",
+        "0",
+        "--loglevel",
+        "INFO",
     ]
     workers: list[list[str]] = []
     if spec.workers:
         port = _free_port()
-        main += ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-                 "--expect-workers", str(spec.workers), "--expect-workers-max-wait", "60"]
-        workers = [base + ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port),
-                           "--loglevel", "INFO"] for _ in range(spec.workers)]
+        main += [
+            "--master",
+            "--master-bind-host",
+            "127.0.0.1",
+            "--master-bind-port",
+            str(port),
+            "--expect-workers",
+            str(spec.workers),
+            "--expect-workers-max-wait",
+            "60",
+        ]
+        workers = [
+            base + ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port), "--loglevel", "INFO"]
+            for _ in range(spec.workers)
+        ]
     return main, workers
 
 
@@ -233,8 +251,15 @@ def run_environment(paths: Paths, spec: RunSpec) -> dict[str, str]:
     return env
 
 
-def run(spec: RunSpec, paths: Paths | None = None, *, run_dir: Path | None = None, echo=print,
-        stream: bool = True, check_health: bool = True) -> tuple[int, dict]:
+def run(
+    spec: RunSpec,
+    paths: Paths | None = None,
+    *,
+    run_dir: Path | None = None,
+    echo=print,
+    stream: bool = True,
+    check_health: bool = True,
+) -> tuple[int, dict]:
     """Run one scenario to its end (bounded: run time + GRACE_SECONDS); return (exit code, summary).
 
     ``stream`` copies Locust's output to ``echo`` as it comes (the terminal);
@@ -246,17 +271,27 @@ def run(spec: RunSpec, paths: Paths | None = None, *, run_dir: Path | None = Non
     if check_health:
         problems = lab_healthy(urls)
         if problems:
-            raise LoadError("the lab is not healthy: " + ", ".join(f"{n} {p}" for n, p in problems.items())
-                            + ". Start it with make up (make status tells more).")
+            raise LoadError(
+                "the lab is not healthy: "
+                + ", ".join(f"{n} {p}" for n, p in problems.items())
+                + ". Start it with make up (make status tells more)."
+            )
     run_dir = run_dir or new_run_dir(paths, spec.scenario)
     main_cmd, worker_cmds = locust_commands(paths, spec, run_dir)
     env = run_environment(paths, spec)
     env["CHAOS_AUDIT_FILE"] = str(run_dir / "audit.json")
     env["LOAD_STATS_FILE"] = str(run_dir / "final_stats.json")
     state = {
-        "run_id": run_dir.name, "scenario": spec.scenario, "state": "running",
-        "started_at": datetime.now(UTC).isoformat(), "spec": asdict(spec), "urls": urls,
-        "command": main_cmd, "pid": None, "worker_pids": [], "runner_pid": os.getpid(),
+        "run_id": run_dir.name,
+        "scenario": spec.scenario,
+        "state": "running",
+        "started_at": datetime.now(UTC).isoformat(),
+        "spec": asdict(spec),
+        "urls": urls,
+        "command": main_cmd,
+        "pid": None,
+        "worker_pids": [],
+        "runner_pid": os.getpid(),
     }
     _write_json(run_dir / "run.json", state)
     workers: list[subprocess.Popen] = []
@@ -265,11 +300,26 @@ def run(spec: RunSpec, paths: Paths | None = None, *, run_dir: Path | None = Non
     code = 1
     try:
         for n, cmd in enumerate(worker_cmds, 1):
-            workers.append(subprocess.Popen(cmd, cwd=paths.root, env=env, stdin=subprocess.DEVNULL,
-                                            stdout=(run_dir / f"worker-{n}.log").open("w"),
-                                            stderr=subprocess.STDOUT))
-        master = subprocess.Popen(main_cmd, cwd=paths.root, env=env, stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+            workers.append(
+                subprocess.Popen(
+                    cmd,
+                    cwd=paths.root,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=(run_dir / f"worker-{n}.log").open("w"),
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        master = subprocess.Popen(
+            main_cmd,
+            cwd=paths.root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
         state.update(pid=master.pid, worker_pids=[w.pid for w in workers])
         _write_json(run_dir / "run.json", state)
         deadline = started + parse_duration(spec.duration) + GRACE_SECONDS + (60 if workers else 0)
@@ -280,8 +330,7 @@ def run(spec: RunSpec, paths: Paths | None = None, *, run_dir: Path | None = Non
             _end_process(worker, timeout=15)
     elapsed = time.monotonic() - started
     summary = summarize(run_dir, spec=spec, exit_code=code, elapsed=elapsed)
-    state.update(state="finished" if code == 0 else "failed", exit_code=code,
-                 finished_at=datetime.now(UTC).isoformat())
+    state.update(state="finished" if code == 0 else "failed", exit_code=code, finished_at=datetime.now(UTC).isoformat())
     if _read_json(run_dir / "run.json").get("stop_requested"):
         state.update(state="stopped", stop_requested=True)
     _write_json(run_dir / "run.json", state)
@@ -395,18 +444,20 @@ def steps_from_history(rows: list[dict]) -> list[dict]:
     steps = []
     for level in levels:
         # The first seconds of a level still carry the previous level's window: drop a third.
-        samples = level["samples"][len(level["samples"]) // 3:] or level["samples"]
+        samples = level["samples"][len(level["samples"]) // 3 :] or level["samples"]
         if len(level["samples"]) < 3:
             continue
-        steps.append({
-            "users": level["users"],
-            "seconds": len(level["samples"]),
-            "rps": median(_number(s.get("Requests/s")) for s in samples),
-            "failures_per_s": median(_number(s.get("Failures/s")) for s in samples),
-            "p50_ms": median(_number(s.get("50%")) for s in samples),
-            "p95_ms": median(_number(s.get("95%")) for s in samples),
-            "p99_ms": median(_number(s.get("99%")) for s in samples),
-        })
+        steps.append(
+            {
+                "users": level["users"],
+                "seconds": len(level["samples"]),
+                "rps": median(_number(s.get("Requests/s")) for s in samples),
+                "failures_per_s": median(_number(s.get("Failures/s")) for s in samples),
+                "p50_ms": median(_number(s.get("50%")) for s in samples),
+                "p95_ms": median(_number(s.get("95%")) for s in samples),
+                "p99_ms": median(_number(s.get("99%")) for s in samples),
+            }
+        )
     return steps
 
 
@@ -414,21 +465,32 @@ def summarize(run_dir: Path, *, spec: RunSpec, exit_code: int | None, elapsed: f
     """Build (and write) ``summary.json`` from Locust's CSV files."""
     final = _read_json(run_dir / "final_stats.json")
     if final.get("entries") is not None:  # written by the locustfile at the very end: complete
-        rows = [{**e, "failure_ratio": round(e["failures"] / e["requests"], 4) if e["requests"] else 0.0,
-                 "rps": round(e["rps"], 2)} for e in final["entries"]]
+        rows = [
+            {
+                **e,
+                "failure_ratio": round(e["failures"] / e["requests"], 4) if e["requests"] else 0.0,
+                "rps": round(e["rps"], 2),
+            }
+            for e in final["entries"]
+        ]
         failures_rows = final.get("errors", [])
     else:  # the CSV Locust rewrites every second (a run that died)
         rows = [_endpoint(r) for r in _read_csv(run_dir / "locust_stats.csv") if r.get("Name") != "Aggregated"]
-        failures_rows = [{"method": r.get("Method"), "name": r.get("Name"), "error": r.get("Error"),
-                          "occurrences": _number(r.get("Occurrences"), int)}
-                         for r in _read_csv(run_dir / "locust_failures.csv")]
+        failures_rows = [
+            {
+                "method": r.get("Method"),
+                "name": r.get("Name"),
+                "error": r.get("Error"),
+                "occurrences": _number(r.get("Occurrences"), int),
+            }
+            for r in _read_csv(run_dir / "locust_failures.csv")
+        ]
     endpoints = [r for r in rows if r["method"] != FLOW]
     flows = [r for r in rows if r["method"] == FLOW]
     total = sum(e["requests"] for e in endpoints)
     failed = sum(e["failures"] for e in endpoints)
     expected = {
-        kind: sum(e["requests"] for e in endpoints if tag in (e["name"] or ""))
-        for kind, tag in EXPECTED_TAGS.items()
+        kind: sum(e["requests"] for e in endpoints if tag in (e["name"] or "")) for kind, tag in EXPECTED_TAGS.items()
     }
     failures = list(failures_rows)
     failures.sort(key=lambda f: -(f["occurrences"] or 0))
@@ -453,9 +515,17 @@ def summarize(run_dir: Path, *, spec: RunSpec, exit_code: int | None, elapsed: f
         "flows": flows,
         "steps": steps_from_history(_read_csv(run_dir / "locust_stats_history.csv")),
         "failures": failures[:50],
-        "files": {name: str(run_dir / name) for name in
-                  ("locust_stats.csv", "locust_stats_history.csv", "locust_failures.csv", "report.html", "locust.log")
-                  if (run_dir / name).exists()},
+        "files": {
+            name: str(run_dir / name)
+            for name in (
+                "locust_stats.csv",
+                "locust_stats_history.csv",
+                "locust_failures.csv",
+                "report.html",
+                "locust.log",
+            )
+            if (run_dir / name).exists()
+        },
     }
     audit = run_dir / "audit.json"
     if audit.exists():
@@ -473,25 +543,44 @@ def _fmt(value, digits=0) -> str:
 def render_summary(summary: dict) -> str:
     """The summary as a table for the terminal."""
     headers = ["type", "name", "requests", "fails", "req/s", "p50 ms", "p95 ms", "p99 ms"]
-    rows = [[e["method"], e["name"], e["requests"], e["failures"], _fmt(e["rps"], 1), _fmt(e["p50_ms"]),
-             _fmt(e["p95_ms"]), _fmt(e["p99_ms"])] for e in summary["endpoints"] + summary["flows"]]
+    rows = [
+        [
+            e["method"],
+            e["name"],
+            e["requests"],
+            e["failures"],
+            _fmt(e["rps"], 1),
+            _fmt(e["p50_ms"]),
+            _fmt(e["p95_ms"]),
+            _fmt(e["p99_ms"]),
+        ]
+        for e in summary["endpoints"] + summary["flows"]
+    ]
     totals = summary["totals"]
     out = [table(headers, rows)]
     params = summary["parameters"]
     out.append("")
-    out.append(f"{summary['scenario']}: {params['users']} users, spawn {params['spawn_rate']:g}/s, "
-               f"{params['duration_s']} s, {params['workers'] or 'no'} worker process(es); "
-               f"machine: {summary['machine']['cpus']} cores, {summary['machine']['memory_mb']} MB")
-    out.append(f"requests {totals['requests']}, failures {totals['failures']} "
-               f"({totals['failure_ratio']:.2%}), {totals['rps']:.1f} req/s; "
-               f"orders finished {totals['orders_finished']} ({totals['orders_per_s']:.1f}/s)")
+    out.append(
+        f"{summary['scenario']}: {params['users']} users, spawn {params['spawn_rate']:g}/s, "
+        f"{params['duration_s']} s, {params['workers'] or 'no'} worker process(es); "
+        f"machine: {summary['machine']['cpus']} cores, {summary['machine']['memory_mb']} MB"
+    )
+    out.append(
+        f"requests {totals['requests']}, failures {totals['failures']} "
+        f"({totals['failure_ratio']:.2%}), {totals['rps']:.1f} req/s; "
+        f"orders finished {totals['orders_finished']} ({totals['orders_per_s']:.1f}/s)"
+    )
     expected = totals["expected_outcomes"]
     if any(expected.values()):
-        out.append(f"expected outcomes (not failures): {expected['declined']} declined cards, "
-                   f"{expected['explained']} failures explained by an injected fault")
+        out.append(
+            f"expected outcomes (not failures): {expected['declined']} declined cards, "
+            f"{expected['explained']} failures explained by an injected fault"
+        )
     for step in summary["steps"] if len(summary["steps"]) > 1 else []:
-        out.append(f"  step {step['users']:>4} users: {_fmt(step['rps'], 1)} req/s, p95 {_fmt(step['p95_ms'])} ms, "
-                   f"{_fmt(step['failures_per_s'], 1)} failures/s")
+        out.append(
+            f"  step {step['users']:>4} users: {_fmt(step['rps'], 1)} req/s, p95 {_fmt(step['p95_ms'])} ms, "
+            f"{_fmt(step['failures_per_s'], 1)} failures/s"
+        )
     for failure in summary["failures"][:10]:
         out.append(f"  failure x{failure['occurrences']}: {failure['method']} {failure['name']}: {failure['error']}")
     audit = summary.get("audit")
@@ -516,12 +605,24 @@ def start_run(spec: RunSpec, paths: Paths | None = None) -> str:
         raise LoadError("the lab is not healthy: " + ", ".join(f"{n} {p}" for n, p in problems.items()))
     run_dir = new_run_dir(paths, spec.scenario)
     _write_json(run_dir / "spec.json", asdict(spec))
-    _write_json(run_dir / "run.json", {"run_id": run_dir.name, "scenario": spec.scenario, "state": "starting",
-                                       "started_at": datetime.now(UTC).isoformat(), "spec": asdict(spec)})
+    _write_json(
+        run_dir / "run.json",
+        {
+            "run_id": run_dir.name,
+            "scenario": spec.scenario,
+            "state": "starting",
+            "started_at": datetime.now(UTC).isoformat(),
+            "spec": asdict(spec),
+        },
+    )
     runner = subprocess.Popen(
         [sys.executable, "-m", "labctl.load", "_run", str(run_dir)],
-        cwd=paths.root, env={**os.environ, "LAB_ROOT": str(paths.root)}, stdin=subprocess.DEVNULL,
-        stdout=(run_dir / "runner.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=paths.root,
+        env={**os.environ, "LAB_ROOT": str(paths.root)},
+        stdin=subprocess.DEVNULL,
+        stdout=(run_dir / "runner.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     state = _read_json(run_dir / "run.json")
     state["runner_pid"] = runner.pid
@@ -566,17 +667,20 @@ def run_status(run_id: str, paths: Paths | None = None, *, history_points: int =
     run_dir = _run_dir(paths, run_id)
     state = _read_json(run_dir / "run.json")
     history = [r for r in _read_csv(run_dir / "locust_stats_history.csv") if r.get("Name") == "Aggregated"]
-    points = [{
-        "t": _number(r.get("Timestamp"), int),
-        "users": _number(r.get("User Count"), int),
-        "rps": _number(r.get("Requests/s")),
-        "failures_per_s": _number(r.get("Failures/s")),
-        "p50_ms": _number(r.get("50%")),
-        "p95_ms": _number(r.get("95%")),
-        "p99_ms": _number(r.get("99%")),
-        "requests": _number(r.get("Total Request Count"), int),
-        "failures": _number(r.get("Total Failure Count"), int),
-    } for r in history[-history_points:]]
+    points = [
+        {
+            "t": _number(r.get("Timestamp"), int),
+            "users": _number(r.get("User Count"), int),
+            "rps": _number(r.get("Requests/s")),
+            "failures_per_s": _number(r.get("Failures/s")),
+            "p50_ms": _number(r.get("50%")),
+            "p95_ms": _number(r.get("95%")),
+            "p99_ms": _number(r.get("99%")),
+            "requests": _number(r.get("Total Request Count"), int),
+            "failures": _number(r.get("Total Failure Count"), int),
+        }
+        for r in history[-history_points:]
+    ]
     status = {
         "run_id": run_id,
         "scenario": state.get("scenario"),
@@ -607,14 +711,16 @@ def list_runs(paths: Paths | None = None, *, limit: int = 100) -> list[dict]:
         if not state:
             continue
         summary = _read_json(run_dir / "summary.json")
-        out.append({
-            "run_id": run_dir.name,
-            "scenario": state.get("scenario"),
-            "state": _live_state(run_dir, state),
-            "started_at": state.get("started_at"),
-            "parameters": state.get("spec"),
-            "totals": summary.get("totals"),
-        })
+        out.append(
+            {
+                "run_id": run_dir.name,
+                "scenario": state.get("scenario"),
+                "state": _live_state(run_dir, state),
+                "started_at": state.get("started_at"),
+                "parameters": state.get("spec"),
+                "totals": summary.get("totals"),
+            }
+        )
     return out
 
 
@@ -625,12 +731,20 @@ def add_arguments(parser) -> None:
     """The options of ``labctl load``."""
     parser.add_argument("--scenario", choices=SCENARIOS, help="the locustfile of loadtests/ to run")
     parser.add_argument("--users", type=int, default=10, help="simulated users (default 10; step_load: the last step)")
-    parser.add_argument("--spawn-rate", type=float, default=None, help="users started per second (default: users/5, at least 1)")
+    parser.add_argument(
+        "--spawn-rate", type=float, default=None, help="users started per second (default: users/5, at least 1)"
+    )
     parser.add_argument("--duration", default="60s", help="run time: 90, 90s, 2m, 1h (default 60s)")
-    parser.add_argument("--workers", type=int, default=0,
-                        help="Locust worker processes under one master (default 0: a single process)")
-    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                        help="environment for the scenario, e.g. SAGA_MODE=async, DECLINE_SHARE=0.1 (repeatable)")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="Locust worker processes under one master (default 0: a single process)"
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment for the scenario, e.g. SAGA_MODE=async, DECLINE_SHARE=0.1 (repeatable)",
+    )
     parser.add_argument("--list", action="store_true", help="list the recorded runs and exit")
     parser.add_argument("--status", metavar="RUN_ID", help="print one run's state and figures (JSON) and exit")
     parser.add_argument("--stop", metavar="RUN_ID", help="stop a background run and exit")
@@ -643,8 +757,14 @@ def cmd_load(paths: Paths, args) -> int:
             runs = list_runs(paths)
             for item in runs:
                 totals = item.get("totals") or {}
-                figures = (f"{totals.get('requests', 0)} requests, {totals.get('rps', 0)} req/s, "
-                           f"{totals.get('failure_ratio', 0):.2%} failed") if totals else ""
+                figures = (
+                    (
+                        f"{totals.get('requests', 0)} requests, {totals.get('rps', 0)} req/s, "
+                        f"{totals.get('failure_ratio', 0):.2%} failed"
+                    )
+                    if totals
+                    else ""
+                )
                 print(f"{item['run_id']:<40} {item['state']:<9} {figures}")
             if not runs:
                 print(f"No run yet under {runs_dir(paths)}.")
@@ -665,9 +785,14 @@ def cmd_load(paths: Paths, args) -> int:
             if not sep:
                 raise LoadError(f"--env {item!r}: write NAME=VALUE")
             env[name] = value
-        spec = RunSpec(scenario=args.scenario, users=args.users,
-                       spawn_rate=args.spawn_rate or max(1.0, args.users / 5), duration=args.duration,
-                       workers=args.workers, env=env)
+        spec = RunSpec(
+            scenario=args.scenario,
+            users=args.users,
+            spawn_rate=args.spawn_rate or max(1.0, args.users / 5),
+            duration=args.duration,
+            workers=args.workers,
+            env=env,
+        )
         code, summary = run(spec, paths)
     except LoadError as exc:
         print(f"labctl load: {exc}")

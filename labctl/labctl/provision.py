@@ -179,10 +179,7 @@ def mysql_provision(conn, *, schema: str, password: str, hosts=("%", "localhost"
     # or a GRANT pattern as a placeholder.
     quoted_password = conn.literal(password).decode()
     cur = conn.cursor()
-    cur.execute(
-        f"CREATE DATABASE IF NOT EXISTS `{schema}` "
-        "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-    )
+    cur.execute(f"CREATE DATABASE IF NOT EXISTS `{schema}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
     for host in hosts:
         account = f"'{schema}'@'{host}'"
         cur.execute(f"CREATE USER IF NOT EXISTS {account} IDENTIFIED BY {quoted_password}")
@@ -227,8 +224,7 @@ class DatabasePlan:
         if self.mode == "mysql":
             assert self.mysql is not None
             schemas = ", ".join(s.schema for s in config.APPS)
-            return (f"MySQL at {self.mysql.address}, schemas {schemas}, "
-                    "one MySQL user per schema granted only its own")
+            return f"MySQL at {self.mysql.address}, schemas {schemas}, one MySQL user per schema granted only its own"
         return f"SQLite files under {_rel(paths.db, paths)}/ (MySQL not used: {self.reason})"
 
 
@@ -321,8 +317,7 @@ def run_manage(paths: Paths, service: Service, *args: str, timeout: int = 600) -
     if proc.returncode != 0:
         tail = "\n".join(proc.stdout.splitlines()[-40:])
         raise ProvisionError(
-            f"{service.directory}: `manage.py {' '.join(args)}` failed "
-            f"(exit {proc.returncode}):\n{tail}"
+            f"{service.directory}: `manage.py {' '.join(args)}` failed (exit {proc.returncode}):\n{tail}"
         )
     return proc.stdout
 
@@ -341,9 +336,7 @@ class SetupResult:
     missing: list[str] = field(default_factory=list)
 
 
-def write_env_files(
-    paths: Paths, plan: DatabasePlan, redis_base: str | None, conn=None
-) -> None:
+def write_env_files(paths: Paths, plan: DatabasePlan, redis_base: str | None, conn=None) -> None:
     """Write ``var/env/<short>.env`` for every app (and its MySQL user, if any)."""
     for service in config.APPS:
         path = paths.env_file(service)
@@ -354,10 +347,7 @@ def write_env_files(
             password = _previous_mysql_password(previous, service) or secrets.token_hex(16)
             if conn is not None:
                 mysql_provision(conn, schema=service.schema, password=password)
-            database_url = (
-                f"mysql://{service.schema}:{password}@{plan.mysql.host}:{plan.mysql.port}"
-                f"/{service.schema}"
-            )
+            database_url = f"mysql://{service.schema}:{password}@{plan.mysql.host}:{plan.mysql.port}/{service.schema}"
         else:
             paths.db.mkdir(parents=True, exist_ok=True)
             database_url = f"sqlite:///{paths.sqlite_file(service)}"
@@ -383,16 +373,16 @@ def _previous_mysql_password(previous: Mapping[str, str], service: Service) -> s
     return None
 
 
-def setup(paths: Paths, echo: Echo = print, env: Mapping[str, str] | None = None,
-          show_seed: bool = True) -> SetupResult:
+def setup(
+    paths: Paths, echo: Echo = print, env: Mapping[str, str] | None = None, show_seed: bool = True
+) -> SetupResult:
     """Do everything up to "ready to start"; see the module docstring."""
     env = os.environ if env is None else env
     for directory in (paths.var, paths.env, paths.log, paths.run):
         directory.mkdir(parents=True, exist_ok=True)
 
     created = ensure_keys(paths.keys, [s.short for s in config.APPS])
-    echo(f"keys      {'created for ' + ', '.join(created) if created else 'present'}"
-         f" in {_rel(paths.keys, paths)}")
+    echo(f"keys      {'created for ' + ', '.join(created) if created else 'present'} in {_rel(paths.keys, paths)}")
 
     plan, conn = decide_database(env)
     redis_base = env.get("REDIS_URL") or config.DEFAULT_REDIS_URL
@@ -407,9 +397,11 @@ def setup(paths: Paths, echo: Echo = print, env: Mapping[str, str] | None = None
     if redis_ok:
         echo(f"redis     {_redact(redis_base)}, database 0-{len(config.APPS) - 1} (one per service)")
     else:
-        echo(f"redis     not reachable at {_redact(redis_base)} ({redis_reason}); "
-             "REDIS_URL left empty: each worker process keeps its own cache, "
-             "so faults and breaker states are not shared between workers")
+        echo(
+            f"redis     not reachable at {_redact(redis_base)} ({redis_reason}); "
+            "REDIS_URL left empty: each worker process keeps its own cache, "
+            "so faults and breaker states are not shared between workers"
+        )
     echo(f"env files {_rel(paths.env, paths)}/<service>.env")
 
     result = SetupResult(plan, redis_ok, redis_reason)
@@ -430,8 +422,10 @@ def setup(paths: Paths, echo: Echo = print, env: Mapping[str, str] | None = None
             continue
         applied = sum(1 for line in migrated.splitlines() if line.strip().startswith("Applying "))
         result.seed_output[service.short] = seeded
-        echo(f"{service.short:<9} migrated ({applied} new migration(s)), static files collected"
-             + (", seeded" if service.seeded else ""))
+        echo(
+            f"{service.short:<9} migrated ({applied} new migration(s)), static files collected"
+            + (", seeded" if service.seeded else "")
+        )
         if show_seed and seeded:
             echo(_indent(seeded))
     if failures:

@@ -43,7 +43,9 @@ def read_scale(paths: Paths) -> dict[str, int]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise ScaleError(f"{path} cannot be read ({exc}); fix or delete it (labctl scale SERVICE=N rewrites it)") from exc
+        raise ScaleError(
+            f"{path} cannot be read ({exc}); fix or delete it (labctl scale SERVICE=N rewrites it)"
+        ) from exc
     if not isinstance(data, dict) or not all(
         name in config.SERVICE_BY_NAME and isinstance(n, int) and MIN_WORKERS <= n <= MAX_WORKERS
         for name, n in data.items()
@@ -95,7 +97,7 @@ def _children(pid: int) -> list[int]:
         except OSError:
             continue
         # The command name (2nd field) may hold spaces; fields after its ')' are fixed.
-        fields = stat[stat.rfind(")") + 2:].split()
+        fields = stat[stat.rfind(")") + 2 :].split()
         if len(fields) > 1 and int(fields[1]) == pid:
             found.append(int(entry.name))
     return found
@@ -120,8 +122,14 @@ def render_scale(paths: Paths) -> str:
             continue
         workers = counts.get(service.short, supervisor.DEFAULT_WORKERS)
         live = running.get(service.short)
-        rows.append([service.short, str(workers) + ("" if service.short in counts else " (default)"),
-                     "-" if live is None else str(live), str(workers * THREADS_PER_WORKER)])
+        rows.append(
+            [
+                service.short,
+                str(workers) + ("" if service.short in counts else " (default)"),
+                "-" if live is None else str(live),
+                str(workers * THREADS_PER_WORKER),
+            ]
+        )
     headers = ["service", "workers", "running", "concurrent requests"]
     return table(headers, rows)
 
@@ -165,7 +173,7 @@ def rendered_command(paths: Paths, service) -> str:
         if stripped.startswith("["):
             in_section = stripped == f"[program:{service.short}]"
         elif in_section and stripped.startswith(prefix):
-            return stripped[len(prefix):]
+            return stripped[len(prefix) :]
     raise ScaleError(f"supervisor's config has no command for {service.short}")
 
 
@@ -184,13 +192,20 @@ def rewrite_command(conf_text: str, program: str, command: str) -> str:
 
 def cpu_note() -> str:
     cores = os.cpu_count() or 1
-    return f"This machine has {cores} core(s): more worker processes than cores adds queueing, not speed, for CPU-bound work."
+    return (
+        f"This machine has {cores} core(s): more worker processes than cores adds queueing, "
+        "not speed, for CPU-bound work."
+    )
 
 
 def add_arguments(parser) -> None:
     """The arguments of ``labctl scale``."""
-    parser.add_argument("assignments", nargs="*", metavar="SERVICE=WORKERS",
-                        help=f"e.g. inventory=3 ({MIN_WORKERS}..{MAX_WORKERS}, or default); none: show the scale")
+    parser.add_argument(
+        "assignments",
+        nargs="*",
+        metavar="SERVICE=WORKERS",
+        help=f"e.g. inventory=3 ({MIN_WORKERS}..{MAX_WORKERS}, or default); none: show the scale",
+    )
 
 
 def cmd_scale(paths: Paths, args) -> int:

@@ -36,15 +36,12 @@ def program_command(paths: Paths, service: Service) -> str:
     # gunicorn 27 opens a control socket, by default one path shared by every
     # gunicorn of the user: give each service its own (or none if too long).
     control = paths.run / f"gunicorn-{service.short}.ctl"
-    control_arg = (f"--control-socket {control}" if len(str(control)) < 100
-                   else "--no-control-socket")
+    control_arg = f"--control-socket {control}" if len(str(control)) < 100 else "--no-control-socket"
     args = GUNICORN_ARGS.replace(f"--workers {DEFAULT_WORKERS}", f"--workers {gunicorn_workers(paths, service)}", 1)
-    return (f"{paths.venv_bin / 'gunicorn'} config.wsgi:application "
-            f"--bind 127.0.0.1:{service.port} {args} {control_arg}")
+    return f"{paths.venv_bin / 'gunicorn'} config.wsgi:application --bind 127.0.0.1:{service.port} {args} {control_arg}"
 
 
-def render_config(paths: Paths, services: list[Service],
-                  workers: list[Worker] | None = None) -> str:
+def render_config(paths: Paths, services: list[Service], workers: list[Worker] | None = None) -> str:
     """The supervisord.conf text for ``services`` and ``workers``.
 
     ``workers`` defaults to the background workers whose project is present.
@@ -58,7 +55,7 @@ file={paths.supervisor_socket}
 chmod=0700
 
 [supervisord]
-logfile={paths.log / 'supervisord.log'}
+logfile={paths.log / "supervisord.log"}
 pidfile={paths.supervisord_pidfile}
 childlogdir={paths.log}
 directory={paths.root}
@@ -82,7 +79,7 @@ serverurl=unix://{paths.supervisor_socket}
             f"""[program:{service.short}]
 command={command}
 directory={paths.service_dir(service)}
-environment=LAB_ROOT="{paths.root}",PYTHONUNBUFFERED="1",LAB_ENV_DIGEST="{_env_digest(paths, service)}",PROMETHEUS_MULTIPROC_DIR="{metrics_dir}"
+environment={_environment(paths, service, metrics_dir)}
 autostart=true
 autorestart=true
 startsecs=3
@@ -106,7 +103,7 @@ stdout_logfile_backups=2
             f"""[program:{worker.short}]
 command={command.replace("%", "%%")}
 directory={paths.service_dir(worker.app)}
-environment=LAB_ROOT="{paths.root}",PYTHONUNBUFFERED="1",LAB_ENV_DIGEST="{_env_digest(paths, worker.app)}",PROMETHEUS_MULTIPROC_DIR="{metrics_dir}"
+environment={_environment(paths, worker.app, metrics_dir)}
 autostart=true
 autorestart=true
 startsecs=5
@@ -123,6 +120,17 @@ stdout_logfile_backups=2
 """
         )
     return "\n".join(sections)
+
+
+def _environment(paths: Paths, service: Service, metrics_dir: Path) -> str:
+    """The ``environment=`` value of a program that runs ``service``'s code."""
+    variables = {
+        "LAB_ROOT": paths.root,
+        "PYTHONUNBUFFERED": "1",
+        "LAB_ENV_DIGEST": _env_digest(paths, service),
+        "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+    }
+    return ",".join(f'{name}="{value}"' for name, value in variables.items())
 
 
 def _env_digest(paths: Paths, service: Service) -> str:
@@ -167,9 +175,13 @@ def is_running(paths: Paths) -> bool:
 def ctl(paths: Paths, *args: str, check: bool = True, capture: bool = False):
     """Run ``supervisorctl -c var/supervisord.conf <args>``."""
     cmd = [str(paths.venv_bin / "supervisorctl"), "-c", str(paths.supervisord_conf), *args]
-    return subprocess.run(cmd, check=check, text=True,
-                          stdout=subprocess.PIPE if capture else None,
-                          stderr=subprocess.STDOUT if capture else None)
+    return subprocess.run(
+        cmd,
+        check=check,
+        text=True,
+        stdout=subprocess.PIPE if capture else None,
+        stderr=subprocess.STDOUT if capture else None,
+    )
 
 
 class PortInUse(RuntimeError):
@@ -193,8 +205,7 @@ def check_ports(paths: Paths, services: list[Service]) -> None:
     Otherwise gunicorn would retry and fail in the background while the
     health check happily talks to the stranger on that port.
     """
-    ours = {name for name, info in process_info(paths).items()
-            if info["statename"] in ("RUNNING", "STARTING")}
+    ours = {name for name, info in process_info(paths).items() if info["statename"] in ("RUNNING", "STARTING")}
     taken = [s for s in services if s.short not in ours and not port_free(s.port)]
     if taken:
         lines = [f"  port {s.port} ({s.directory})" for s in taken]
@@ -212,13 +223,14 @@ def ensure_running(paths: Paths, services: list[Service], echo=print) -> None:
         echo("starting supervisord ...")
         subprocess.run(
             [str(paths.venv_bin / "supervisord"), "-c", str(paths.supervisord_conf)],
-            check=True, cwd=paths.root, env=child_env(paths),
+            check=True,
+            cwd=paths.root,
+            env=child_env(paths),
         )
         deadline = time.monotonic() + 15
         while not is_running(paths):
             if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"supervisord did not start; see {paths.log / 'supervisord.log'}")
+                raise RuntimeError(f"supervisord did not start; see {paths.log / 'supervisord.log'}")
             time.sleep(0.2)
         return
     # reread + update even when the file looks unchanged: a run interrupted
@@ -230,8 +242,7 @@ def ensure_running(paths: Paths, services: list[Service], echo=print) -> None:
         for line in applied.splitlines():
             echo(f"  {line}")
     else:
-        echo("supervisord already running; config unchanged "
-             "(labctl restart all makes the services load changed code)")
+        echo("supervisord already running; config unchanged (labctl restart all makes the services load changed code)")
     # Anything stopped or given up on (FATAL) is started again; running ones are left alone.
     for info in process_info(paths).values():
         if info["statename"] in ("STOPPED", "EXITED", "FATAL", "BACKOFF"):
@@ -290,4 +301,3 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-

@@ -79,21 +79,30 @@ def checkout_of(ctx: LabContext, order_id: int) -> dict | None:
                 continue
             request_id = node["attributes"].get("lab.request_id", "")
             every = [n for n, _ in _walk(tree["spans"])]
-            hops = sorted((s for s in below if s["service"] == "order" and s["kind"] == "client"),
-                          key=lambda s: s["offset_ms"])
+            hops = sorted(
+                (s for s in below if s["service"] == "order" and s["kind"] == "client"), key=lambda s: s["offset_ms"]
+            )
             return {
-                "trace_id": summary["trace_id"], "request_id": request_id, "span": node, "spans": below,
-                "hops": hops, "saga": [s["name"] for s in sorted(saga, key=lambda s: s["offset_ms"])],
-                "services": sorted({n["service"] for n in every
-                                    if n["attributes"].get("lab.request_id") == request_id}),
+                "trace_id": summary["trace_id"],
+                "request_id": request_id,
+                "span": node,
+                "spans": below,
+                "hops": hops,
+                "saga": [s["name"] for s in sorted(saga, key=lambda s: s["offset_ms"])],
+                "services": sorted(
+                    {n["service"] for n in every if n["attributes"].get("lab.request_id") == request_id}
+                ),
             }
     return None
 
 
 def _complete(checkout: dict | None) -> bool:
     """Every peer's server span has arrived (a client span of order without its server child is waiting)."""
-    return (checkout is not None and bool(checkout["hops"])
-            and all(hop["children"] for hop in checkout["hops"] if hop["status"] != "error"))
+    return (
+        checkout is not None
+        and bool(checkout["hops"])
+        and all(hop["children"] for hop in checkout["hops"] if hop["status"] != "error")
+    )
 
 
 def wait_for_checkout(ctx: LabContext, order_id: int) -> dict | None:
@@ -114,8 +123,10 @@ def _slowest(checkout: dict) -> tuple[str, float]:
 
 
 def _no_trace(order: dict) -> str:
-    return (f"Order #{order['id']} is {order['status']}, but its checkout's spans are not in the dashboard's "
-            "collector (yet): check again in a few seconds. If it stays so, tracing is off for this lab.")
+    return (
+        f"Order #{order['id']} is {order['status']}, but its checkout's spans are not in the dashboard's "
+        "collector (yet): check again in a few seconds. If it stays so, tracing is off for this lab."
+    )
 
 
 # --- 1. one checkout, as a trace ----------------------------------------------------------
@@ -124,8 +135,10 @@ def _no_trace(order: dict) -> str:
 def check_checkout(ctx: LabContext):
     orders = [o for o in ctx.orders_since() if o.get("status") == "CONFIRMED"]
     if not orders:
-        return failed("No checkout of yours has been confirmed since you started this lab: run “Checkout (sync)” "
-                      "on the Flows page.")
+        return failed(
+            "No checkout of yours has been confirmed since you started this lab: run “Checkout (sync)” "
+            "on the Flows page."
+        )
     order = orders[0]
     checkout = wait_for_checkout(ctx, order["id"])
     if not _complete(checkout):
@@ -134,12 +147,18 @@ def check_checkout(ctx: LabContext):
     if missing:
         return failed(f"The trace of order #{order['id']} has no span of {', '.join(missing)} yet: check again.")
     slowest, slowest_ms = _slowest(checkout)
-    return passed(f"Order #{order['id']}'s checkout is trace {checkout['trace_id']}: {len(checkout['spans']) + 1} "
-                  f"spans in {', '.join(checkout['services'])}, {len(checkout['hops'])} calls from order to its "
-                  f"peers, {checkout['span']['duration_ms']:.0f} ms in all; the slowest hop took {slowest_ms} ms.",
-                  order_id=order["id"], trace_id=checkout["trace_id"], request_id=checkout["request_id"],
-                  hops=len(checkout["hops"]), checkout_ms=round(checkout["span"]["duration_ms"], 1),
-                  slowest_hop=slowest, slowest_hop_ms=slowest_ms)
+    return passed(
+        f"Order #{order['id']}'s checkout is trace {checkout['trace_id']}: {len(checkout['spans']) + 1} "
+        f"spans in {', '.join(checkout['services'])}, {len(checkout['hops'])} calls from order to its "
+        f"peers, {checkout['span']['duration_ms']:.0f} ms in all; the slowest hop took {slowest_ms} ms.",
+        order_id=order["id"],
+        trace_id=checkout["trace_id"],
+        request_id=checkout["request_id"],
+        hops=len(checkout["hops"]),
+        checkout_ms=round(checkout["span"]["duration_ms"], 1),
+        slowest_hop=slowest,
+        slowest_hop_ms=slowest_ms,
+    )
 
 
 def solve_checkout(ctx: LabContext) -> None:
@@ -167,45 +186,66 @@ def check_own_request_id(ctx: LabContext):
             continue
         missing = [s for s in ("order", *PEERS) if s not in checkout["services"]]
         if missing:
-            return failed(f"Your request id {checkout['request_id']!r} is on order's spans but not (yet) on "
-                          f"{', '.join(missing)}'s: check again in a few seconds.")
-        return passed(f"Your request id {checkout['request_id']!r} (order #{order['id']}) is stamped on the spans "
-                      f"of {', '.join(checkout['services'])}: it travelled with every call.",
-                      own_request_id=checkout["request_id"], own_order_id=order["id"],
-                      own_trace_id=checkout["trace_id"], stamped_services=len(checkout["services"]))
-    return failed(f"None of your {len(orders)} order(s) since step 1 was sent with an X-Request-ID of your own "
-                  "(the ids are the ones the service or the dashboard made up): add "
-                  "-H 'X-Request-ID: lab2-yourname-1' to the curl of this step.")
+            return failed(
+                f"Your request id {checkout['request_id']!r} is on order's spans but not (yet) on "
+                f"{', '.join(missing)}'s: check again in a few seconds."
+            )
+        return passed(
+            f"Your request id {checkout['request_id']!r} (order #{order['id']}) is stamped on the spans "
+            f"of {', '.join(checkout['services'])}: it travelled with every call.",
+            own_request_id=checkout["request_id"],
+            own_order_id=order["id"],
+            own_trace_id=checkout["trace_id"],
+            stamped_services=len(checkout["services"]),
+        )
+    return failed(
+        f"None of your {len(orders)} order(s) since step 1 was sent with an X-Request-ID of your own "
+        "(the ids are the ones the service or the dashboard made up): add "
+        "-H 'X-Request-ID: lab2-yourname-1' to the curl of this step."
+    )
 
 
 def solve_own_request_id(ctx: LabContext) -> None:
     customer = ctx.new_customer()
     request_id = f"lab2-student-{uuid.uuid4().hex[:8]}"
-    response = customer.call("POST", "order", "/api/orders/",
-                             json={"lines": [{"sku": ctx.in_stock_sku(), "quantity": 1}],
-                                   "payment_method": customer.card},
-                             headers={"Idempotency-Key": request_id, "X-Request-ID": request_id})
+    response = customer.call(
+        "POST",
+        "order",
+        "/api/orders/",
+        json={"lines": [{"sku": ctx.in_stock_sku(), "quantity": 1}], "payment_method": customer.card},
+        headers={"Idempotency-Key": request_id, "X-Request-ID": request_id},
+    )
     if response.status_code not in (200, 201) or response.headers.get("X-Request-ID") != request_id:
-        raise SolveError(f"order_service answered {response.status_code} "
-                         f"(X-Request-ID {response.headers.get('X-Request-ID')!r}): {response.text[:160]}")
+        raise SolveError(
+            f"order_service answered {response.status_code} "
+            f"(X-Request-ID {response.headers.get('X-Request-ID')!r}): {response.text[:160]}"
+        )
 
 
 # --- 3. the saga's steps as spans, when it compensates --------------------------------------
 
 
 def check_saga_spans(ctx: LabContext):
-    cancelled = [o for o in ctx.orders_since() if o.get("status") == "CANCELLED"
-                 and "declined" in (o.get("status_reason") or "").lower()]
+    cancelled = [
+        o
+        for o in ctx.orders_since()
+        if o.get("status") == "CANCELLED" and "declined" in (o.get("status_reason") or "").lower()
+    ]
     if not cancelled:
-        return failed("No checkout of yours has been declined since you started: run “Declined card” on the "
-                      "Flows page.")
+        return failed(
+            "No checkout of yours has been declined since you started: run “Declined card” on the Flows page."
+        )
     order = cancelled[0]
     checkout = wait_for_checkout(ctx, order["id"])
     if checkout is None or "saga.compensate" not in checkout["saga"]:
         return failed(_no_trace(order))
-    return passed(f"Declined order #{order['id']}: its saga ran as spans {' → '.join(checkout['saga'])} "
-                  f"({order['status_reason']}).", declined_order_id=order["id"],
-                  declined_trace_id=checkout["trace_id"], saga_spans=" → ".join(checkout["saga"]))
+    return passed(
+        f"Declined order #{order['id']}: its saga ran as spans {' → '.join(checkout['saga'])} "
+        f"({order['status_reason']}).",
+        declined_order_id=order["id"],
+        declined_trace_id=checkout["trace_id"],
+        saga_spans=" → ".join(checkout["saga"]),
+    )
 
 
 def solve_saga_spans(ctx: LabContext) -> None:
@@ -215,21 +255,42 @@ def solve_saga_spans(ctx: LabContext) -> None:
 
 
 STEPS = [
-    Step("checkout", "Run one checkout and open its trace", check_checkout, solve_checkout,
-         hints=("Flows page → “Checkout (sync)” → Run; the run's page shows the trace as a waterfall.",
-                "Or Traces page: the newest trace whose root is POST api/orders/."),
-         link="/flows/", link_label="Flows: Checkout (sync)",
-         terminal="curl -s 'http://127.0.0.1:8000/api/traces/?order_id=<your order id>'"),
-    Step("own-request-id", "Send a checkout with your own X-Request-ID", check_own_request_id,
-         solve_own_request_id,
-         hints=("Any id of letters, digits and - _ . : (at most 64), e.g. lab2-yourname-1.",
-                "It must be a new order: use a new Idempotency-Key too."),
-         link="/traces/", link_label="Traces: search by request id",
-         terminal="curl -s -i -X POST http://127.0.0.1:8002/api/orders/ -H 'X-Request-ID: lab2-yourname-1' …"),
-    Step("saga-spans", "A declined card: the saga's steps as spans", check_saga_spans, solve_saga_spans,
-         hints=("Flows page → “Declined card” → Run, then look at its waterfall.",),
-         link="/flows/", link_label="Flows: Declined card",
-         terminal="curl -s 'http://127.0.0.1:8000/api/traces/?order_id=<the declined order id>'"),
+    Step(
+        "checkout",
+        "Run one checkout and open its trace",
+        check_checkout,
+        solve_checkout,
+        hints=(
+            "Flows page → “Checkout (sync)” → Run; the run's page shows the trace as a waterfall.",
+            "Or Traces page: the newest trace whose root is POST api/orders/.",
+        ),
+        link="/flows/",
+        link_label="Flows: Checkout (sync)",
+        terminal="curl -s 'http://127.0.0.1:8000/api/traces/?order_id=<your order id>'",
+    ),
+    Step(
+        "own-request-id",
+        "Send a checkout with your own X-Request-ID",
+        check_own_request_id,
+        solve_own_request_id,
+        hints=(
+            "Any id of letters, digits and - _ . : (at most 64), e.g. lab2-yourname-1.",
+            "It must be a new order: use a new Idempotency-Key too.",
+        ),
+        link="/traces/",
+        link_label="Traces: search by request id",
+        terminal="curl -s -i -X POST http://127.0.0.1:8002/api/orders/ -H 'X-Request-ID: lab2-yourname-1' …",
+    ),
+    Step(
+        "saga-spans",
+        "A declined card: the saga's steps as spans",
+        check_saga_spans,
+        solve_saga_spans,
+        hints=("Flows page → “Declined card” → Run, then look at its waterfall.",),
+        link="/flows/",
+        link_label="Flows: Declined card",
+        terminal="curl -s 'http://127.0.0.1:8000/api/traces/?order_id=<the declined order id>'",
+    ),
 ]
 
 
@@ -257,8 +318,10 @@ HOP_CHOICES = (
 def _slowest_hop(ctx: LabContext, progress: dict) -> str:
     label, _ = _slowest(_recorded_checkout(ctx))
     if label not in HOP_CHOICES:
-        raise CheckError(f"your checkout's slowest hop was {label}, which is not one of the choices: "
-                         "run a plain checkout (step 1) again")
+        raise CheckError(
+            f"your checkout's slowest hop was {label}, which is not one of the choices: "
+            "run a plain checkout (step 1) again"
+        )
     return label
 
 
@@ -282,21 +345,37 @@ def _after_charge(ctx: LabContext, progress: dict) -> str:
 
 
 QUESTIONS = [
-    Question("hops", "In your checkout of step 1, how many HTTP calls did order_service make to other services?",
-             _hops, explanation="One to read the products (names, prices), then one per saga step: reserve, "
-                                "charge, commit. Each is a client span in order with the peer's server span "
-                                "under it; a retry would add another."),
-    Question("slowest-hop", "Which hop of your checkout of step 1 took longest? (the waterfall's bars, or each "
-             "client span's duration_ms)", _slowest_hop, choices=HOP_CHOICES,
-             explanation="The answer is read from your own trace: the sum of the client spans of each hop. The "
-                         "calls that write (reserve, charge, commit) usually cost more than the read, as they "
-                         "lock rows and commit a transaction in the peer's database."),
-    Question("stamped", "Your own request id of step 2 is on the spans of how many services?", _stamped,
-             explanation="order received it, and its client sent it on as X-Request-ID to inventory and payment, "
-                         "which stamped it on their spans and would on any log line. user_service was not "
-                         "called: the access token is verified locally, with user_service's public key."),
-    Question("after-charge", "In the declined checkout of step 3, which saga span started right after "
-             "saga.charge?", _after_charge, choices=("saga.commit", "saga.compensate", "saga.reserve"),
-             explanation="The charge was refused, so nothing is committed: the saga compensates, releasing the "
-                         "reservation it made in saga.reserve, and the order ends CANCELLED."),
+    Question(
+        "hops",
+        "In your checkout of step 1, how many HTTP calls did order_service make to other services?",
+        _hops,
+        explanation="One to read the products (names, prices), then one per saga step: reserve, "
+        "charge, commit. Each is a client span in order with the peer's server span "
+        "under it; a retry would add another.",
+    ),
+    Question(
+        "slowest-hop",
+        "Which hop of your checkout of step 1 took longest? (the waterfall's bars, or each client span's duration_ms)",
+        _slowest_hop,
+        choices=HOP_CHOICES,
+        explanation="The answer is read from your own trace: the sum of the client spans of each hop. The "
+        "calls that write (reserve, charge, commit) usually cost more than the read, as they "
+        "lock rows and commit a transaction in the peer's database.",
+    ),
+    Question(
+        "stamped",
+        "Your own request id of step 2 is on the spans of how many services?",
+        _stamped,
+        explanation="order received it, and its client sent it on as X-Request-ID to inventory and payment, "
+        "which stamped it on their spans and would on any log line. user_service was not "
+        "called: the access token is verified locally, with user_service's public key.",
+    ),
+    Question(
+        "after-charge",
+        "In the declined checkout of step 3, which saga span started right after saga.charge?",
+        _after_charge,
+        choices=("saga.commit", "saga.compensate", "saga.reserve"),
+        explanation="The charge was refused, so nothing is committed: the saga compensates, releasing the "
+        "reservation it made in saga.reserve, and the order ends CANCELLED.",
+    ),
 ]

@@ -17,8 +17,14 @@ from labctl.labs.context import LabContext, history_seconds, parse_time, request
 from labctl.labs.model import CheckError, Question, SolveError, Step, failed, fixed, passed
 
 RESERVE_PATH = "/internal/reservations/"
-SLOW = {"id": "lab3-slow-reservations", "kind": "latency", "delay_ms": 800, "path_prefix": RESERVE_PATH,
-        "method": "POST", "ttl_seconds": 900}
+SLOW = {
+    "id": "lab3-slow-reservations",
+    "kind": "latency",
+    "delay_ms": 800,
+    "path_prefix": RESERVE_PATH,
+    "method": "POST",
+    "ttl_seconds": 900,
+}
 TIGHT_READ_TIMEOUT = 0.3
 SLOW_CHECKOUTS = 3
 ROUTE = "/api/orders/"
@@ -68,13 +74,15 @@ def _s(seconds: float) -> float:
 def _slow_fault(ctx: LabContext) -> dict | None:
     """The latency fault on inventory that slows order's reservations (POST /internal/reservations/), if any."""
     for fault in ctx.faults("inventory"):
-        if (fault.get("kind") == "latency" and fault.get("delay_ms", 0) >= 300
-                and RESERVE_PATH.startswith(fault.get("path_prefix") or "")
-                and fault.get("method") in ("", None, "POST") and fault.get("probability", 1.0) >= 0.99):
+        if (
+            fault.get("kind") == "latency"
+            and fault.get("delay_ms", 0) >= 300
+            and RESERVE_PATH.startswith(fault.get("path_prefix") or "")
+            and fault.get("method") in ("", None, "POST")
+            and fault.get("probability", 1.0) >= 0.99
+        ):
             return fault
     return None
-
-
 
 
 def _checkout(ctx: LabContext, count: int) -> None:
@@ -92,13 +100,23 @@ def check_steady(ctx: LabContext):
     if not outcome.passed:
         return outcome
     histogram = _orders_histogram(ctx)
-    return passed(outcome.message + " Order's latency histogram is recorded as your baseline.",
-                  **outcome.observed, orders_histogram=histogram)
+    return passed(
+        outcome.message + " Order's latency histogram is recorded as your baseline.",
+        **outcome.observed,
+        orders_histogram=histogram,
+    )
 
 
-STEADY = Step(key="steady-state", title=checks.STEADY.title, check=check_steady, solve=checks.STEADY.solve,
-              hints=checks.STEADY.hints, link=checks.STEADY.link, link_label=checks.STEADY.link_label,
-              terminal=checks.STEADY.terminal)
+STEADY = Step(
+    key="steady-state",
+    title=checks.STEADY.title,
+    check=check_steady,
+    solve=checks.STEADY.solve,
+    hints=checks.STEADY.hints,
+    link=checks.STEADY.link,
+    link_label=checks.STEADY.link_label,
+    terminal=checks.STEADY.terminal,
+)
 
 
 # --- 1. inventory's reservations slow down; order's p95 rises -------------------------------
@@ -107,19 +125,26 @@ STEADY = Step(key="steady-state", title=checks.STEADY.title, check=check_steady,
 def check_slow(ctx: LabContext):
     fault = _slow_fault(ctx)
     if fault is None:
-        return failed("inventory has no latency fault on its reservations yet: on the Faults page add a latency "
-                      "fault to inventory, 800 ms, path prefix /internal/reservations/, method POST.")
+        return failed(
+            "inventory has no latency fault on its reservations yet: on the Faults page add a latency "
+            "fault to inventory, 800 ms, path prefix /internal/reservations/, method POST."
+        )
     histogram = _orders_histogram(ctx)  # scraped before the checks' own GETs of /api/orders/
     orders = [o for o in ctx.orders_since(fault["created_at"]) if o.get("status") == "CONFIRMED"]
     if len(orders) < SLOW_CHECKOUTS:
-        return failed(f"{len(orders)} checkout(s) confirmed since inventory slowed down; run “Checkout (sync)” on "
-                      f"the Flows page until you have {SLOW_CHECKOUTS}.", fault_id=fault["id"])
+        return failed(
+            f"{len(orders)} checkout(s) confirmed since inventory slowed down; run “Checkout (sync)” on "
+            f"the Flows page until you have {SLOW_CHECKOUTS}.",
+            fault_id=fault["id"],
+        )
     durations = [history_seconds(o) for o in orders]
     p95 = _p95(durations)
     delay = fault["delay_ms"] / 1000
     if p95 < delay:
-        return failed(f"Your checkouts since the fault took at most {_s(max(durations))} s, less than inventory's "
-                      f"{fault['delay_ms']} ms: is the fault on the path order reserves on?")
+        return failed(
+            f"Your checkouts since the fault took at most {_s(max(durations))} s, less than inventory's "
+            f"{fault['delay_ms']} ms: is the fault on the path order reserves on?"
+        )
     slowest = max(orders, key=history_seconds)
     base = ctx.observed("steady-state").get("orders_histogram") or []
     metrics_p95 = _histogram_p95(histogram, base)
@@ -135,9 +160,12 @@ def check_slow(ctx: LabContext):
     if metrics_p95 is not None:
         figures["metrics_p95_s"] = metrics_p95
         said = f" order's /metrics puts the p95 of /api/orders/ since your steady-state check at {metrics_p95} s."
-    return passed(f"{len(orders)} checkouts confirmed while inventory was slow; their p95 is {_s(p95)} s "
-                  f"(slowest: order #{slowest['id']}, {_s(history_seconds(slowest))} s): each waited "
-                  f"{fault['delay_ms']} ms for the reservation and again for the commit.{said}", **figures)
+    return passed(
+        f"{len(orders)} checkouts confirmed while inventory was slow; their p95 is {_s(p95)} s "
+        f"(slowest: order #{slowest['id']}, {_s(history_seconds(slowest))} s): each waited "
+        f"{fault['delay_ms']} ms for the reservation and again for the commit.{said}",
+        **figures,
+    )
 
 
 def solve_slow(ctx: LabContext) -> None:
@@ -160,16 +188,25 @@ def check_tighten(ctx: LabContext):
     timeouts, retries = switches["timeouts"], switches["retries"]
     delay = _delay_seconds(ctx)
     if not timeouts["enabled"]:
-        return failed("order's timeouts are switched off (it would wait up to 30 s): tick “timeouts” for "
-                      "order_service on the Resilience page and set read to 0.3.")
+        return failed(
+            "order's timeouts are switched off (it would wait up to 30 s): tick “timeouts” for "
+            "order_service on the Resilience page and set read to 0.3."
+        )
     if timeouts["read"] >= delay:
-        return failed(f"order's read timeout is {timeouts['read']:g} s, longer than inventory's {delay * 1000:g} ms: "
-                      "order still waits for every answer. On the Resilience page set order_service's timeouts "
-                      "read to 0.3.", read_timeout_s=timeouts["read"])
+        return failed(
+            f"order's read timeout is {timeouts['read']:g} s, longer than inventory's {delay * 1000:g} ms: "
+            "order still waits for every answer. On the Resilience page set order_service's timeouts "
+            "read to 0.3.",
+            read_timeout_s=timeouts["read"],
+        )
     attempts = int(retries["attempts"]) if retries["enabled"] else 1
-    return passed(f"order now gives up on any peer after {timeouts['read']:g} s without an answer "
-                  f"(inventory takes {delay * 1000:g} ms), and tries {attempts} time(s).",
-                  read_timeout_s=timeouts["read"], connect_timeout_s=timeouts["connect"], attempts=attempts)
+    return passed(
+        f"order now gives up on any peer after {timeouts['read']:g} s without an answer "
+        f"(inventory takes {delay * 1000:g} ms), and tries {attempts} time(s).",
+        read_timeout_s=timeouts["read"],
+        connect_timeout_s=timeouts["connect"],
+        attempts=attempts,
+    )
 
 
 def solve_tighten(ctx: LabContext) -> None:
@@ -203,23 +240,34 @@ def check_fail_fast(ctx: LabContext):
         return failed("inventory is not slow any more: add the latency fault of step 1 again, then check out.")
     found = _fail_fast_orders(ctx)
     if not found:
-        return failed("No checkout of yours has given up on inventory yet: with the tighter timeout, run "
-                      "“Checkout (sync)” once more. (A 503 “nothing was saved” means your fault also slows the "
-                      "product lookup: scope it to /internal/reservations/ and POST.)")
+        return failed(
+            "No checkout of yours has given up on inventory yet: with the tighter timeout, run "
+            "“Checkout (sync)” once more. (A 503 “nothing was saved” means your fault also slows the "
+            "product lookup: scope it to /internal/reservations/ and POST.)"
+        )
     order = found[0]
     history = order.get("history") or []
     gave_up = _seconds_to(order, ("compensating", "inventory_unavailable", "cancelled"))
     found_hold = any(h.get("step") == "reservation_found" for h in history)
     last = history[-1]["note"] if history else ""
     slow = ctx.observed("slow").get("slowest_s")
-    return passed(f"Order #{order['id']} gave up on the reservation after {_s(gave_up or 0)} s and answered "
-                  f"{order['status']} after {_s(request_seconds(order))} s (slow but confirmed: {slow} s). "
-                  f"Reason: “{order.get('status_reason')}”; last note: “{last}”."
-                  + (" Inventory had reserved the stock all the same: order found the hold and must release it."
-                     if found_hold else ""),
-                  fail_fast_order=order["id"], status=order["status"], reason=order.get("status_reason") or "",
-                  last_note=last, gave_up_s=_s(gave_up or 0), answered_s=_s(request_seconds(order)),
-                  hold_found="yes" if found_hold else "no")
+    return passed(
+        f"Order #{order['id']} gave up on the reservation after {_s(gave_up or 0)} s and answered "
+        f"{order['status']} after {_s(request_seconds(order))} s (slow but confirmed: {slow} s). "
+        f"Reason: “{order.get('status_reason')}”; last note: “{last}”."
+        + (
+            " Inventory had reserved the stock all the same: order found the hold and must release it."
+            if found_hold
+            else ""
+        ),
+        fail_fast_order=order["id"],
+        status=order["status"],
+        reason=order.get("status_reason") or "",
+        last_note=last,
+        gave_up_s=_s(gave_up or 0),
+        answered_s=_s(request_seconds(order)),
+        hold_found="yes" if found_hold else "no",
+    )
 
 
 def solve_fail_fast(ctx: LabContext) -> None:
@@ -237,14 +285,20 @@ def check_recover(ctx: LabContext):
         return failed("Pass step 3 first: the check needs the order that gave up on inventory.")
     order = ctx.order(order_id)
     if order.get("status") == "PENDING":
-        return failed(f"Order #{order_id} is still PENDING (“{(order.get('history') or [{}])[-1].get('note', '')}”): "
-                      "the worker's recovery finishes it within about 15 s of inventory answering again; check "
-                      "again shortly.")
+        return failed(
+            f"Order #{order_id} is still PENDING (“{(order.get('history') or [{}])[-1].get('note', '')}”): "
+            "the worker's recovery finishes it within about 15 s of inventory answering again; check "
+            "again shortly."
+        )
     history = order.get("history") or []
     released = any(h.get("step") == "released" for h in history)
-    return passed(f"Order #{order_id} ended {order['status']}: “{order.get('status_reason')}”"
-                  + (", and the stock it held was released." if released else "."),
-                  recovered_order=order_id, final_status=order["status"], released="yes" if released else "no")
+    return passed(
+        f"Order #{order_id} ended {order['status']}: “{order.get('status_reason')}”"
+        + (", and the stock it held was released." if released else "."),
+        recovered_order=order_id,
+        final_status=order["status"],
+        released="yes" if released else "no",
+    )
 
 
 def solve_recover(ctx: LabContext) -> None:
@@ -261,26 +315,56 @@ def solve_recover(ctx: LabContext) -> None:
 
 
 STEPS = [
-    Step("slow", "Slow down inventory's reservations and check out", check_slow, solve_slow,
-         hints=("Faults page → inventory → kind latency, delay 800 ms, path prefix /internal/reservations/, "
-                "method POST → Add. Then Flows → “Checkout (sync)” → Run, three times.",
-                "Not the “Slow inventory” preset: it slows the product lookup too (see step 3)."),
-         link="/faults/", link_label="Faults: add a latency fault on inventory",
-         terminal="labctl fault add inventory latency --delay-ms 800 --path-prefix /internal/reservations/ "
-                  "--method POST --ttl 900"),
-    Step("tighten", "Tighten order's read timeout", check_tighten, solve_tighten,
-         hints=("Resilience page → order_service → timeouts: read 0.3 → Save.",
-                "The switch is per service: it applies to order's calls to payment too, not only to inventory."),
-         link="/resilience/", link_label="Resilience: order's timeouts",
-         terminal="labctl resilience order --set timeouts.read=0.3"),
-    Step("fail-fast", "Check out again: order gives up on inventory", check_fail_fast, solve_fail_fast,
-         hints=("Flows → “Checkout (sync)” → Run once, with the fault still on.",),
-         link="/flows/", link_label="Flows: Checkout (sync)"),
-    Step("recover", "Clear the fault; the paused checkout finishes", check_recover, solve_recover,
-         hints=("Faults page → “Clear all”; Resilience page → order_service → timeouts read back to 5 → Apply. "
-                "Then wait about 15 s and check.",),
-         link="/faults/", link_label="Faults: Clear all",
-         terminal="labctl fault clear --all && labctl resilience order --set timeouts.read=5"),
+    Step(
+        "slow",
+        "Slow down inventory's reservations and check out",
+        check_slow,
+        solve_slow,
+        hints=(
+            "Faults page → inventory → kind latency, delay 800 ms, path prefix /internal/reservations/, "
+            "method POST → Add. Then Flows → “Checkout (sync)” → Run, three times.",
+            "Not the “Slow inventory” preset: it slows the product lookup too (see step 3).",
+        ),
+        link="/faults/",
+        link_label="Faults: add a latency fault on inventory",
+        terminal="labctl fault add inventory latency --delay-ms 800 --path-prefix /internal/reservations/ "
+        "--method POST --ttl 900",
+    ),
+    Step(
+        "tighten",
+        "Tighten order's read timeout",
+        check_tighten,
+        solve_tighten,
+        hints=(
+            "Resilience page → order_service → timeouts: read 0.3 → Save.",
+            "The switch is per service: it applies to order's calls to payment too, not only to inventory.",
+        ),
+        link="/resilience/",
+        link_label="Resilience: order's timeouts",
+        terminal="labctl resilience order --set timeouts.read=0.3",
+    ),
+    Step(
+        "fail-fast",
+        "Check out again: order gives up on inventory",
+        check_fail_fast,
+        solve_fail_fast,
+        hints=("Flows → “Checkout (sync)” → Run once, with the fault still on.",),
+        link="/flows/",
+        link_label="Flows: Checkout (sync)",
+    ),
+    Step(
+        "recover",
+        "Clear the fault; the paused checkout finishes",
+        check_recover,
+        solve_recover,
+        hints=(
+            "Faults page → “Clear all”; Resilience page → order_service → timeouts read back to 5 → Apply. "
+            "Then wait about 15 s and check.",
+        ),
+        link="/faults/",
+        link_label="Faults: Clear all",
+        terminal="labctl fault clear --all && labctl resilience order --set timeouts.read=5",
+    ),
 ]
 
 
@@ -308,28 +392,47 @@ def _hold_found(ctx: LabContext, progress: dict) -> str:
 
 
 QUESTIONS = [
-    Question("attempts", "Order's read timeout was 0.3 s, yet your checkout of step 3 spent more than a second on "
-             "the reservation before giving up (gave_up_s). How many times did order send the reservation?",
-             _attempts, tolerance=0,
-             explanation="The reservation carries an Idempotency-Key, so the client retries it after a timeout: "
-                         "attempts × read timeout, plus a little backoff, is what one call can cost."),
-    Question("hang", "If inventory hung (never answered) instead of being slow, how many seconds at most would "
-             "order wait on the reservation alone with its default switches (read timeout × attempts; ignore "
-             "the backoff)?", _hang_wait, tolerance=0.5, unit="s",
-             explanation="With the defaults (5 s read timeout, 3 attempts) one hung call costs 15 s; with 0.3 s it "
-                         "costs under a second and a half. A timeout bounds the wait whatever the peer does."),
-    Question("held", "When order gave up on your step-3 checkout, had inventory reserved the stock?",
-             _hold_found, choices=("yes", "no"),
-             explanation="A timeout says the caller stopped waiting, not that nothing happened: inventory finished "
-                         "the reservation 0.8 s after each request arrived. That is why order looks the hold up "
-                         "and releases it before it calls the order CANCELLED."),
-    Question("budget", "Why must order's timeout to inventory be shorter than the client's timeout to order?",
-             fixed("so order can give up, undo and answer before its own caller gives up"),
-             choices=("because inventory is slower than order",
-                      "so order can give up, undo and answer before its own caller gives up",
-                      "so that order needs fewer retries"),
-             explanation="Each hop spends part of its caller's budget. If order waited on inventory as long as the "
-                         "client waits on order, the client would give up first and never learn what happened "
-                         "(nor could order compensate in time). Timeouts shrink downstream: each one is the "
-                         "budget left, divided by the attempts."),
+    Question(
+        "attempts",
+        "Order's read timeout was 0.3 s, yet your checkout of step 3 spent more than a second on "
+        "the reservation before giving up (gave_up_s). How many times did order send the reservation?",
+        _attempts,
+        tolerance=0,
+        explanation="The reservation carries an Idempotency-Key, so the client retries it after a timeout: "
+        "attempts × read timeout, plus a little backoff, is what one call can cost.",
+    ),
+    Question(
+        "hang",
+        "If inventory hung (never answered) instead of being slow, how many seconds at most would "
+        "order wait on the reservation alone with its default switches (read timeout × attempts; ignore "
+        "the backoff)?",
+        _hang_wait,
+        tolerance=0.5,
+        unit="s",
+        explanation="With the defaults (5 s read timeout, 3 attempts) one hung call costs 15 s; with 0.3 s it "
+        "costs under a second and a half. A timeout bounds the wait whatever the peer does.",
+    ),
+    Question(
+        "held",
+        "When order gave up on your step-3 checkout, had inventory reserved the stock?",
+        _hold_found,
+        choices=("yes", "no"),
+        explanation="A timeout says the caller stopped waiting, not that nothing happened: inventory finished "
+        "the reservation 0.8 s after each request arrived. That is why order looks the hold up "
+        "and releases it before it calls the order CANCELLED.",
+    ),
+    Question(
+        "budget",
+        "Why must order's timeout to inventory be shorter than the client's timeout to order?",
+        fixed("so order can give up, undo and answer before its own caller gives up"),
+        choices=(
+            "because inventory is slower than order",
+            "so order can give up, undo and answer before its own caller gives up",
+            "so that order needs fewer retries",
+        ),
+        explanation="Each hop spends part of its caller's budget. If order waited on inventory as long as the "
+        "client waits on order, the client would give up first and never learn what happened "
+        "(nor could order compensate in time). Timeouts shrink downstream: each one is the "
+        "budget left, divided by the attempts.",
+    ),
 ]

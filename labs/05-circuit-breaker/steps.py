@@ -50,8 +50,11 @@ def check_outage(ctx: LabContext):
         return failed("payment_service has no outage fault yet: apply the “Payment outage” preset on the Faults page.")
     if status != 503:
         return failed(f"payment has an outage fault but its /health/ answered {status}; wait a second and check again.")
-    return passed(f"payment_service answers 503 to everything (its /health/ too): fault {fault['id']}.",
-                  fault_id=fault["id"], payment_health=status)
+    return passed(
+        f"payment_service answers 503 to everything (its /health/ too): fault {fault['id']}.",
+        fault_id=fault["id"],
+        payment_health=status,
+    )
 
 
 def solve_outage(ctx: LabContext) -> None:
@@ -73,19 +76,28 @@ def check_breaker_opens(ctx: LabContext):
     paused = _paused_by_payment(ctx.orders_since())
     breaker = _breaker_opened_since(ctx, ctx.passed_at("outage") or ctx.started_at)
     if not paused:
-        return failed("No checkout of yours has reached payment while it was down yet: run “Checkout (sync)” "
-                      "on the Flows page.")
+        return failed(
+            "No checkout of yours has reached payment while it was down yet: run “Checkout (sync)” on the Flows page."
+        )
     if breaker is None:
         state = ctx.breaker("order", "payment")
-        return failed(f"{len(paused)} checkout(s) paused on payment, but the breaker on order → payment has not "
-                      f"opened yet ({state['state']}, {state['fail_counter']}/{state['fail_max']} failures): "
-                      "run a few more.")
+        return failed(
+            f"{len(paused)} checkout(s) paused on payment, but the breaker on order → payment has not "
+            f"opened yet ({state['state']}, {state['fail_counter']}/{state['fail_max']} failures): "
+            "run a few more."
+        )
     slow = [o for o in paused if FAIL_FAST not in _pause_note(o)]
     slowest = max(slow, key=_ms) if slow else paused[0]
-    return passed(f"The breaker on order → payment opened after {breaker['fail_max']} failed calls; "
-                  f"{len(paused)} of your checkouts paused, the slowest took {_ms(slowest)} ms waiting for payment.",
-                  breaker_state=breaker["state"], fail_max=breaker["fail_max"], opened_at=breaker["opened_at"],
-                  paused_checkouts=len(paused), slowest_order=slowest["id"], slowest_ms=_ms(slowest))
+    return passed(
+        f"The breaker on order → payment opened after {breaker['fail_max']} failed calls; "
+        f"{len(paused)} of your checkouts paused, the slowest took {_ms(slowest)} ms waiting for payment.",
+        breaker_state=breaker["state"],
+        fail_max=breaker["fail_max"],
+        opened_at=breaker["opened_at"],
+        paused_checkouts=len(paused),
+        slowest_order=slowest["id"],
+        slowest_ms=_ms(slowest),
+    )
 
 
 def _checkout_until(ctx: LabContext, done, *, most: int) -> None:
@@ -120,15 +132,21 @@ def _fail_fast_orders(ctx: LabContext) -> list[dict]:
 def check_fail_fast(ctx: LabContext):
     fast = _fail_fast_orders(ctx)
     if not fast:
-        return failed("No checkout of yours has been turned away by the open breaker since it opened: run "
-                      "“Checkout (sync)” again (if the breaker went half-open, the first one is its trial call "
-                      "— run another).")
+        return failed(
+            "No checkout of yours has been turned away by the open breaker since it opened: run "
+            "“Checkout (sync)” again (if the breaker went half-open, the first one is its trial call "
+            "— run another)."
+        )
     order = fast[0]
     rejected = ctx.metrics("order").total("lab_peer_calls_total", peer="payment", outcome="rejected")
     slowest = ctx.observed("breaker-opens").get("slowest_ms", 0)
-    return passed(f"Order #{order['id']} was paused after {_ms(order)} ms without calling payment: “{_pause_note(order)}”"
-                  f" (with the breaker closed a checkout waited {slowest} ms).",
-                  fail_fast_order=order["id"], fail_fast_ms=_ms(order), rejected_calls=int(rejected))
+    return passed(
+        f"Order #{order['id']} was paused after {_ms(order)} ms without calling payment: “{_pause_note(order)}”"
+        f" (with the breaker closed a checkout waited {slowest} ms).",
+        fail_fast_order=order["id"],
+        fail_fast_ms=_ms(order),
+        rejected_calls=int(rejected),
+    )
 
 
 def solve_fail_fast(ctx: LabContext) -> None:
@@ -152,8 +170,11 @@ def check_breaker_off(ctx: LabContext):
         return failed("The breaker is off; now run “Checkout (sync)” again while payment is still down.")
     order = waited[0]
     fast = ctx.observed("fail-fast").get("fail_fast_ms", 0)
-    return passed(f"With the breaker off, order #{order['id']} waited {_ms(order)} ms for a dead payment "
-                  f"(fail-fast: {fast} ms).", breaker_off_order=order["id"], breaker_off_ms=_ms(order))
+    return passed(
+        f"With the breaker off, order #{order['id']} waited {_ms(order)} ms for a dead payment (fail-fast: {fast} ms).",
+        breaker_off_order=order["id"],
+        breaker_off_ms=_ms(order),
+    )
 
 
 def solve_breaker_off(ctx: LabContext) -> None:
@@ -178,13 +199,20 @@ def check_recover(ctx: LabContext):
     earlier = [ctx.passed_at(key) for key in ("outage", "breaker-opens", "fail-fast", "breaker-off")]
     confirmed = _confirmed_since(ctx, max(filter(None, earlier), default=ctx.started_at))
     if breaker["state"] != "closed" or not confirmed:
-        return failed(f"The breaker on order → payment is {breaker['state']} and no checkout of yours has been "
-                      f"confirmed since the outage: wait {breaker['reset_timeout']:g} s after it opened, then run "
-                      "“Checkout (sync)”.", breaker_state=breaker["state"])
+        return failed(
+            f"The breaker on order → payment is {breaker['state']} and no checkout of yours has been "
+            f"confirmed since the outage: wait {breaker['reset_timeout']:g} s after it opened, then run "
+            "“Checkout (sync)”.",
+            breaker_state=breaker["state"],
+        )
     order = confirmed[0]
-    return passed(f"The breaker on order → payment is closed again (a trial call in half-open went through) and "
-                  f"your order #{order['id']} was confirmed in {_ms(order)} ms.", recovered_order=order["id"], recovered_ms=_ms(order),
-                  breaker_state=breaker["state"])
+    return passed(
+        f"The breaker on order → payment is closed again (a trial call in half-open went through) and "
+        f"your order #{order['id']} was confirmed in {_ms(order)} ms.",
+        recovered_order=order["id"],
+        recovered_ms=_ms(order),
+        breaker_state=breaker["state"],
+    )
 
 
 def solve_recover(ctx: LabContext) -> None:
@@ -213,27 +241,58 @@ def prepare(ctx: LabContext) -> None:
 
 
 STEPS = [
-    Step("outage", "Take payment down", check_outage, prepare,
-         hints=("On the Faults page, the preset “Payment outage” (it lasts 2 minutes; apply it again if it runs out).",),
-         link="/faults/#preset-payment-outage", link_label="Faults: the Payment outage preset",
-         terminal="labctl fault add payment outage --ttl 600"),
-    Step("breaker-opens", "Check out while payment is down, until the breaker opens", check_breaker_opens,
-         solve_breaker_opens,
-         hints=("Flows page → “Checkout (sync)” → Run; three or four runs open it.",
-                "The Overview shows the breaker on the edge order → payment."),
-         link="/flows/", link_label="Flows: Checkout (sync)",
-         terminal="labctl resilience order   # breakers: payment open"),
-    Step("fail-fast", "One more checkout with the breaker open", check_fail_fast, solve_fail_fast,
-         hints=("Run “Checkout (sync)” again within 10 s of the breaker opening.",),
-         link="/flows/", link_label="Flows: Checkout (sync)"),
-    Step("breaker-off", "Turn the breaker off and check out again", check_breaker_off, solve_breaker_off,
-         hints=("Resilience page → order_service → untick “breaker” → Save; then Flows → Checkout (sync).",),
-         link="/resilience/#switches-order", link_label="Resilience: order's breaker",
-         terminal="labctl resilience order --set breaker.enabled=false"),
-    Step("recover", "Bring payment back: half-open, then closed", check_recover, solve_recover,
-         hints=("Turn order's breaker back on, “Clear all” on the Faults page, wait 10 s, run Checkout (sync).",),
-         link="/faults/", link_label="Faults: Clear all",
-         terminal="labctl resilience order --set breaker.enabled=true && labctl fault clear --all"),
+    Step(
+        "outage",
+        "Take payment down",
+        check_outage,
+        prepare,
+        hints=("On the Faults page, the preset “Payment outage” (it lasts 2 minutes; apply it again if it runs out).",),
+        link="/faults/#preset-payment-outage",
+        link_label="Faults: the Payment outage preset",
+        terminal="labctl fault add payment outage --ttl 600",
+    ),
+    Step(
+        "breaker-opens",
+        "Check out while payment is down, until the breaker opens",
+        check_breaker_opens,
+        solve_breaker_opens,
+        hints=(
+            "Flows page → “Checkout (sync)” → Run; three or four runs open it.",
+            "The Overview shows the breaker on the edge order → payment.",
+        ),
+        link="/flows/",
+        link_label="Flows: Checkout (sync)",
+        terminal="labctl resilience order   # breakers: payment open",
+    ),
+    Step(
+        "fail-fast",
+        "One more checkout with the breaker open",
+        check_fail_fast,
+        solve_fail_fast,
+        hints=("Run “Checkout (sync)” again within 10 s of the breaker opening.",),
+        link="/flows/",
+        link_label="Flows: Checkout (sync)",
+    ),
+    Step(
+        "breaker-off",
+        "Turn the breaker off and check out again",
+        check_breaker_off,
+        solve_breaker_off,
+        hints=("Resilience page → order_service → untick “breaker” → Save; then Flows → Checkout (sync).",),
+        link="/resilience/#switches-order",
+        link_label="Resilience: order's breaker",
+        terminal="labctl resilience order --set breaker.enabled=false",
+    ),
+    Step(
+        "recover",
+        "Bring payment back: half-open, then closed",
+        check_recover,
+        solve_recover,
+        hints=("Turn order's breaker back on, “Clear all” on the Faults page, wait 10 s, run Checkout (sync).",),
+        link="/faults/",
+        link_label="Faults: Clear all",
+        terminal="labctl resilience order --set breaker.enabled=true && labctl fault clear --all",
+    ),
 ]
 
 
@@ -248,18 +307,31 @@ def _speedup(ctx: LabContext, progress: dict) -> float:
 
 
 QUESTIONS = [
-    Question("speedup", "From your own figures (steps 3 and 4): how many times longer did the checkout with the "
-             "breaker off wait than the fail-fast one? (breaker-off ms ÷ fail-fast ms)", _speedup, relative=0.15,
-             tolerance=0.5, unit="×",
-             explanation="The open breaker answers at once, without a call; with it off, every checkout pays the "
-                         "client's timeouts and retries against a dead peer."),
-    Question("half-open", "After the outage, the breaker let one trial call through to payment. In which state "
-             "was it then?", fixed("half-open"), choices=("closed", "open", "half-open"),
-             explanation="After reset_timeout an open breaker turns half-open: the next call is a trial; "
-                         "success closes it, a failure opens it again for another reset_timeout."),
-    Question("what-it-saves", "With payment down, what does the open breaker save?",
-             fixed("the wait of every checkout and order's threads"),
-             choices=("the customer's money", "the wait of every checkout and order's threads", "payment's database"),
-             explanation="No money moves either way (the charge never happens); the breaker saves time and "
-                         "capacity: order stops spending a thread and a second on a peer known to be down."),
+    Question(
+        "speedup",
+        "From your own figures (steps 3 and 4): how many times longer did the checkout with the "
+        "breaker off wait than the fail-fast one? (breaker-off ms ÷ fail-fast ms)",
+        _speedup,
+        relative=0.15,
+        tolerance=0.5,
+        unit="×",
+        explanation="The open breaker answers at once, without a call; with it off, every checkout pays the "
+        "client's timeouts and retries against a dead peer.",
+    ),
+    Question(
+        "half-open",
+        "After the outage, the breaker let one trial call through to payment. In which state was it then?",
+        fixed("half-open"),
+        choices=("closed", "open", "half-open"),
+        explanation="After reset_timeout an open breaker turns half-open: the next call is a trial; "
+        "success closes it, a failure opens it again for another reset_timeout.",
+    ),
+    Question(
+        "what-it-saves",
+        "With payment down, what does the open breaker save?",
+        fixed("the wait of every checkout and order's threads"),
+        choices=("the customer's money", "the wait of every checkout and order's threads", "payment's database"),
+        explanation="No money moves either way (the charge never happens); the breaker saves time and "
+        "capacity: order stops spending a thread and a second on a peer known to be down.",
+    ),
 ]

@@ -59,14 +59,15 @@ def _audit(ctx: LabContext) -> tuple[bool, str]:
 
 
 def _audit_red(problems: str):
-    return failed(f"The order is right, but the audit is red: {problems}. Open the Audit page; if another "
-                  "order is still in progress, wait a few seconds and check again.", audit_ok=False)
+    return failed(
+        f"The order is right, but the audit is red: {problems}. Open the Audit page; if another "
+        "order is still in progress, wait a few seconds and check again.",
+        audit_ok=False,
+    )
 
 
 def _since(ctx: LabContext, step_key: str) -> float:
     return ctx.passed_at(step_key) or ctx.started_at
-
-
 
 
 def _outage_on(ctx: LabContext) -> dict | None:
@@ -77,20 +78,27 @@ def _outage_on(ctx: LabContext) -> dict | None:
 
 
 def _declined(ctx: LabContext) -> list[dict]:
-    return [o for o in ctx.orders_since() if o.get("status") == "CANCELLED"
-            and str(o.get("status_reason", "")).startswith("Payment declined")]
+    return [
+        o
+        for o in ctx.orders_since()
+        if o.get("status") == "CANCELLED" and str(o.get("status_reason", "")).startswith("Payment declined")
+    ]
 
 
 def check_declined(ctx: LabContext):
     orders = _declined(ctx)
     if not orders:
-        return failed("No order of yours was cancelled for a declined card yet: on the Flows page run "
-                      "“Declined card” (card 4000 0000 0000 0002).")
+        return failed(
+            "No order of yours was cancelled for a declined card yet: on the Flows page run "
+            "“Declined card” (card 4000 0000 0000 0002)."
+        )
     order = orders[0]
     reservation = _reservation(ctx, order["id"])
     if reservation is None or reservation["status"] != "RELEASED":
-        return failed(f"Order #{order['id']} is CANCELLED, but inventory's reservation for it is "
-                      f"{reservation['status'] if reservation else 'missing'}, not RELEASED.")
+        return failed(
+            f"Order #{order['id']} is CANCELLED, but inventory's reservation for it is "
+            f"{reservation['status'] if reservation else 'missing'}, not RELEASED."
+        )
     charged, held = _money(ctx, order["id"])
     if held:
         return failed(f"Order #{order['id']} is CANCELLED but payment still holds {held} cents for it.")
@@ -100,12 +108,19 @@ def check_declined(ctx: LabContext):
     sku = reservation["lines"][0]["sku"]
     product = ctx.product(sku)
     comps = _compensations(order)
-    return passed(f"Order #{order['id']} reserved {sku}, payment declined the card, and the saga compensated: "
-                  f"{', '.join(comps) or 'nothing'} → CANCELLED “{order['status_reason']}”. The reservation is "
-                  f"{reservation['status']}, {product['available']} {sku} available, nothing charged, audit clean.",
-                  declined_order=order["id"], reason=order["status_reason"], compensations=", ".join(comps),
-                  reservation_status=reservation["status"], sku=sku, available=product["available"],
-                  charged_cents=charged, audit_ok=True)
+    return passed(
+        f"Order #{order['id']} reserved {sku}, payment declined the card, and the saga compensated: "
+        f"{', '.join(comps) or 'nothing'} → CANCELLED “{order['status_reason']}”. The reservation is "
+        f"{reservation['status']}, {product['available']} {sku} available, nothing charged, audit clean.",
+        declined_order=order["id"],
+        reason=order["status_reason"],
+        compensations=", ".join(comps),
+        reservation_status=reservation["status"],
+        sku=sku,
+        available=product["available"],
+        charged_cents=charged,
+        audit_ok=True,
+    )
 
 
 def solve_declined(ctx: LabContext) -> None:
@@ -118,33 +133,49 @@ def solve_declined(ctx: LabContext) -> None:
 
 
 def _cancelled_by_customer(ctx: LabContext) -> list[dict]:
-    return [o for o in ctx.orders_since(_since(ctx, "declined")) if o.get("status") == "CANCELLED"
-            and o.get("status_reason") == "Cancelled by customer" and "confirmed" in _steps(o)]
+    return [
+        o
+        for o in ctx.orders_since(_since(ctx, "declined"))
+        if o.get("status") == "CANCELLED"
+        and o.get("status_reason") == "Cancelled by customer"
+        and "confirmed" in _steps(o)
+    ]
 
 
 def check_cancel(ctx: LabContext):
     orders = _cancelled_by_customer(ctx)
     if not orders:
-        return failed("No confirmed order of yours has been cancelled by its customer since step 1: on the Flows "
-                      "page run “Cancel and refund” (or POST /api/orders/<id>/cancel/ as the customer).")
+        return failed(
+            "No confirmed order of yours has been cancelled by its customer since step 1: on the Flows "
+            "page run “Cancel and refund” (or POST /api/orders/<id>/cancel/ as the customer)."
+        )
     order = orders[0]
     reservation = _reservation(ctx, order["id"])
     charged, held = _money(ctx, order["id"])
     if reservation is None or reservation["status"] != "RETURNED":
-        return failed(f"Order #{order['id']} is cancelled, but its reservation is "
-                      f"{reservation['status'] if reservation else 'missing'}, not RETURNED.")
+        return failed(
+            f"Order #{order['id']} is cancelled, but its reservation is "
+            f"{reservation['status'] if reservation else 'missing'}, not RETURNED."
+        )
     if not charged or held:
-        return failed(f"Order #{order['id']} is cancelled, but payment's ledger shows {charged} cents charged and "
-                      f"{held} still captured (expected: charged, then refunded in full).")
+        return failed(
+            f"Order #{order['id']} is cancelled, but payment's ledger shows {charged} cents charged and "
+            f"{held} still captured (expected: charged, then refunded in full)."
+        )
     clean, problems = _audit(ctx)
     if not clean:
         return _audit_red(problems)
     comps = _compensations(order)
-    return passed(f"Order #{order['id']} was CONFIRMED, then cancelled by its customer: {', '.join(comps)} → "
-                  f"CANCELLED. Payment charged {charged} cents and refunded all of it; the reservation is "
-                  f"{reservation['status']} (the sold stock is back on the shelf); audit clean.",
-                  cancelled_order=order["id"], compensations=", ".join(comps), refunded_cents=charged,
-                  reservation_status=reservation["status"], audit_ok=True)
+    return passed(
+        f"Order #{order['id']} was CONFIRMED, then cancelled by its customer: {', '.join(comps)} → "
+        f"CANCELLED. Payment charged {charged} cents and refunded all of it; the reservation is "
+        f"{reservation['status']} (the sold stock is back on the shelf); audit clean.",
+        cancelled_order=order["id"],
+        compensations=", ".join(comps),
+        refunded_cents=charged,
+        reservation_status=reservation["status"],
+        audit_ok=True,
+    )
 
 
 def solve_cancel(ctx: LabContext) -> None:
@@ -174,8 +205,10 @@ def _paused(ctx: LabContext) -> list[tuple[dict, dict]]:
 def check_pause(ctx: LabContext):
     paused = _paused(ctx)
     if not paused:
-        return failed("No checkout of yours is waiting between its reservation and its charge: apply the "
-                      "“Payment outage” preset on the Faults page, then run “Checkout (sync)” on the Flows page.")
+        return failed(
+            "No checkout of yours is waiting between its reservation and its charge: apply the "
+            "“Payment outage” preset on the Faults page, then run “Checkout (sync)” on the Flows page."
+        )
     order, reservation = paused[0]
     deadline = parse_time(order["created_at"]) + ctx.saga()["deadline_seconds"]
     left = max(0, round(deadline - ctx.clock()))
@@ -185,11 +218,17 @@ def check_pause(ctx: LabContext):
         audit = "not readable while payment is down"  # the audit reads payment's charges too
     quantity = sum(line["quantity"] for line in reservation["lines"])
     path = f"/internal/reservations/{reservation['id']}/commit/"
-    return passed(f"Order #{order['id']} is PENDING at step charging: inventory holds {quantity} unit(s) for it "
-                  f"(reservation {reservation['id']}, HELD), payment could not be asked. Now, within {left} s: add "
-                  f"to inventory an error fault, status 409, path prefix {path} — then clear payment's outage.",
-                  paused_order=order["id"], reservation_id=reservation["id"], held_units=quantity,
-                  commit_path=path, seconds_left=left, audit=audit)
+    return passed(
+        f"Order #{order['id']} is PENDING at step charging: inventory holds {quantity} unit(s) for it "
+        f"(reservation {reservation['id']}, HELD), payment could not be asked. Now, within {left} s: add "
+        f"to inventory an error fault, status 409, path prefix {path} — then clear payment's outage.",
+        paused_order=order["id"],
+        reservation_id=reservation["id"],
+        held_units=quantity,
+        commit_path=path,
+        seconds_left=left,
+        audit=audit,
+    )
 
 
 def solve_pause(ctx: LabContext) -> None:
@@ -204,8 +243,11 @@ def solve_pause(ctx: LabContext) -> None:
 
 
 def _commit_failed(ctx: LabContext) -> list[dict]:
-    return [o for o in ctx.orders_since(_since(ctx, "cancel")) if o.get("status") == "CANCELLED"
-            and str(o.get("status_reason", "")).startswith(COMMIT_FAILED)]
+    return [
+        o
+        for o in ctx.orders_since(_since(ctx, "cancel"))
+        if o.get("status") == "CANCELLED" and str(o.get("status_reason", "")).startswith(COMMIT_FAILED)
+    ]
 
 
 def check_commit_fails(ctx: LabContext):
@@ -216,20 +258,30 @@ def check_commit_fails(ctx: LabContext):
     reservation = _reservation(ctx, order["id"])
     charged, held = _money(ctx, order["id"])
     if reservation is None or reservation["status"] != "RELEASED":
-        return failed(f"Order #{order['id']}'s commit failed, but its reservation is "
-                      f"{reservation['status'] if reservation else 'missing'}, not RELEASED yet: check again.")
+        return failed(
+            f"Order #{order['id']}'s commit failed, but its reservation is "
+            f"{reservation['status'] if reservation else 'missing'}, not RELEASED yet: check again."
+        )
     if not charged or held:
-        return failed(f"Order #{order['id']}'s commit failed, but payment's ledger shows {charged} cents charged "
-                      f"and {held} still captured (expected: charged, then refunded in full).")
+        return failed(
+            f"Order #{order['id']}'s commit failed, but payment's ledger shows {charged} cents charged "
+            f"and {held} still captured (expected: charged, then refunded in full)."
+        )
     clean, problems = _audit(ctx)
     if not clean:
         return _audit_red(problems)
     comps = _compensations(order)
-    return passed(f"Order #{order['id']} was charged {charged} cents, then inventory refused the commit; the saga "
-                  f"compensated in reverse order: {', '.join(comps)} → CANCELLED “{order['status_reason']}”. "
-                  f"The reservation is {reservation['status']}, nothing is still captured, audit clean.",
-                  commit_failed_order=order["id"], reason=order["status_reason"], compensations=", ".join(comps),
-                  refunded_cents=charged, reservation_status=reservation["status"], audit_ok=True)
+    return passed(
+        f"Order #{order['id']} was charged {charged} cents, then inventory refused the commit; the saga "
+        f"compensated in reverse order: {', '.join(comps)} → CANCELLED “{order['status_reason']}”. "
+        f"The reservation is {reservation['status']}, nothing is still captured, audit clean.",
+        commit_failed_order=order["id"],
+        reason=order["status_reason"],
+        compensations=", ".join(comps),
+        refunded_cents=charged,
+        reservation_status=reservation["status"],
+        audit_ok=True,
+    )
 
 
 def _why_not_yet(ctx: LabContext) -> str:
@@ -239,20 +291,26 @@ def _why_not_yet(ctx: LabContext) -> str:
     order = ctx.order(order_id)
     path = ctx.observed("pause").get("commit_path", "")
     if order["status"] == "CONFIRMED":
-        return (f"Order #{order_id} was CONFIRMED: its commit went through before a fault on {path} was in place. "
-                "Do step 3 again with a new checkout (the check names its reservation).")
+        return (
+            f"Order #{order_id} was CONFIRMED: its commit went through before a fault on {path} was in place. "
+            "Do step 3 again with a new checkout (the check names its reservation)."
+        )
     if order["status"] == "CANCELLED":
-        return (f"Order #{order_id} was cancelled for another reason (“{order['status_reason']}”): the worker gave "
-                "up before payment was back. Do step 3 again with a new checkout, and be quicker.")
+        return (
+            f"Order #{order_id} was cancelled for another reason (“{order['status_reason']}”): the worker gave "
+            "up before payment was back. Do step 3 again with a new checkout, and be quicker."
+        )
     faulted = any(f.get("kind") == "error" and f.get("path_prefix") == path for f in ctx.faults("inventory"))
     missing = []
     if not faulted:
         missing.append(f"inventory has no error fault on {path}")
     if _outage_on(ctx):
         missing.append("payment is still down (clear its outage)")
-    return (f"Order #{order_id} is still {order['status']} at step {order['saga_step']}"
-            + (f": {'; '.join(missing)}." if missing else
-               ": the worker resumes it within about 30 s of payment coming back; check again."))
+    return f"Order #{order_id} is still {order['status']} at step {order['saga_step']}" + (
+        f": {'; '.join(missing)}."
+        if missing
+        else ": the worker resumes it within about 30 s of payment coming back; check again."
+    )
 
 
 def solve_commit_fails(ctx: LabContext) -> None:
@@ -270,33 +328,64 @@ def solve_commit_fails(ctx: LabContext) -> None:
 
 
 STEPS = [
-    Step("declined", "A declined card: the stock is released", check_declined, solve_declined,
-         hints=("Flows page → “Declined card” → Run.",
-                "The flow's page shows the order's history: reserved, compensating, released, cancelled."),
-         link="/flows/", link_label="Flows: Declined card",
-         terminal="curl -s -X POST http://127.0.0.1:8002/api/orders/ -H \"Authorization: Bearer $TOKEN\" "
-                  "-H 'Content-Type: application/json' -H \"Idempotency-Key: $(uuidgen)\" "
-                  "-d '{\"lines\": [{\"sku\": \"KB-001\", \"quantity\": 1}], \"payment_method\": \"<declined card token>\"}'"),
-    Step("cancel", "A customer cancels a confirmed order: refund and restock", check_cancel, solve_cancel,
-         hints=("Flows page → “Cancel and refund” → Run: it orders, waits for CONFIRMED, then cancels.",
-                "Cancel within a minute of the confirmation: after that the simulated carrier ships the order, "
-                "and a shipped order cannot be cancelled."),
-         link="/flows/", link_label="Flows: Cancel and refund",
-         terminal="curl -s -X POST http://127.0.0.1:8002/api/orders/<id>/cancel/ -H \"Authorization: Bearer $TOKEN\""),
-    Step("pause", "Stop a checkout between its reservation and its charge", check_pause, solve_pause,
-         hints=("Faults page → preset “Payment outage”; then Flows page → “Checkout (sync)”: it answers 202 PENDING, "
-                "“paused: payment unavailable”.",
-                "Then press Check here at once: the message names the reservation for step 4."),
-         link="/faults/", link_label="Faults: Payment outage",
-         terminal="labctl fault add payment outage --ttl 120"),
-    Step("commit-fails", "Make the commit fail after the charge: refund, then release", check_commit_fails,
-         solve_commit_fails,
-         hints=("Faults page → inventory → kind “error”, status 409, path prefix: the one step 3 named → Add.",
-                "Then clear payment's outage (its Clear button); the worker resumes the order within about 30 s.",
-                "The Audit page stays green throughout."),
-         link="/faults/", link_label="Faults: an error on inventory",
-         terminal="labctl fault add inventory error --status 409 --path-prefix /internal/reservations/<id>/commit/ "
-                  "&& labctl fault clear payment"),
+    Step(
+        "declined",
+        "A declined card: the stock is released",
+        check_declined,
+        solve_declined,
+        hints=(
+            "Flows page → “Declined card” → Run.",
+            "The flow's page shows the order's history: reserved, compensating, released, cancelled.",
+        ),
+        link="/flows/",
+        link_label="Flows: Declined card",
+        terminal='curl -s -X POST http://127.0.0.1:8002/api/orders/ -H "Authorization: Bearer $TOKEN" '
+        "-H 'Content-Type: application/json' -H \"Idempotency-Key: $(uuidgen)\" "
+        '-d \'{"lines": [{"sku": "KB-001", "quantity": 1}], "payment_method": "<declined card token>"}\'',
+    ),
+    Step(
+        "cancel",
+        "A customer cancels a confirmed order: refund and restock",
+        check_cancel,
+        solve_cancel,
+        hints=(
+            "Flows page → “Cancel and refund” → Run: it orders, waits for CONFIRMED, then cancels.",
+            "Cancel within a minute of the confirmation: after that the simulated carrier ships the order, "
+            "and a shipped order cannot be cancelled.",
+        ),
+        link="/flows/",
+        link_label="Flows: Cancel and refund",
+        terminal='curl -s -X POST http://127.0.0.1:8002/api/orders/<id>/cancel/ -H "Authorization: Bearer $TOKEN"',
+    ),
+    Step(
+        "pause",
+        "Stop a checkout between its reservation and its charge",
+        check_pause,
+        solve_pause,
+        hints=(
+            "Faults page → preset “Payment outage”; then Flows page → “Checkout (sync)”: it answers 202 PENDING, "
+            "“paused: payment unavailable”.",
+            "Then press Check here at once: the message names the reservation for step 4.",
+        ),
+        link="/faults/",
+        link_label="Faults: Payment outage",
+        terminal="labctl fault add payment outage --ttl 120",
+    ),
+    Step(
+        "commit-fails",
+        "Make the commit fail after the charge: refund, then release",
+        check_commit_fails,
+        solve_commit_fails,
+        hints=(
+            "Faults page → inventory → kind “error”, status 409, path prefix: the one step 3 named → Add.",
+            "Then clear payment's outage (its Clear button); the worker resumes the order within about 30 s.",
+            "The Audit page stays green throughout.",
+        ),
+        link="/faults/",
+        link_label="Faults: an error on inventory",
+        terminal="labctl fault add inventory error --status 409 --path-prefix /internal/reservations/<id>/commit/ "
+        "&& labctl fault clear payment",
+    ),
 ]
 
 
@@ -328,39 +417,69 @@ def _still_captured(ctx: LabContext, progress: dict) -> int:
 COMPENSATION_CHOICES = ("refunded", "released", "returned", "refunded, released", "refunded, returned")
 
 QUESTIONS = [
-    Question("declined-compensation", "Which compensation step(s) ran for your declined order (step 1), as its "
-             "history names them?", _declined_compensation, choices=COMPENSATION_CHOICES,
-             explanation="The card was declined, so no money moved: the only thing done was the reservation, and "
-                         "the only compensation is to release it."),
-    Question("first-compensation", "For your order whose commit failed (step 4), which compensation ran first?",
-             _first_compensation, choices=("refunded", "released"),
-             explanation="Compensations undo the forward steps in reverse order: the charge came after the "
-                         "reservation, so the refund comes before the release. The stock stays held until the "
-                         "money is back, and the order is declared CANCELLED only once both are undone."),
-    Question("still-captured", "How many cents does payment still hold for your order of step 4 (charges minus "
-             "refunds, from its ledger)?", _still_captured, unit="",
-             explanation="Payment's ledger has the charge and a refund of the same amount: nothing is held. The "
-                         "audit's “cancelled orders have no net charge” is this, for every order."),
-    Question("why-pause", "In step 3, with payment down, why did the saga pause instead of releasing the stock "
-             "and cancelling?", fixed("it could not know whether the card had been charged"),
-             choices=("it could not know whether the card had been charged", "releasing stock needs payment",
-                      "the breaker forbids any compensation"),
-             explanation="A charge without an answer may have been captured. Cancelling now could keep a customer's "
-                         "money for an order that does not exist; so the saga keeps the stock held and asks payment "
-                         "again later (the worker), then decides."),
-    Question("why-order", "Why does the saga reserve the stock before it charges the card?",
-             fixed("so nobody is charged for stock that is not there"),
-             choices=("so nobody is charged for stock that is not there", "because inventory answers faster",
-                      "because payment needs the reservation's id"),
-             explanation="A hold on stock costs nothing to undo and nobody sees it; a charge is money on a "
-                         "customer's card, and a refund shows on their statement. Doing the cheap step first means "
-                         "a sold-out product stops the saga before any money moves, and a declined card (step 1) "
-                         "only has a hold to release."),
-    Question("refused-or-unknown", "In step 4 inventory answered 409 to the commit. Why did the saga compensate "
-             "at once instead of retrying?", fixed("a 409 is a definite refusal: retrying cannot change it"),
-             choices=("a 409 is a definite refusal: retrying cannot change it", "the breaker was open",
-                      "the saga's deadline had passed"),
-             explanation="A 4xx is an answer: the peer did not do it and will not. A 5xx or a timeout leaves the "
-                         "outcome unknown: the client retries it with the same key, and the worker keeps trying "
-                         "until the saga's deadline before it compensates."),
+    Question(
+        "declined-compensation",
+        "Which compensation step(s) ran for your declined order (step 1), as its history names them?",
+        _declined_compensation,
+        choices=COMPENSATION_CHOICES,
+        explanation="The card was declined, so no money moved: the only thing done was the reservation, and "
+        "the only compensation is to release it.",
+    ),
+    Question(
+        "first-compensation",
+        "For your order whose commit failed (step 4), which compensation ran first?",
+        _first_compensation,
+        choices=("refunded", "released"),
+        explanation="Compensations undo the forward steps in reverse order: the charge came after the "
+        "reservation, so the refund comes before the release. The stock stays held until the "
+        "money is back, and the order is declared CANCELLED only once both are undone.",
+    ),
+    Question(
+        "still-captured",
+        "How many cents does payment still hold for your order of step 4 (charges minus refunds, from its ledger)?",
+        _still_captured,
+        unit="",
+        explanation="Payment's ledger has the charge and a refund of the same amount: nothing is held. The "
+        "audit's “cancelled orders have no net charge” is this, for every order.",
+    ),
+    Question(
+        "why-pause",
+        "In step 3, with payment down, why did the saga pause instead of releasing the stock and cancelling?",
+        fixed("it could not know whether the card had been charged"),
+        choices=(
+            "it could not know whether the card had been charged",
+            "releasing stock needs payment",
+            "the breaker forbids any compensation",
+        ),
+        explanation="A charge without an answer may have been captured. Cancelling now could keep a customer's "
+        "money for an order that does not exist; so the saga keeps the stock held and asks payment "
+        "again later (the worker), then decides.",
+    ),
+    Question(
+        "why-order",
+        "Why does the saga reserve the stock before it charges the card?",
+        fixed("so nobody is charged for stock that is not there"),
+        choices=(
+            "so nobody is charged for stock that is not there",
+            "because inventory answers faster",
+            "because payment needs the reservation's id",
+        ),
+        explanation="A hold on stock costs nothing to undo and nobody sees it; a charge is money on a "
+        "customer's card, and a refund shows on their statement. Doing the cheap step first means "
+        "a sold-out product stops the saga before any money moves, and a declined card (step 1) "
+        "only has a hold to release.",
+    ),
+    Question(
+        "refused-or-unknown",
+        "In step 4 inventory answered 409 to the commit. Why did the saga compensate at once instead of retrying?",
+        fixed("a 409 is a definite refusal: retrying cannot change it"),
+        choices=(
+            "a 409 is a definite refusal: retrying cannot change it",
+            "the breaker was open",
+            "the saga's deadline had passed",
+        ),
+        explanation="A 4xx is an answer: the peer did not do it and will not. A 5xx or a timeout leaves the "
+        "outcome unknown: the client retries it with the same key, and the worker keeps trying "
+        "until the saga's deadline before it compensates.",
+    ),
 ]

@@ -11,8 +11,14 @@ import requests
 from .lab import ROOT, start_lab_with_dashboard
 
 CHROMIUM = os.environ.get("LAB_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SCREENSHOTS = ROOT / "var" / "screenshots"
 DOC_SCREENSHOTS = ROOT / "docs" / "screenshots"
 ADMIN = ("admin@lab.local", os.environ.get("LAB_ADMIN_PASSWORD", "admin-lab-2024"))
@@ -46,7 +52,9 @@ class Page:
         self.base_url = base_url
         self.tab = context.new_page()
         self.errors: list[str] = []
-        self.tab.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        self.tab.on(
+            "console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None
+        )
         self.tab.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
 
     def open(self, path: str):
@@ -94,8 +102,9 @@ def staff(context, lab) -> Page:
 @pytest.fixture(scope="session")
 def admin_api(lab):
     """Direct calls to the services as the admin (to check what the dashboard did, not through it)."""
-    response = requests.post(f"{lab.urls['user']}/api/auth/login/", json={"email": ADMIN[0], "password": ADMIN[1]},
-                             timeout=10)
+    response = requests.post(
+        f"{lab.urls['user']}/api/auth/login/", json={"email": ADMIN[0], "password": ADMIN[1]}, timeout=10
+    )
     assert response.status_code == 200, response.text
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {response.json()['access']}"

@@ -78,15 +78,43 @@ def start_dashboard(lab: Lab, workdir: Path, port: int) -> None:
         "METRICS_WINDOW_SECONDS": "20",
     }
     for command in (["migrate", "--noinput"], ["collectstatic", "--noinput"]):
-        subprocess.run([sys.executable, "manage.py", *command], cwd=DASHBOARD_DIR, env=env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
+        subprocess.run(
+            [sys.executable, "manage.py", *command],
+            cwd=DASHBOARD_DIR,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=300,
+        )
     log = workdir / "dashboard.log"
     lab.logs["dashboard"] = log
     lab.processes["dashboard"] = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--config", "python:chassis.gunicorn_conf",
-         "--workers", "2", "--threads", "8", "--worker-class", "gthread", "--timeout", "60", "--graceful-timeout", "5"],
-        cwd=DASHBOARD_DIR, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "config.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--config",
+            "python:chassis.gunicorn_conf",
+            "--workers",
+            "2",
+            "--threads",
+            "8",
+            "--worker-class",
+            "gthread",
+            "--timeout",
+            "60",
+            "--graceful-timeout",
+            "5",
+        ],
+        cwd=DASHBOARD_DIR,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     lab.urls["dashboard"] = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

@@ -125,9 +125,11 @@ def test_async_checkout_flow_runs_on_the_worker(staff, lab):
 def test_clear_all_clears_every_service(staff, admin_api):
     """Ensure one button empties every service's faults, as the services themselves report."""
     tab = staff.open("/faults/")
-    for preset, said in (("payment-outage", "Payment outage: injected on payment"),
-                         ("slow-inventory", "Slow inventory 800 ms: injected on inventory"),
-                         ("orders-db-down", "Database down on orders: injected on order")):
+    for preset, said in (
+        ("payment-outage", "Payment outage: injected on payment"),
+        ("slow-inventory", "Slow inventory 800 ms: injected on inventory"),
+        ("orders-db-down", "Database down on orders: injected on order"),
+    ):
         tab.click(f"[data-testid=preset-{preset}]")
         expect(tab.locator(".messages")).to_contain_text(said)
     form = tab.locator("[data-testid=fault-form-user]")

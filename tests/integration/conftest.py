@@ -52,18 +52,24 @@ class Api:
 
     def order(self, lines, payment_method, key=None, **extra):
         body = {"lines": lines, "payment_method": payment_method, **extra}
-        return self.post("order", "/api/orders/", json=body,
-                         headers={"Idempotency-Key": key or f"it-{uuid.uuid4().hex}"})
+        return self.post(
+            "order", "/api/orders/", json=body, headers={"Idempotency-Key": key or f"it-{uuid.uuid4().hex}"}
+        )
 
     def add_card(self, number="4242424242424242"):
-        response = self.post("payment", "/api/payment-methods/",
-                             json={"card_number": number, "exp_month": 12, "exp_year": 2035, "cvc": "123"})
+        response = self.post(
+            "payment",
+            "/api/payment-methods/",
+            json={"card_number": number, "exp_month": 12, "exp_year": 2035, "cvc": "123"},
+        )
         assert response.status_code == 201, response.text
         return response.json()["token"]
 
 
 def login(lab, email: str, password: str) -> Api:
-    response = requests.post(f"{lab.urls['user']}/api/auth/login/", json={"email": email, "password": password}, timeout=30)
+    response = requests.post(
+        f"{lab.urls['user']}/api/auth/login/", json={"email": email, "password": password}, timeout=30
+    )
     assert response.status_code == 200, response.text
     return Api(lab, response.json()["access"])
 
@@ -85,8 +91,11 @@ def new_customer(lab):
     def make(name="Test Customer") -> Api:
         email = f"it-{os.getpid()}-{next(_counter)}-{uuid.uuid4().hex[:6]}@lab.local"
         password = "correct-horse-battery-9"
-        response = requests.post(f"{lab.urls['user']}/api/auth/register/",
-                                 json={"email": email, "password": password, "name": name}, timeout=30)
+        response = requests.post(
+            f"{lab.urls['user']}/api/auth/register/",
+            json={"email": email, "password": password, "name": name},
+            timeout=30,
+        )
         assert response.status_code == 201, response.text
         api = login(lab, email, password)
         api.email = email
@@ -107,10 +116,18 @@ def product(admin):
 
     def make(stock=50, price_cents=1999) -> str:
         sku = f"IT-{uuid.uuid4().hex[:8].upper()}"
-        response = admin.post("inventory", "/api/products/", json={
-            "sku": sku, "name": f"Integration item {sku}", "description": "made by a test",
-            "price_cents": price_cents, "currency": "EUR", "initial_stock": stock,
-        })
+        response = admin.post(
+            "inventory",
+            "/api/products/",
+            json={
+                "sku": sku,
+                "name": f"Integration item {sku}",
+                "description": "made by a test",
+                "price_cents": price_cents,
+                "currency": "EUR",
+                "initial_stock": stock,
+            },
+        )
         assert response.status_code == 201, response.text
         return sku
 

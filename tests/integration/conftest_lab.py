@@ -93,9 +93,11 @@ def lab_admin(lab):
     for service in SERVICES:
         backend = requests.get(f"{lab.urls[service]}/health/", timeout=10).json()["checks"]["cache"].get("backend")
         if backend != "RedisCache":
-            pytest.fail(f"{service} runs on {backend}, not Redis (REDIS_URL empty in var/env/{service}.env?): "
-                        "without Redis each worker process keeps its own breakers, and these tests check "
-                        "that every worker shares them (run labctl setup with Redis up).")
+            pytest.fail(
+                f"{service} runs on {backend}, not Redis (REDIS_URL empty in var/env/{service}.env?): "
+                "without Redis each worker process keeps its own breakers, and these tests check "
+                "that every worker shares them (run labctl setup with Redis up)."
+            )
     switches = {service: admin.resilience(service)["switches"] for service in SERVICES}
     saga = admin.saga()
     yield admin
@@ -166,14 +168,19 @@ class Shopper:
         placed = {"key": key, "body": body, "status_code": None, "seconds": None, "data": {}}
         self.placed.append(placed)
         started = time.monotonic()
-        response = self.api.session.post(self.api.url("order", "/api/orders/"), json=body,
-                                         headers={"Idempotency-Key": key}, timeout=timeout)
+        response = self.api.session.post(
+            self.api.url("order", "/api/orders/"), json=body, headers={"Idempotency-Key": key}, timeout=timeout
+        )
         placed.update(status_code=response.status_code, seconds=time.monotonic() - started, data=_json(response))
         return placed
 
     def replay(self, placed: dict, timeout: float = 60) -> dict:
-        response = self.api.session.post(self.api.url("order", "/api/orders/"), json=placed["body"],
-                                         headers={"Idempotency-Key": placed["key"]}, timeout=timeout)
+        response = self.api.session.post(
+            self.api.url("order", "/api/orders/"),
+            json=placed["body"],
+            headers={"Idempotency-Key": placed["key"]},
+            timeout=timeout,
+        )
         placed["status_code"], placed["data"] = response.status_code, _json(response)
         return placed
 

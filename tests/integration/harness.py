@@ -56,8 +56,12 @@ def free_port() -> int:
 def _mysql_admin(parsed):
     import MySQLdb
 
-    return MySQLdb.connect(host=parsed.hostname or "127.0.0.1", port=parsed.port or 3306,
-                           user=parsed.username or "root", passwd=parsed.password or "")
+    return MySQLdb.connect(
+        host=parsed.hostname or "127.0.0.1",
+        port=parsed.port or 3306,
+        user=parsed.username or "root",
+        passwd=parsed.password or "",
+    )
 
 
 def drop_database(url: str) -> None:
@@ -135,8 +139,21 @@ class Lab:
         """
         if self.running("worker"):
             raise RuntimeError("the worker is already running")
-        self._start_celery("worker", ["worker", "--loglevel", "INFO", "--concurrency", str(concurrency),
-                                      "--hostname", f"worker-it{os.getpid()}@%h", "--queues", "saga,beat"], env)
+        self._start_celery(
+            "worker",
+            [
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                str(concurrency),
+                "--hostname",
+                f"worker-it{os.getpid()}@%h",
+                "--queues",
+                "saga,beat",
+            ],
+            env,
+        )
         self._wait_for_log("worker", " ready.", timeout)
 
     def start_beat(self, *, env: dict[str, str] | None = None, timeout: float = 30) -> None:
@@ -197,8 +214,11 @@ class Lab:
             out.write(f"\n----- {name} started by the test harness at {time.strftime('%H:%M:%S')} -----\n".encode())
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", "celery", "-A", "config", *args],
-                cwd=ROOT / SERVICES["order"][0], env={**self.envs["order"], **(env or {})},
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=ROOT / SERVICES["order"][0],
+                env={**self.envs["order"], **(env or {})},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def _wait_for_log(self, name: str, marker: str, timeout: float) -> None:
@@ -235,19 +255,27 @@ def start_lab(workdir: Path, *, workers: int = 2, threads: int = 4) -> Lab:
         for name, (directory, _schema, redis_db) in SERVICES.items():
             file_env = read_env_file(ROOT / "var" / "env" / f"{name}.env")
             if os.environ.get("CI") == "true" and not file_env.get("DATABASE_URL", "").startswith("mysql"):
-                raise RuntimeError(f"CI needs MySQL but var/env/{name}.env has no MySQL DATABASE_URL: run `labctl setup`.")
-            database_url = recreate_database(
-                file_env.get("DATABASE_URL", "sqlite:///unused"), workdir, name
-            )
+                raise RuntimeError(
+                    f"CI needs MySQL but var/env/{name}.env has no MySQL DATABASE_URL: run `labctl setup`."
+                )
+            database_url = recreate_database(file_env.get("DATABASE_URL", "sqlite:///unused"), workdir, name)
             redis_url = ""
             if file_env.get("REDIS_URL"):
                 redis_url = urlparse(file_env["REDIS_URL"])._replace(path=f"/{redis_db}").geturl()
             metrics_dir = workdir / "prometheus" / name
             shutil.rmtree(metrics_dir, ignore_errors=True)
             metrics_dir.mkdir(parents=True)
-            parent_env = {k: v for k, v in os.environ.items() if k != "PYTEST_VERSION"}  # the services are not under test here
-            env = {**parent_env, **file_env, **common, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
-                   "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+            parent_env = {
+                k: v for k, v in os.environ.items() if k != "PYTEST_VERSION"
+            }  # the services are not under test here
+            env = {
+                **parent_env,
+                **file_env,
+                **common,
+                "DATABASE_URL": database_url,
+                "REDIS_URL": redis_url,
+                "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            }
             if "OTEL_EXPORTER_OTLP_ENDPOINT" not in os.environ:
                 env["OTEL_SDK_DISABLED"] = "true"  # no collector to send spans to
             if name == "order":
@@ -256,16 +284,43 @@ def start_lab(workdir: Path, *, workers: int = 2, threads: int = 4) -> Lab:
             lab.envs[name] = env
             cwd = ROOT / directory
             for command in (["migrate", "--noinput"], ["collectstatic", "--noinput"], ["seed_lab"]):
-                subprocess.run([sys.executable, "manage.py", *command], cwd=cwd, env=env, check=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
+                subprocess.run(
+                    [sys.executable, "manage.py", *command],
+                    cwd=cwd,
+                    env=env,
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    timeout=300,
+                )
             log = workdir / f"{name}.log"
             lab.logs[name] = log
             lab.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{ports[name]}",
-                 "--config", "python:chassis.gunicorn_conf",
-                 "--workers", str(workers), "--threads", str(threads), "--worker-class", "gthread",
-                 "--timeout", "60", "--graceful-timeout", "5"],
-                cwd=cwd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "config.wsgi:application",
+                    "--bind",
+                    f"127.0.0.1:{ports[name]}",
+                    "--config",
+                    "python:chassis.gunicorn_conf",
+                    "--workers",
+                    str(workers),
+                    "--threads",
+                    str(threads),
+                    "--worker-class",
+                    "gthread",
+                    "--timeout",
+                    "60",
+                    "--graceful-timeout",
+                    "5",
+                ],
+                cwd=cwd,
+                env=env,
+                stdout=log.open("wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         wait_healthy(lab)
     except BaseException:

@@ -154,8 +154,14 @@ def test_async_checkout_answers_202_at_once_and_the_worker_confirms(async_lab, a
     assert response.headers["Location"] == f"{async_lab.urls['order']}/api/orders/{body['id']}/"
     order = wait_terminal(customer, [body["id"]])[body["id"]]
     assert order["status"] == "CONFIRMED", order
-    assert [e["step"] for e in order["history"]] == ["received", "queued", "reserved", "charged", "committed",
-                                                     "confirmed"]
+    assert [e["step"] for e in order["history"]] == [
+        "received",
+        "queued",
+        "reserved",
+        "charged",
+        "committed",
+        "confirmed",
+    ]
 
     replay = place(customer, sku, card, quantity=2, key=key)
     assert replay.status_code == 200 and replay.json()["id"] == body["id"]
@@ -166,8 +172,9 @@ def test_async_checkout_answers_202_at_once_and_the_worker_confirms(async_lab, a
     assert metric(async_lab, "lab_saga_outcomes_total", outcome="confirmed") == confirmed_before + 1
 
 
-def test_payment_outage_keeps_orders_pending_then_they_all_confirm(async_lab, admin_api, admin, customer, product,
-                                                                  no_faults):
+def test_payment_outage_keeps_orders_pending_then_they_all_confirm(
+    async_lab, admin_api, admin, customer, product, no_faults
+):
     """Ensure orders placed during a 20 s payment outage stay PENDING meanwhile, then all end CONFIRMED."""
     sku, card = product(stock=20, price_cents=990), customer.add_card()
     admin_api.json("PUT", "payment", "/_lab/faults/", json={"kind": "outage", "ttl_seconds": 20})
@@ -190,14 +197,24 @@ def test_payment_outage_keeps_orders_pending_then_they_all_confirm(async_lab, ad
     assert [len(charges[str(order_id)]) for order_id in order_ids] == [1, 1, 1]
 
 
-def test_worker_killed_mid_saga_loses_nothing_and_charges_once(async_lab, admin_api, admin, customer, product,
-                                                               no_faults):
+def test_worker_killed_mid_saga_loses_nothing_and_charges_once(
+    async_lab, admin_api, admin, customer, product, no_faults
+):
     """Ensure a SIGKILLed worker's sagas all end, consistent (audit clean), with no payment captured twice."""
     sku, card = product(stock=20, price_cents=2500), customer.add_card()
     # Charges take 3 s at payment, so several sagas are mid-charge when the worker dies.
-    admin_api.json("PUT", "payment", "/_lab/faults/", json={
-        "kind": "latency", "delay_ms": 3000, "path_prefix": "/internal/charges/", "method": "POST", "ttl_seconds": 120,
-    })
+    admin_api.json(
+        "PUT",
+        "payment",
+        "/_lab/faults/",
+        json={
+            "kind": "latency",
+            "delay_ms": 3000,
+            "path_prefix": "/internal/charges/",
+            "method": "POST",
+            "ttl_seconds": 120,
+        },
+    )
     time.sleep(SPREAD_SECONDS)
     order_ids = [place(customer, sku, card).json()["id"] for _ in range(4)]
 
@@ -220,5 +237,6 @@ def test_worker_killed_mid_saga_loses_nothing_and_charges_once(async_lab, admin_
     assert all(len([c for c in charges[str(i)] if c["status"] == "CAPTURED"]) == 1 for i in order_ids), charges
     result = audit_now(admin_api, admin)
     assert result["ok"], audit.render(result)
-    assert any(e["step"] == "queued" and e["note"].startswith("recovered")
-               for o in orders.values() for e in o["history"]), "recovery should have re-queued the killed sagas"
+    assert any(
+        e["step"] == "queued" and e["note"].startswith("recovered") for o in orders.values() for e in o["history"]
+    ), "recovery should have re-queued the killed sagas"

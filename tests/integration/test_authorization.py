@@ -31,10 +31,13 @@ def test_another_users_payment_method_cannot_be_used(new_customer, product):
     assert alice.get("payment", "/api/payments/").json()["count"] == 0
 
 
-@pytest.mark.parametrize("service,path", [
-    ("inventory", "/internal/reservations/"),
-    ("payment", "/internal/charges/"),
-])
+@pytest.mark.parametrize(
+    "service,path",
+    [
+        ("inventory", "/internal/reservations/"),
+        ("payment", "/internal/charges/"),
+    ],
+)
 def test_user_token_at_internal_endpoint_is_403(customer, service, path):
     """Ensure a customer cannot call the endpoints reserved for order_service."""
     response = customer.post(service, path, json={}, headers={"Idempotency-Key": "attack-123456"})
@@ -43,7 +46,10 @@ def test_user_token_at_internal_endpoint_is_403(customer, service, path):
 
 def test_staff_token_at_internal_endpoint_is_403(admin):
     """Ensure even staff users cannot impersonate order_service."""
-    assert admin.post("payment", "/internal/charges/", json={}, headers={"Idempotency-Key": "attack-123456"}).status_code == 403
+    assert (
+        admin.post("payment", "/internal/charges/", json={}, headers={"Idempotency-Key": "attack-123456"}).status_code
+        == 403
+    )
 
 
 def test_internal_endpoint_without_token_is_401(anonymous):
@@ -62,8 +68,9 @@ def test_expired_and_tampered_tokens_are_401(customer):
             response = customer.session.get(customer.url(service, path), headers={"Authorization": f"Bearer {token}"})
             assert response.status_code == 401, (service, response.text)
     expired = {**claims, "exp": int(time.time()) - 3600}
-    response = customer.session.get(customer.url("order", "/api/orders/"),
-                                    headers={"Authorization": f"Bearer {header}.{_b64(expired)}.{signature}"})
+    response = customer.session.get(
+        customer.url("order", "/api/orders/"), headers={"Authorization": f"Bearer {header}.{_b64(expired)}.{signature}"}
+    )
     assert response.status_code == 401
 
 
@@ -78,9 +85,15 @@ def test_logout_revokes_the_refresh_token(lab, customer):
     """Ensure a refresh token stops working once logged out."""
     import requests
 
-    tokens = requests.post(f"{lab.urls['user']}/api/auth/login/",
-                           json={"email": customer.email, "password": customer.password}, timeout=10).json()
-    assert requests.post(f"{lab.urls['user']}/api/auth/logout/", json={"refresh": tokens["refresh"]}, timeout=10).status_code == 204
+    tokens = requests.post(
+        f"{lab.urls['user']}/api/auth/login/", json={"email": customer.email, "password": customer.password}, timeout=10
+    ).json()
+    assert (
+        requests.post(
+            f"{lab.urls['user']}/api/auth/logout/", json={"refresh": tokens["refresh"]}, timeout=10
+        ).status_code
+        == 204
+    )
     again = requests.post(f"{lab.urls['user']}/api/auth/refresh/", json={"refresh": tokens["refresh"]}, timeout=10)
     assert again.status_code == 401
 

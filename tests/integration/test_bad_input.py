@@ -48,16 +48,30 @@ def test_user_service_write_endpoints(lab, anonymous, customer, admin):
     before = _counts(customer, admin)
     register = {"email": f"bad-{uuid.uuid4().hex[:6]}@lab.local", "password": "correct-horse-battery-9", "name": "Bad"}
     cases = [("post", "/api/auth/register/", b, anonymous) for b in _common(register)]
-    cases += [("post", "/api/auth/register/", {**register, "email": "not-an-email"}, anonymous),
-              ("post", "/api/auth/register/", {**register, "password": "123"}, anonymous),
-              ("post", "/api/auth/register/", {**register, "password": "password"}, anonymous),
-              ("post", "/api/auth/register/", {**register, "email": customer.email}, anonymous)]
-    cases += [("post", "/api/auth/login/", b, anonymous) for b in (NOT_JSON, [], {}, {"email": "a@b.c"}, {"email": [], "password": {}})]
+    cases += [
+        ("post", "/api/auth/register/", {**register, "email": "not-an-email"}, anonymous),
+        ("post", "/api/auth/register/", {**register, "password": "123"}, anonymous),
+        ("post", "/api/auth/register/", {**register, "password": "password"}, anonymous),
+        ("post", "/api/auth/register/", {**register, "email": customer.email}, anonymous),
+    ]
+    cases += [
+        ("post", "/api/auth/login/", b, anonymous)
+        for b in (NOT_JSON, [], {}, {"email": "a@b.c"}, {"email": [], "password": {}})
+    ]
     cases += [("post", "/api/auth/refresh/", b, anonymous) for b in (NOT_JSON, {}, {"refresh": None}, {"refresh": []})]
     cases += [("post", "/api/auth/logout/", b, anonymous) for b in (NOT_JSON, {}, {"refresh": 5})]
-    cases += [("patch", "/api/users/me/", b, customer) for b in (NOT_JSON, {"name": LONG}, {"name": None}, {"name": []})]
-    cases += [("post", "/api/users/me/password/", b, customer)
-              for b in (NOT_JSON, {}, {"old_password": customer.password}, {"old_password": customer.password, "new_password": "1"})]
+    cases += [
+        ("patch", "/api/users/me/", b, customer) for b in (NOT_JSON, {"name": LONG}, {"name": None}, {"name": []})
+    ]
+    cases += [
+        ("post", "/api/users/me/password/", b, customer)
+        for b in (
+            NOT_JSON,
+            {},
+            {"old_password": customer.password},
+            {"old_password": customer.password, "new_password": "1"},
+        )
+    ]
     address = {"label": "Home", "line1": "1 rue de la Paix", "city": "Paris", "postal_code": "75002", "country": "FR"}
     cases += [("post", "/api/users/me/addresses/", b, customer) for b in _common(address)]
     cases += [("post", "/api/users/me/addresses/", {**address, "country": "XX"}, customer)]
@@ -69,18 +83,33 @@ def test_user_service_write_endpoints(lab, anonymous, customer, admin):
 def test_inventory_write_endpoints(admin, customer):
     """Ensure product creation, update and restock refuse bad input."""
     before = _counts(customer, admin)
-    create = {"sku": f"BAD-{uuid.uuid4().hex[:6].upper()}", "name": "Bad", "description": "d",
-              "price_cents": 100, "currency": "EUR", "initial_stock": 1}
-    cases = [("post", "/api/products/", b) for b in _common(create) if not (isinstance(b, dict) and "description" not in b)]
-    cases += [("post", "/api/products/", {**create, "sku": "has spaces"}),
-              ("post", "/api/products/", {**create, "price_cents": -5}),
-              ("post", "/api/products/", {**create, "initial_stock": -1}),
-              ("post", "/api/products/", {**create, "currency": "EURO"}),
-              ("post", "/api/products/", {**create, "sku": "KB-001"})]
+    create = {
+        "sku": f"BAD-{uuid.uuid4().hex[:6].upper()}",
+        "name": "Bad",
+        "description": "d",
+        "price_cents": 100,
+        "currency": "EUR",
+        "initial_stock": 1,
+    }
+    cases = [
+        ("post", "/api/products/", b) for b in _common(create) if not (isinstance(b, dict) and "description" not in b)
+    ]
+    cases += [
+        ("post", "/api/products/", {**create, "sku": "has spaces"}),
+        ("post", "/api/products/", {**create, "price_cents": -5}),
+        ("post", "/api/products/", {**create, "initial_stock": -1}),
+        ("post", "/api/products/", {**create, "currency": "EURO"}),
+        ("post", "/api/products/", {**create, "sku": "KB-001"}),
+    ]
     sku = admin.get("inventory", "/api/products/").json()["results"][0]["sku"]
-    cases += [("patch", f"/api/products/{sku}/", b) for b in (NOT_JSON, {"price_cents": -1}, {"name": LONG}, {"active": "maybe"})]
-    cases += [("post", f"/api/products/{sku}/restock/", b) for b in (NOT_JSON, {}, {"quantity": 0}, {"quantity": -3},
-                                                                     {"quantity": 10**12}, {"quantity": "lots"})]
+    cases += [
+        ("patch", f"/api/products/{sku}/", b)
+        for b in (NOT_JSON, {"price_cents": -1}, {"name": LONG}, {"active": "maybe"})
+    ]
+    cases += [
+        ("post", f"/api/products/{sku}/restock/", b)
+        for b in (NOT_JSON, {}, {"quantity": 0}, {"quantity": -3}, {"quantity": 10**12}, {"quantity": "lots"})
+    ]
     stock_before = admin.get("inventory", f"/api/products/{sku}/").json()
     for method, path, body in cases:
         _assert_400(_send(admin, method, "inventory", path, body), (path, body if body is not NOT_JSON else "not json"))
@@ -88,17 +117,20 @@ def test_inventory_write_endpoints(admin, customer):
     assert _counts(customer, admin) == before
 
 
-@pytest.mark.parametrize("card", [
-    {"card_number": "4242424242424241", "exp_month": 12, "exp_year": 2035, "cvc": "123"},  # Luhn fails
-    {"card_number": "4242", "exp_month": 12, "exp_year": 2035, "cvc": "123"},
-    {"card_number": "4242424242424242", "exp_month": 13, "exp_year": 2035, "cvc": "123"},
-    {"card_number": "4242424242424242", "exp_month": 1, "exp_year": 2001, "cvc": "123"},
-    {"card_number": "4242424242424242", "exp_month": 12, "exp_year": 2035, "cvc": "12"},
-    {"card_number": "4242abcd42424242", "exp_month": 12, "exp_year": 2035, "cvc": "123"},
-    {"card_number": "4" * 40, "exp_month": 12, "exp_year": 2035, "cvc": "123"},
-    {"exp_month": 12, "exp_year": 2035, "cvc": "123"},
-    NOT_JSON,
-])
+@pytest.mark.parametrize(
+    "card",
+    [
+        {"card_number": "4242424242424241", "exp_month": 12, "exp_year": 2035, "cvc": "123"},  # Luhn fails
+        {"card_number": "4242", "exp_month": 12, "exp_year": 2035, "cvc": "123"},
+        {"card_number": "4242424242424242", "exp_month": 13, "exp_year": 2035, "cvc": "123"},
+        {"card_number": "4242424242424242", "exp_month": 1, "exp_year": 2001, "cvc": "123"},
+        {"card_number": "4242424242424242", "exp_month": 12, "exp_year": 2035, "cvc": "12"},
+        {"card_number": "4242abcd42424242", "exp_month": 12, "exp_year": 2035, "cvc": "123"},
+        {"card_number": "4" * 40, "exp_month": 12, "exp_year": 2035, "cvc": "123"},
+        {"exp_month": 12, "exp_year": 2035, "cvc": "123"},
+        NOT_JSON,
+    ],
+)
 def test_invalid_cards_are_refused_without_echoing_the_number(customer, admin, card):
     """Ensure invalid cards are a 400 that never repeats the card number, and no method is stored."""
     before = _counts(customer, admin)
@@ -114,14 +146,28 @@ def test_order_write_endpoints(customer, admin, product):
     sku, card = product(stock=5), customer.add_card()
     before = _counts(customer, admin)
     valid = {"lines": [{"sku": sku, "quantity": 1}], "payment_method": card}
-    bodies = [NOT_JSON, [], {}, {"lines": []}, {"lines": None, "payment_method": card}, {"lines": [{"sku": sku}], "payment_method": card},
-              {"lines": "KB-001", "payment_method": card}, {"lines": [{"sku": "NOPE-404", "quantity": 1}], "payment_method": card},
-              {"lines": [{"sku": LONG, "quantity": 1}], "payment_method": card}, {**valid, "payment_method": LONG},
-              {**valid, "payment_method": None}, {"lines": [{"sku": sku, "quantity": 1}] * 51, "payment_method": card}]
-    bodies += [{"lines": [{"sku": sku, "quantity": q}], "payment_method": card} for q in (0, -1, 10**9, "abc", 1.5, None)]
+    bodies = [
+        NOT_JSON,
+        [],
+        {},
+        {"lines": []},
+        {"lines": None, "payment_method": card},
+        {"lines": [{"sku": sku}], "payment_method": card},
+        {"lines": "KB-001", "payment_method": card},
+        {"lines": [{"sku": "NOPE-404", "quantity": 1}], "payment_method": card},
+        {"lines": [{"sku": LONG, "quantity": 1}], "payment_method": card},
+        {**valid, "payment_method": LONG},
+        {**valid, "payment_method": None},
+        {"lines": [{"sku": sku, "quantity": 1}] * 51, "payment_method": card},
+    ]
+    bodies += [
+        {"lines": [{"sku": sku, "quantity": q}], "payment_method": card} for q in (0, -1, 10**9, "abc", 1.5, None)
+    ]
     for body in bodies:
-        _assert_400(_send(customer, "post", "order", "/api/orders/", body, {"Idempotency-Key": f"bad-{uuid.uuid4().hex}"}),
-                    body if body is not NOT_JSON else "not json")
+        _assert_400(
+            _send(customer, "post", "order", "/api/orders/", body, {"Idempotency-Key": f"bad-{uuid.uuid4().hex}"}),
+            body if body is not NOT_JSON else "not json",
+        )
     missing_key = _send(customer, "post", "order", "/api/orders/", valid)
     _assert_400(missing_key, "no Idempotency-Key")
     assert "Idempotency-Key" in missing_key.json()["fields"]
@@ -130,7 +176,12 @@ def test_order_write_endpoints(customer, admin, product):
     draft = customer.order(valid["lines"], card, checkout=False)
     assert draft.status_code == 201 and draft.json()["status"] == "PENDING", draft.text
     path = f"/api/orders/{draft.json()['id']}/"
-    for body in (NOT_JSON, {"lines": []}, {"lines": [{"sku": sku, "quantity": 0}]}, {"lines": [{"sku": "NOPE-404", "quantity": 1}]}):
+    for body in (
+        NOT_JSON,
+        {"lines": []},
+        {"lines": [{"sku": sku, "quantity": 0}]},
+        {"lines": [{"sku": "NOPE-404", "quantity": 1}]},
+    ):
         _assert_400(_send(customer, "patch", "order", path, body), body if body is not NOT_JSON else "not json")
     assert customer.get("order", path).json()["lines"][0]["quantity"] == 1
 

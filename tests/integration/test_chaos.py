@@ -9,7 +9,7 @@ the second half, when the harness can run the order service's Celery worker,
 runs it in the worker (async) and SIGKILLs that worker mid-run, then starts
 it again. Then every fault is cleared, every order is brought to its end
 (a replay of the same request resumes a paused saga; the worker finishes the
-async ones), and the audit checks the invariants of DESIGN.md over every
+async ones), and the audit checks the invariants of docs/architecture.md over every
 service's own data: no violation, every order terminal, no payment captured twice.
 """
 
@@ -125,8 +125,10 @@ def _shop(shoppers: list[Shopper], skus: list[str], *, count: int, seconds: floa
                 errors.append(f"{type(exc).__name__}: {exc}")
             time.sleep(max(0.0, pause - (time.monotonic() - started)) * rng.uniform(0.5, 1.5))
 
-    threads = [threading.Thread(target=shop, args=(s, n, random.Random(i)), daemon=True)
-               for i, (s, n) in enumerate(zip(shoppers, share, strict=True))]
+    threads = [
+        threading.Thread(target=shop, args=(s, n, random.Random(i)), daemon=True)
+        for i, (s, n) in enumerate(zip(shoppers, share, strict=True))
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -159,7 +161,8 @@ def _settle(shoppers: list[Shopper], *, timeout: float) -> dict[int, dict]:
         time.sleep(1)
     assert not pending, "not terminal after the faults were cleared: " + "; ".join(
         f"{p['status_code']} {p['data'].get('id')} {p['data'].get('status')}/{p['data'].get('saga_step')}"
-        for p in pending[:20])
+        for p in pending[:20]
+    )
     return {p["data"]["id"]: p["data"] for s in shoppers for p in s.placed}
 
 
@@ -180,8 +183,12 @@ def worker(lab, lab_admin):
 def test_chaos_then_audit_finds_every_invariant_kept(lab, lab_admin, new_customer, product, worker):
     """Ensure ≥ 200 orders under rotating faults (and a SIGKILLed worker in async mode) all end terminal,
     with zero audit violations and no payment captured twice."""
-    skus = [product(stock=400, price_cents=1250), product(stock=400, price_cents=799),
-            product(stock=400, price_cents=4999), product(stock=15, price_cents=300)]
+    skus = [
+        product(stock=400, price_cents=1250),
+        product(stock=400, price_cents=799),
+        product(stock=400, price_cents=4999),
+        product(stock=15, price_cents=300),
+    ]
     cards = ["4242424242424242"] * 6 + ["4000000000000002", "4000000000009995"]
     shoppers = []
     for i, number in enumerate(cards):
@@ -198,8 +205,12 @@ def test_chaos_then_audit_finds_every_invariant_kept(lab, lab_admin, new_custome
         if worker is not None:
             lab_admin.api.json("PUT", "order", "/_lab/saga/", json={"mode": mode})
             time.sleep(SPREAD_SECONDS)
-        rotation = Rotation(lab_admin, lab=lab, first_slot=rotations[-1].slot if rotations else 0,
-                            kill_worker_at=time.monotonic() + PHASE_SECONDS / 2 if mode == "async" else None)
+        rotation = Rotation(
+            lab_admin,
+            lab=lab,
+            first_slot=rotations[-1].slot if rotations else 0,
+            kill_worker_at=time.monotonic() + PHASE_SECONDS / 2 if mode == "async" else None,
+        )
         rotation.start()
         try:
             _shop(shoppers, skus, count=per_phase, seconds=PHASE_SECONDS, errors=errors)
@@ -228,9 +239,11 @@ def test_chaos_then_audit_finds_every_invariant_kept(lab, lab_admin, new_custome
     assert statuses["CONFIRMED"] > 0 and statuses["CANCELLED"] > 0, statuses
 
     replayed = sum(1 for s in shoppers for p in s.placed if p.get("replayed_at"))
-    print(f"chaos: {len(orders)} orders in {chaos_seconds:.0f} s ({', '.join(phases)}), {dict(statuses)}, "
-          f"{replayed} replayed to finish, {sum(r.worker_kills for r in rotations)} worker SIGKILL, "
-          f"{len(errors)} lost answers; faults:\n{log}")
+    print(
+        f"chaos: {len(orders)} orders in {chaos_seconds:.0f} s ({', '.join(phases)}), {dict(statuses)}, "
+        f"{replayed} replayed to finish, {sum(r.worker_kills for r in rotations)} worker SIGKILL, "
+        f"{len(errors)} lost answers; faults:\n{log}"
+    )
 
     data = audit.collect(lab_admin.api)
     result = audit.check(data)

@@ -55,7 +55,11 @@ def test_declined_card_cancels_and_returns_stock(customer, product, anonymous):
     assert "declined" in order["status_reason"].lower()
 
     after = stock_of(anonymous, sku)
-    assert (after["available"], after["reserved"], after["sold"]) == (before["available"], before["reserved"], before["sold"])
+    assert (after["available"], after["reserved"], after["sold"]) == (
+        before["available"],
+        before["reserved"],
+        before["sold"],
+    )
     captured = [p for p in _payments_of(customer, order["id"]) if p["status"] == "CAPTURED"]
     assert sum(p["amount_cents"] - p["refunded_cents"] for p in captured) == 0
 
@@ -92,7 +96,9 @@ def test_same_idempotency_key_concurrently_makes_one_order(customer, product, an
     orders = customer.get("order", "/api/orders/").json()["results"]
     assert [o["id"] for o in orders].count(ids.pop()) == 1
     assert stock_of(anonymous, sku)["available"] == 9
-    assert len([p for p in customer.get("payment", "/api/payments/").json()["results"] if p["status"] == "CAPTURED"]) == 1
+    assert (
+        len([p for p in customer.get("payment", "/api/payments/").json()["results"] if p["status"] == "CAPTURED"]) == 1
+    )
 
 
 def test_thirty_concurrent_orders_for_ten_items_never_oversell(new_customer, product, anonymous):
@@ -112,8 +118,10 @@ def test_thirty_concurrent_orders_for_ten_items_never_oversell(new_customer, pro
     assert statuses.count("CANCELLED") == 20
     stock = stock_of(anonymous, sku)
     assert (stock["available"], stock["reserved"], stock["sold"]) == (0, 0, 10)
-    charged = sum(len([p for p in _payments_of(c, a.json()["id"]) if p["status"] == "CAPTURED" and p["refunded_cents"] == 0])
-                  for c, a in zip(customers, answers, strict=True))
+    charged = sum(
+        len([p for p in _payments_of(c, a.json()["id"]) if p["status"] == "CAPTURED" and p["refunded_cents"] == 0])
+        for c, a in zip(customers, answers, strict=True)
+    )
     assert charged == 10
 
 

@@ -40,8 +40,9 @@ def test_latency_fault_delays_the_requests_in_its_scope(lab, lab_admin):
     """Ensure a latency fault delays GETs under its path prefix by about its delay, and nothing else."""
     products = f"{lab.urls['inventory']}/api/products/?page_size=1"
     health = f"{lab.urls['inventory']}/health/"
-    lab_admin.add_fault("inventory", kind="latency", delay_ms=600, jitter_ms=50, path_prefix="/api/products/",
-                        method="GET")
+    lab_admin.add_fault(
+        "inventory", kind="latency", delay_ms=600, jitter_ms=50, path_prefix="/api/products/", method="GET"
+    )
 
     delayed = [_timed_get(products) for _ in range(5)]
     untouched = [_timed_get(health) for _ in range(5)]
@@ -62,8 +63,9 @@ def test_error_fault_fails_about_its_probability_of_requests(lab, lab_admin):
     lab_admin.add_fault("inventory", kind="error", status=502, probability=0.3)
     session = requests.Session()
 
-    answers = [session.get(f"{lab.urls['inventory']}/api/products/", params={"page_size": 1}, timeout=30)
-               for _ in range(200)]
+    answers = [
+        session.get(f"{lab.urls['inventory']}/api/products/", params={"page_size": 1}, timeout=30) for _ in range(200)
+    ]
 
     failed = [a for a in answers if a.status_code != 200]
     assert {a.status_code for a in failed} == {502}
@@ -76,7 +78,7 @@ def test_error_fault_fails_about_its_probability_of_requests(lab, lab_admin):
 
 
 def test_outage_answers_503_to_every_route_but_the_lab_controls(lab, lab_admin, customer, anonymous):
-    """Ensure an outage makes every route answer 503 (health, API, internal, unknown), /_lab/ and /metrics still work."""
+    """Ensure an outage makes every route answer 503 (health, API, internal, unknown); /_lab/ and /metrics work."""
     card = customer.add_card()
     lab_admin.add_fault("payment", kind="outage", ttl_seconds=120)
 
@@ -105,8 +107,11 @@ def test_a_fault_expires_by_itself_after_its_ttl(lab, lab_admin, anonymous):
     lab_admin.add_fault("user", kind="outage", ttl_seconds=2)
     assert anonymous.get("user", "/health/").status_code == 503
 
-    wait_until(lambda: anonymous.get("user", "/health/").status_code == 200, timeout=2 + 3 * SPREAD_SECONDS,
-               message="user healthy again after its outage's TTL")
+    wait_until(
+        lambda: anonymous.get("user", "/health/").status_code == 200,
+        timeout=2 + 3 * SPREAD_SECONDS,
+        message="user healthy again after its outage's TTL",
+    )
     assert lab_admin.faults("user") == []
 
 
@@ -194,8 +199,11 @@ def test_every_worker_applies_a_fault_within_a_second(lab, lab_admin):
 
     def statuses():
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            return list(pool.map(lambda _: requests.get(url, timeout=30, headers={"Connection": "close"}).status_code,
-                                 range(48)))
+            return list(
+                pool.map(
+                    lambda _: requests.get(url, timeout=30, headers={"Connection": "close"}).status_code, range(48)
+                )
+            )
 
     assert set(statuses()) == {200}  # every worker has read the (empty) fault list
     lab_admin.add_fault("inventory", kind="outage", spread=False)
@@ -229,8 +237,14 @@ def test_only_the_lab_admin_reads_or_changes_the_lab(lab, lab_admin, customer, a
 
 def _labctl(lab, *argv, env=None, timeout=60):
     urls = ",".join(f"{name}={url}" for name, url in lab.urls.items())
-    return subprocess.run([sys.executable, "-m", "labctl", *argv, "--urls", urls], cwd=ROOT, text=True,
-                          capture_output=True, timeout=timeout, env={**os.environ, "LAB_ROOT": str(ROOT), **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "labctl", *argv, "--urls", urls],
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        env={**os.environ, "LAB_ROOT": str(ROOT), **(env or {})},
+    )
 
 
 def test_labctl_fault_commands_drive_a_real_lab(lab, lab_admin, anonymous):
@@ -293,6 +307,10 @@ def supervised_payment(lab, tmp_path_factory):
     (root / "prometheus").mkdir()
     paths.run.mkdir(parents=True)
     paths.log.mkdir(parents=True)
+    gunicorn = (
+        f"{sys.executable} -m gunicorn config.wsgi:application --bind 127.0.0.1:{port}"
+        " --config python:chassis.gunicorn_conf --workers 2 --threads 2 --worker-class gthread --timeout 30"
+    )
     paths.supervisord_conf.write_text(f"""[unix_http_server]
 file={paths.supervisor_socket}
 chmod=0700
@@ -310,7 +328,7 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 serverurl=unix://{paths.supervisor_socket}
 
 [program:payment]
-command={sys.executable} -m gunicorn config.wsgi:application --bind 127.0.0.1:{port} --config python:chassis.gunicorn_conf --workers 2 --threads 2 --worker-class gthread --timeout 30
+command={gunicorn}
 directory={ROOT / "payment_service"}
 autostart=true
 autorestart=true
@@ -322,8 +340,12 @@ stopwaitsecs=10
 redirect_stderr=true
 stdout_logfile={paths.log / "payment.log"}
 """)
-    subprocess.run([str(Path(sys.executable).parent / "supervisord"), "-c", str(paths.supervisord_conf)],
-                   env=env, check=True, timeout=30)
+    subprocess.run(
+        [str(Path(sys.executable).parent / "supervisord"), "-c", str(paths.supervisord_conf)],
+        env=env,
+        check=True,
+        timeout=30,
+    )
     served = SimpleNamespace(paths=paths, url=f"http://127.0.0.1:{port}", log=paths.log / "payment.log")
     try:
         _wait_running(served, timeout=60)
@@ -341,8 +363,11 @@ def _health(served, timeout: float = 2) -> int | None:
 
 def _wait_running(served, timeout: float = 30) -> None:
     """Until supervisord says RUNNING and payment answers its health check."""
-    wait_until(lambda: _program(served)["statename"] == "RUNNING" and _health(served) == 200, timeout=timeout,
-               message="supervised payment RUNNING and healthy")
+    wait_until(
+        lambda: _program(served)["statename"] == "RUNNING" and _health(served) == 200,
+        timeout=timeout,
+        message="supervised payment RUNNING and healthy",
+    )
 
 
 def _program(served) -> dict:
@@ -358,8 +383,14 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _labctl_at(root: Path, *argv):
-    return subprocess.run([sys.executable, "-m", "labctl", *argv], cwd=ROOT, text=True, capture_output=True,
-                          timeout=60, env={**os.environ, "LAB_ROOT": str(root)})
+    return subprocess.run(
+        [sys.executable, "-m", "labctl", *argv],
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "LAB_ROOT": str(root)},
+    )
 
 
 def test_process_kill_really_kills_and_supervisord_brings_it_back(supervised_payment):
@@ -381,8 +412,12 @@ def test_process_kill_really_kills_and_supervisord_brings_it_back(supervised_pay
         killed = _labctl_at(supervised_payment.paths.root, "fault", "add", "payment", "process", "--action", "kill")
         assert killed.returncode == 0, killed.stderr
         assert f"SIGKILL sent to process group {before['pid']}" in killed.stdout
-        wait_until(lambda: not _group_alive(before["pid"]), timeout=5, interval=0.05,
-                   message="every process of the killed group gone")
+        wait_until(
+            lambda: not _group_alive(before["pid"]),
+            timeout=5,
+            interval=0.05,
+            message="every process of the killed group gone",
+        )
         _wait_running(supervised_payment)
     finally:
         stop.set()
@@ -397,8 +432,9 @@ def test_process_kill_really_kills_and_supervisord_brings_it_back(supervised_pay
 def test_process_stop_with_ttl_comes_back_by_itself(supervised_payment):
     """Ensure a stop with a 2 s TTL really stops payment, shows in `fault list`, and starts again on its own."""
     _wait_running(supervised_payment)
-    stopped = _labctl_at(supervised_payment.paths.root, "fault", "add", "payment", "process", "--action", "stop",
-                         "--ttl", "2")
+    stopped = _labctl_at(
+        supervised_payment.paths.root, "fault", "add", "payment", "process", "--action", "stop", "--ttl", "2"
+    )
 
     assert stopped.returncode == 0, stopped.stderr
     assert "payment starts again in 2 s" in stopped.stdout
@@ -419,10 +455,14 @@ def test_process_restart_and_clear(supervised_payment):
     assert restarted.returncode == 0, restarted.stderr
     assert _program(supervised_payment)["pid"] != before
 
-    assert _labctl_at(supervised_payment.paths.root, "fault", "add", "payment", "process", "--action", "stop").returncode == 0
+    assert (
+        _labctl_at(supervised_payment.paths.root, "fault", "add", "payment", "process", "--action", "stop").returncode
+        == 0
+    )
     time.sleep(1)
     assert _program(supervised_payment)["statename"] == "STOPPED"
-    cleared = _labctl_at(supervised_payment.paths.root, "fault", "clear", "payment",
-                         "--urls", f"payment={supervised_payment.url}")
+    cleared = _labctl_at(
+        supervised_payment.paths.root, "fault", "clear", "payment", "--urls", f"payment={supervised_payment.url}"
+    )
     assert "payment:payment: started" in cleared.stdout, cleared.stdout + cleared.stderr
     _wait_running(supervised_payment)

@@ -12,6 +12,7 @@ import time
 
 from .conftest_lab import history_notes, metric_total, requests_outside_lab
 
+
 def _requests_served(lab_admin, service: str) -> float:
     return requests_outside_lab(lab_admin.metrics(service))
 
@@ -34,8 +35,12 @@ def test_breaker_opens_fails_fast_then_closes_after_reset_timeout(lab, lab_admin
     cannot race a half-open trial on a slow machine; reset_timeout is then set to
     2 s (the breaker keeps whole seconds), which applies at once to the open breaker.
     """
-    lab_admin.set_switches("order", breaker={"enabled": True, "fail_max": 3, "reset_timeout": 60},
-                           retries={"enabled": True, "attempts": 2, "backoff": 0.05}, reset_breakers=True)
+    lab_admin.set_switches(
+        "order",
+        breaker={"enabled": True, "fail_max": 3, "reset_timeout": 60},
+        retries={"enabled": True, "attempts": 2, "backoff": 0.05},
+        reset_breakers=True,
+    )
     lab_admin.add_fault("payment", kind="outage")
     served_before_failures = _requests_served(lab_admin, "payment")
 
@@ -54,13 +59,17 @@ def test_breaker_opens_fails_fast_then_closes_after_reset_timeout(lab, lab_admin
     assert len(set(seen)) == 1, seen  # one shared breaker, whichever worker answers
 
     served_before = _requests_served(lab_admin, "payment")
-    rejected_before = metric_total(lab_admin.metrics("order"), "lab_peer_calls_total", peer="payment", outcome="rejected")
+    rejected_before = metric_total(
+        lab_admin.metrics("order"), "lab_peer_calls_total", peer="payment", outcome="rejected"
+    )
     fast = shopper.order(shopper.sku)
     assert fast["status_code"] == 202, fast
     assert "circuit open" in history_notes(fast["data"]), fast
     assert _requests_served(lab_admin, "payment") == served_before  # not one request reached payment
-    assert metric_total(lab_admin.metrics("order"), "lab_peer_calls_total", peer="payment",
-                        outcome="rejected") > rejected_before
+    assert (
+        metric_total(lab_admin.metrics("order"), "lab_peer_calls_total", peer="payment", outcome="rejected")
+        > rejected_before
+    )
 
     # reset_timeout over, payment still down: the half-open trial call fails and the breaker opens again.
     lab_admin.set_switches("order", breaker={"reset_timeout": 2})
@@ -77,7 +86,9 @@ def test_breaker_opens_fails_fast_then_closes_after_reset_timeout(lab, lab_admin
     lab_admin.clear_faults("payment")
     time.sleep(2.2)
     recovered = shopper.order(shopper.sku)
-    assert recovered["status_code"] == 201 and recovered["data"]["status"] == "CONFIRMED", history_notes(recovered["data"])
+    assert recovered["status_code"] == 201 and recovered["data"]["status"] == "CONFIRMED", history_notes(
+        recovered["data"]
+    )
     assert {state for state, _ in _breaker_seen_by_many_workers(lab, lab_admin)} == {"closed"}
 
     for placed in shopper.settle():  # the paused orders resume and complete
@@ -102,14 +113,19 @@ def test_retries_hide_a_flaky_inventory_and_their_absence_shows_it(lab, lab_admi
     (0.3⁵ ≈ 0.24 %), so about 1 % of checkouts (three calls each) fail by chance:
     the 90 % bound holds with a wide margin. Three attempts would leave ~8 %.
     """
-    lab_admin.set_switches("order", retries={"enabled": True, "attempts": 5, "backoff": 0.02},
-                           breaker={"enabled": True, "fail_max": 5, "reset_timeout": 1}, reset_breakers=True)
+    lab_admin.set_switches(
+        "order",
+        retries={"enabled": True, "attempts": 5, "backoff": 0.02},
+        breaker={"enabled": True, "fail_max": 5, "reset_timeout": 1},
+        reset_breakers=True,
+    )
     lab_admin.add_fault("inventory", kind="error", status=503, probability=0.3)
 
     with_retries = _checkouts(shopper, 20)
     confirmed = [p for p in with_retries if p["data"].get("status") == "CONFIRMED"]
-    assert len(confirmed) >= 18, [(p["status_code"], p["data"].get("status"), p["data"].get("status_reason"))
-                                  for p in with_retries]
+    assert len(confirmed) >= 18, [
+        (p["status_code"], p["data"].get("status"), p["data"].get("status_reason")) for p in with_retries
+    ]
     assert metric_total(lab_admin.metrics("order"), "lab_retries_total", peer="inventory") > 0
 
     lab_admin.set_switches("order", retries={"enabled": False})
@@ -128,8 +144,9 @@ def test_retries_hide_a_flaky_inventory_and_their_absence_shows_it(lab, lab_admi
 
 def test_bulkhead_turns_away_calls_beyond_its_size(lab, lab_admin, shopper):
     """Ensure with a bulkhead of 1 and a slow inventory, concurrent checkouts beyond it are refused at once (503)."""
-    lab_admin.set_switches("order", bulkhead={"enabled": True, "max_concurrent": 1},
-                           retries={"enabled": False}, reset_breakers=True)
+    lab_admin.set_switches(
+        "order", bulkhead={"enabled": True, "max_concurrent": 1}, retries={"enabled": False}, reset_breakers=True
+    )
     lab_admin.add_fault("inventory", kind="latency", delay_ms=1500, path_prefix="/api/products/")
 
     with concurrent.futures.ThreadPoolExecutor(6) as pool:

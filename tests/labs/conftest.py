@@ -13,13 +13,12 @@ import os
 import pytest
 import requests
 
+from browser.lab import ROOT, start_lab_with_dashboard
 from labctl.config import Paths
 from labctl.labapi import LabApi
 from labctl.labs.context import LabContext
 from labctl.labs.engine import Engine
 from labctl.labs.store import MemoryStore
-
-from browser.lab import ROOT, start_lab_with_dashboard
 
 ADMIN = ("admin@lab.local", os.environ.get("LAB_ADMIN_PASSWORD", "admin-lab-2024"))
 
@@ -41,8 +40,9 @@ def lab():
 
 
 def staff_token(lab) -> str:
-    response = requests.post(f"{lab.urls['user']}/api/auth/login/", json={"email": ADMIN[0], "password": ADMIN[1]},
-                             timeout=10)
+    response = requests.post(
+        f"{lab.urls['user']}/api/auth/login/", json={"email": ADMIN[0], "password": ADMIN[1]}, timeout=10
+    )
     assert response.status_code == 200, response.text
     return response.json()["access"]
 

@@ -140,6 +140,7 @@ def test_what_is_not_an_answer_is_not_recorded(engine, raw):
 def test_a_question_before_its_data_asks_for_the_step(engine):
     """Ensure a question whose data is missing says so instead of raising."""
     lab = engine.lab(1)
+
     def nothing_yet(key):
         raise CheckError("pass step light first")
 

@@ -6,13 +6,21 @@ import re
 
 import pytest
 
+from browser.lab import ROOT
 from labctl.labs.engine import QUESTIONS_MARKER, load_labs
 
-from browser.lab import ROOT
-
 LABS = load_labs(ROOT / "labs")
-SECTIONS = ["Goal", "Steady state", "Hypothesis", "Steps", "Why it happened", "Turn on the defence|The fix",
-            "Check again", "Clean up", "Questions"]
+SECTIONS = [
+    "Goal",
+    "Steady state",
+    "Hypothesis",
+    "Steps",
+    "Why it happened",
+    "Turn on the defence|The fix",
+    "Check again",
+    "Clean up",
+    "Questions",
+]
 DASHBOARD_PAGES = ("/", "/faults/", "/resilience/", "/flows/", "/traces/", "/data/", "/audit/", "/load/")
 
 

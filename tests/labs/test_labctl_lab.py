@@ -8,10 +8,9 @@ import uuid
 
 import pytest
 
+from browser.lab import ROOT
 from labctl import cli
 from labctl.config import Paths
-
-from browser.lab import ROOT
 
 
 @pytest.fixture

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from labctl.labs.engine import load_labs
-
 from browser.lab import ROOT
+from labctl.labs.engine import load_labs
 
 LABS = [lab.name for lab in load_labs(ROOT / "labs")]
 

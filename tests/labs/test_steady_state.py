@@ -7,11 +7,14 @@ import pytest
 from labctl.labs.context import SPREAD_SECONDS
 
 
-@pytest.mark.parametrize("change, named", [
-    ("fault", "payment has 1 active fault"),
-    ("switch", "order's switches are not at their defaults: retries.enabled=False"),
-    ("saga", "the saga runs async"),
-])
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ("fault", "payment has 1 active fault"),
+        ("switch", "order's switches are not at their defaults: retries.enabled=False"),
+        ("saga", "the saga runs async"),
+    ],
+)
 def test_steady_state_names_what_is_off(engine, change, named):
     """Ensure the steady state fails, naming the change, and passes once the lab is reset."""
     lab = engine.labs()[0]

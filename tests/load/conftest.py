@@ -29,8 +29,15 @@ def run_scenario(load_lab, tmp_path):
     """Run a scenario headless against the session's lab; returns (exit code, summary, run directory)."""
 
     def run(scenario: str, *, users: int = 4, seconds: int = 5, workers: int = 0, **env):
-        spec = load.RunSpec(scenario=scenario, users=users, spawn_rate=users, duration=f"{seconds}s",
-                            workers=workers, env={k: str(v) for k, v in env.items()}, urls=load_lab.urls)
+        spec = load.RunSpec(
+            scenario=scenario,
+            users=users,
+            spawn_rate=users,
+            duration=f"{seconds}s",
+            workers=workers,
+            env={k: str(v) for k, v in env.items()},
+            urls=load_lab.urls,
+        )
         run_dir = tmp_path / f"{scenario}-run"
         run_dir.mkdir()
         code, summary = load.run(spec, Paths(ROOT), run_dir=run_dir, stream=False)

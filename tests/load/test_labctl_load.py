@@ -29,31 +29,88 @@ def test_bad_or_unbounded_durations_are_refused(text):
 
 def test_a_spec_refuses_what_would_not_run():
     """Ensure unknown scenarios, absurd loads and odd environment names are refused before anything starts."""
-    for spec in (load.RunSpec(scenario="nope"), load.RunSpec(scenario="browse", users=0),
-                 load.RunSpec(scenario="browse", workers=99), load.RunSpec(scenario="browse", env={"lower": "x"})):
+    for spec in (
+        load.RunSpec(scenario="nope"),
+        load.RunSpec(scenario="browse", users=0),
+        load.RunSpec(scenario="browse", workers=99),
+        load.RunSpec(scenario="browse", env={"lower": "x"}),
+    ):
         with pytest.raises(load.LoadError):
             spec.validate()
 
 
 def _final_stats(run_dir):
     entries = [
-        {"method": "POST", "name": "/api/orders/", "requests": 90, "failures": 3, "rps": 9.0, "avg_ms": 100,
-         "p50_ms": 90, "p95_ms": 200, "p99_ms": 300, "min_ms": 50, "max_ms": 400},
-        {"method": "POST", "name": "/api/orders/ [declined card, expected]", "requests": 5, "failures": 0, "rps": 0.5,
-         "avg_ms": 100, "p50_ms": 90, "p95_ms": 200, "p99_ms": 300, "min_ms": 50, "max_ms": 400},
-        {"method": "GET", "name": "/api/products/ [explained: payment outage]", "requests": 5, "failures": 0,
-         "rps": 0.5, "avg_ms": 10, "p50_ms": 9, "p95_ms": 20, "p99_ms": 30, "min_ms": 5, "max_ms": 40},
-        {"method": "FLOW", "name": "order → terminal", "requests": 95, "failures": 0, "rps": 9.5, "avg_ms": 100,
-         "p50_ms": 90, "p95_ms": 200, "p99_ms": 300, "min_ms": 50, "max_ms": 400},
+        {
+            "method": "POST",
+            "name": "/api/orders/",
+            "requests": 90,
+            "failures": 3,
+            "rps": 9.0,
+            "avg_ms": 100,
+            "p50_ms": 90,
+            "p95_ms": 200,
+            "p99_ms": 300,
+            "min_ms": 50,
+            "max_ms": 400,
+        },
+        {
+            "method": "POST",
+            "name": "/api/orders/ [declined card, expected]",
+            "requests": 5,
+            "failures": 0,
+            "rps": 0.5,
+            "avg_ms": 100,
+            "p50_ms": 90,
+            "p95_ms": 200,
+            "p99_ms": 300,
+            "min_ms": 50,
+            "max_ms": 400,
+        },
+        {
+            "method": "GET",
+            "name": "/api/products/ [explained: payment outage]",
+            "requests": 5,
+            "failures": 0,
+            "rps": 0.5,
+            "avg_ms": 10,
+            "p50_ms": 9,
+            "p95_ms": 20,
+            "p99_ms": 30,
+            "min_ms": 5,
+            "max_ms": 40,
+        },
+        {
+            "method": "FLOW",
+            "name": "order → terminal",
+            "requests": 95,
+            "failures": 0,
+            "rps": 9.5,
+            "avg_ms": 100,
+            "p50_ms": 90,
+            "p95_ms": 200,
+            "p99_ms": 300,
+            "min_ms": 50,
+            "max_ms": 400,
+        },
     ]
-    (run_dir / "final_stats.json").write_text(json.dumps({"entries": entries, "errors": [
-        {"method": "POST", "name": "/api/orders/", "error": "boom", "occurrences": 3}], "seconds": 10}))
+    (run_dir / "final_stats.json").write_text(
+        json.dumps(
+            {
+                "entries": entries,
+                "errors": [{"method": "POST", "name": "/api/orders/", "error": "boom", "occurrences": 3}],
+                "seconds": 10,
+            }
+        )
+    )
 
 
 def test_summary_counts_expected_outcomes_apart_and_leaves_flows_out_of_requests(tmp_path):
     """Ensure totals count HTTP requests only, expected outcomes apart, and orders from the FLOW entries."""
     _final_stats(tmp_path)
-    history = ["Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,95%,99%,Total Request Count,Total Failure Count"]
+    history = [
+        "Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,95%,99%,Total Request Count,Total Failure Count"
+    ]
     for second in range(12):
         users = 2 if second < 6 else 4
         history.append(f"{1000 + second},{users},,Aggregated,{users * 5},0,10,{users * 10},{users * 20},0,0")
@@ -76,8 +133,17 @@ def test_runs_are_listed_and_a_finished_one_reports_its_summary(tmp_path):
     paths = Paths(tmp_path)
     run_dir = load.new_run_dir(paths, "checkout")
     _final_stats(run_dir)
-    (run_dir / "run.json").write_text(json.dumps({"run_id": run_dir.name, "scenario": "checkout", "state": "finished",
-                                                  "pid": 999999999, "spec": {"users": 4}}))
+    (run_dir / "run.json").write_text(
+        json.dumps(
+            {
+                "run_id": run_dir.name,
+                "scenario": "checkout",
+                "state": "finished",
+                "pid": 999999999,
+                "spec": {"users": 4},
+            }
+        )
+    )
     load.summarize(run_dir, spec=load.RunSpec(scenario="checkout"), exit_code=0, elapsed=10.0)
     listed = load.list_runs(paths)
     assert [r["run_id"] for r in listed] == [run_dir.name]
@@ -91,8 +157,14 @@ def test_runs_are_listed_and_a_finished_one_reports_its_summary(tmp_path):
 
 def test_the_locustfiles_refuse_a_target_off_this_machine():
     """Ensure a scenario will not load any address but the loopback one."""
-    result = subprocess.run([sys.executable, "-c", "import common"], cwd=ROOT / "loadtests", capture_output=True,
-                            text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "ORDER_SERVICE_URL": "http://example.com"})
+    result = subprocess.run(
+        [sys.executable, "-c", "import common"],
+        cwd=ROOT / "loadtests",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "ORDER_SERVICE_URL": "http://example.com"},
+    )
     assert result.returncode != 0
     assert "only target this machine" in result.stderr
 
@@ -105,8 +177,9 @@ def test_scale_is_kept_and_changes_only_the_workers_of_that_service(tmp_path):
     assert "--workers 2 " in default
     scale.write_scale(paths, scale.parse_assignments(["inventory=3"]))
     assert "--workers 3 " in supervisor.program_command(paths, inventory)
-    assert supervisor.program_command(paths, order) == supervisor.program_command(Paths(tmp_path / "other"), order) \
-        .replace(str(tmp_path / "other"), str(tmp_path))
+    assert supervisor.program_command(paths, order) == supervisor.program_command(
+        Paths(tmp_path / "other"), order
+    ).replace(str(tmp_path / "other"), str(tmp_path))
     conf = supervisor.render_config(paths, [order, inventory])
     rewritten = scale.rewrite_command(conf, "inventory", "NEW")
     changed = [line for line in rewritten.splitlines() if line not in conf.splitlines()]

@@ -35,14 +35,18 @@ def test_browse_runs_distributed_on_local_workers(run_scenario):
 
 def test_checkout_counts_declined_cards_as_expected(run_scenario):
     """Ensure sync checkouts end CONFIRMED, and declined cards end CANCELLED on their own row, not as failures."""
-    code, summary, _ = run_scenario("checkout", users=4, seconds=6, THINK_TIME=QUICK, DECLINE_SHARE=0.5,
-                                    STOCK_FLOOR=200)
+    code, summary, _ = run_scenario(
+        "checkout", users=4, seconds=6, THINK_TIME=QUICK, DECLINE_SHARE=0.5, STOCK_FLOOR=200
+    )
     by_name = rows(summary)
     assert code == 0, summary["failures"]
     assert summary["totals"]["failures"] == 0
     assert by_name["/api/orders/"]["requests"] > 0
     assert by_name["/api/orders/ [declined card, expected]"]["requests"] > 0
-    assert summary["totals"]["expected_outcomes"]["declined"] == by_name["/api/orders/ [declined card, expected]"]["requests"]
+    assert (
+        summary["totals"]["expected_outcomes"]["declined"]
+        == by_name["/api/orders/ [declined card, expected]"]["requests"]
+    )
     assert summary["totals"]["orders_finished"] >= by_name["/api/orders/"]["requests"]
 
 
@@ -55,8 +59,9 @@ def test_checkout_in_async_mode_polls_until_final(run_scenario, load_lab):
         pytest.skip("the test harness cannot start the order service's Celery worker, so async orders could not finish")
     if not load_lab.running("worker"):
         load_lab.start_worker(concurrency=2)
-    code, summary, _ = run_scenario("checkout", users=4, seconds=8, THINK_TIME=QUICK, SAGA_MODE="async",
-                                    DECLINE_SHARE=0, STOCK_FLOOR=200)
+    code, summary, _ = run_scenario(
+        "checkout", users=4, seconds=8, THINK_TIME=QUICK, SAGA_MODE="async", DECLINE_SHARE=0, STOCK_FLOOR=200
+    )
     by_name = rows(summary)
     assert code == 0, summary["failures"]
     assert by_name["/api/orders/[id]/ [poll]"]["requests"] > 0
@@ -84,8 +89,9 @@ def test_step_load_raises_users_in_steps(run_scenario):
 
 def test_chaos_timeline_explains_its_failures_and_ends_clean(run_scenario, load_lab):
     """Ensure faults are injected and cleared, every failure is one a fault explains, and the audit is clean."""
-    code, summary, run_dir = run_scenario("chaos_timeline", users=6, seconds=15, THINK_TIME="0.2-0.5",
-                                          CHAOS_SETTLE_SECONDS=40, STOCK_FLOOR=200)
+    code, summary, run_dir = run_scenario(
+        "chaos_timeline", users=6, seconds=15, THINK_TIME="0.2-0.5", CHAOS_SETTLE_SECONDS=40, STOCK_FLOOR=200
+    )
     log = (run_dir / "locust.log").read_text()
     assert "inject payment outage" in log and "inject slow inventory" in log
     assert "worker kill skipped" in log  # the test lab is not the supervised one

@@ -17,23 +17,38 @@ def steady_state(ctx: LabContext) -> Outcome:
         status, body = ctx.health(service)
         observed[f"{service}_health"] = status
         if status != 200:
-            failing = [name for name, check in (body.get("checks") or {}).items()
-                       if isinstance(check, dict) and not check.get("ok", True)]
-            problems.append(f"{service} is not healthy ({status or 'no answer'}"
-                            + (f": {', '.join(failing)}" if failing else "") + ")")
+            failing = [
+                name
+                for name, check in (body.get("checks") or {}).items()
+                if isinstance(check, dict) and not check.get("ok", True)
+            ]
+            problems.append(
+                f"{service} is not healthy ({status or 'no answer'}"
+                + (f": {', '.join(failing)}" if failing else "")
+                + ")"
+            )
             continue
         faults = ctx.faults(service)
         if faults:
-            problems.append(f"{service} has {len(faults)} active fault(s): "
-                            + ", ".join(f"{f.get('kind')} ({f.get('id')})" for f in faults))
+            problems.append(
+                f"{service} has {len(faults)} active fault(s): "
+                + ", ".join(f"{f.get('kind')} ({f.get('id')})" for f in faults)
+            )
         res = ctx.resilience(service)
         defaults = res.get("defaults") or {}
-        changed = [f"{section}.{name}={value}" for section, values in res["switches"].items()
-                   for name, value in values.items() if defaults.get(section, {}).get(name, value) != value]
+        changed = [
+            f"{section}.{name}={value}"
+            for section, values in res["switches"].items()
+            for name, value in values.items()
+            if defaults.get(section, {}).get(name, value) != value
+        ]
         if changed:
             problems.append(f"{service}'s switches are not at their defaults: {', '.join(changed)}")
-        opened = [f"{service} → {peer} is {b['state']}" for peer, b in res.get("breakers", {}).items()
-                  if b["state"] != "closed"]
+        opened = [
+            f"{service} → {peer} is {b['state']}"
+            for peer, b in res.get("breakers", {}).items()
+            if b["state"] != "closed"
+        ]
         problems.extend(f"the breaker {o}" for o in opened)
     if not problems:
         saga = ctx.saga()
@@ -41,10 +56,15 @@ def steady_state(ctx: LabContext) -> Outcome:
         if saga["mode"] != DEFAULT_SAGA_MODE:
             problems.append(f"the saga runs {saga['mode']}, not {DEFAULT_SAGA_MODE}")
     if problems:
-        return failed("Not at the steady state: " + "; ".join(problems)
-                      + ". Press “Reset this lab” (or: labctl lab reset N).", **observed)
-    return passed("Every service is healthy, no fault is active, every switch is at its default, "
-                  "every breaker is closed and the saga runs sync.", **observed)
+        return failed(
+            "Not at the steady state: " + "; ".join(problems) + ". Press “Reset this lab” (or: labctl lab reset N).",
+            **observed,
+        )
+    return passed(
+        "Every service is healthy, no fault is active, every switch is at its default, "
+        "every breaker is closed and the saga runs sync.",
+        **observed,
+    )
 
 
 STEADY = Step(

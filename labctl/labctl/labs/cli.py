@@ -42,17 +42,23 @@ def staff_login(user_url: str, paths: Paths):
     """A function returning the lab admin's access token (``LAB_ADMIN_PASSWORD``, else the seeded default)."""
 
     def token() -> str:
-        password = (os.environ.get("LAB_ADMIN_PASSWORD")
-                    or read_env_file(paths.env / "user.env").get("LAB_ADMIN_PASSWORD") or "admin-lab-2024")
+        password = (
+            os.environ.get("LAB_ADMIN_PASSWORD")
+            or read_env_file(paths.env / "user.env").get("LAB_ADMIN_PASSWORD")
+            or "admin-lab-2024"
+        )
         email = os.environ.get("LAB_ADMIN_EMAIL", ADMIN_EMAIL)
         try:
-            response = requests.post(f"{user_url}/api/auth/login/", json={"email": email, "password": password},
-                                     timeout=10)
+            response = requests.post(
+                f"{user_url}/api/auth/login/", json={"email": email, "password": password}, timeout=10
+            )
         except requests.RequestException as exc:
             raise CliError(f"user_service did not answer the lab admin's login: {type(exc).__name__}") from exc
         if response.status_code != 200:
-            raise CliError(f"the lab admin ({email}) could not log in: {response.status_code} {response.text[:160]}"
-                           " (set LAB_ADMIN_PASSWORD)")
+            raise CliError(
+                f"the lab admin ({email}) could not log in: {response.status_code} {response.text[:160]}"
+                " (set LAB_ADMIN_PASSWORD)"
+            )
         return response.json()["access"]
 
     return token
@@ -63,14 +69,16 @@ def build_engine(paths: Paths, args) -> Engine:
     urls["dashboard"] = (args.dashboard_url or os.environ.get("DASHBOARD_URL") or config.DASHBOARD.url).rstrip("/")
     api = LabApi(paths, urls=urls, timeout=10)
     ctx = LabContext(api=api, urls=urls, staff_token=staff_login(urls["user"], paths))
-    return Engine(root=paths.root / "labs", ctx=ctx, store=FileStore(paths.var / "labs" / "progress"),
-                  student=_student(args))
+    return Engine(
+        root=paths.root / "labs", ctx=ctx, store=FileStore(paths.var / "labs" / "progress"), student=_student(args)
+    )
 
 
 def _line(number: int, title: str, outcome) -> str:
     figures = ", ".join(f"{k}={v}" for k, v in outcome.observed.items()) if outcome.passed else ""
-    return (f"{'PASS' if outcome.passed else 'FAIL'}  {number}. {title}\n      {outcome.message}"
-            + (f"\n      observed: {figures}" if figures else ""))
+    return f"{'PASS' if outcome.passed else 'FAIL'}  {number}. {title}\n      {outcome.message}" + (
+        f"\n      observed: {figures}" if figures else ""
+    )
 
 
 def _steps(lab, args):
@@ -91,7 +99,11 @@ def _list(engine: Engine, args) -> int:
     for lab in engine.labs():
         s = engine.summary(lab)
         needs = f"  after: {', '.join(lab.prerequisites)}" if lab.prerequisites else ""
-        state = "finished" if s["finished"] else f"{s['passed']}/{s['total']} steps, {s['answered']}/{s['questions']} answers"
+        state = (
+            "finished"
+            if s["finished"]
+            else f"{s['passed']}/{s['total']} steps, {s['answered']}/{s['questions']} answers"
+        )
         print(f"{lab.number:>2}. {lab.title:<44} {lab.minutes:>2} min  {lab.level:<12} {state}{needs}")
     return 0
 
@@ -105,8 +117,12 @@ def _show(engine: Engine, args) -> int:
         return f"    [check: labctl lab check {lab.number} --step {n}]"
 
     text = CHECK_MARKER.sub(marker, lab.text)
-    questions = "\n".join(f"- {q.key}: {q.text}" + (f" ({' / '.join(q.choices)})" if q.choices else "")
-                          + f"\n    [answer: labctl lab answer {lab.number} {q.key} VALUE]" for q in lab.questions)
+    questions = "\n".join(
+        f"- {q.key}: {q.text}"
+        + (f" ({' / '.join(q.choices)})" if q.choices else "")
+        + f"\n    [answer: labctl lab answer {lab.number} {q.key} VALUE]"
+        for q in lab.questions
+    )
     print(f"# {lab.number}. {lab.title}  ({lab.minutes} min, {lab.level})\n")
     print(text.replace(QUESTIONS_MARKER, questions))
     return 0
@@ -160,13 +176,24 @@ def _report(engine: Engine, args) -> int:
     return 0
 
 
-ACTIONS = {"list": _list, "show": _show, "check": _check, "solve": _solve, "reset": _reset,
-           "answer": _answer, "report": _report}
+ACTIONS = {
+    "list": _list,
+    "show": _show,
+    "check": _check,
+    "solve": _solve,
+    "reset": _reset,
+    "answer": _answer,
+    "report": _report,
+}
 
 
 def add_parser(sub) -> None:
-    lab = sub.add_parser("lab", help="the guided labs: list, show, check, solve, reset, answer, report",
-                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    lab = sub.add_parser(
+        "lab",
+        help="the guided labs: list, show, check, solve, reset, answer, report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     actions = lab.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
 
     def common(parser):

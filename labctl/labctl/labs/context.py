@@ -66,8 +66,9 @@ class Metrics:
 
     def total(self, name: str, **labels: str) -> float:
         """The sum of the samples of ``name`` whose labels include ``labels``."""
-        return sum(v for n, found, v in self.samples
-                   if n == name and all(found.get(k) == want for k, want in labels.items()))
+        return sum(
+            v for n, found, v in self.samples if n == name and all(found.get(k) == want for k, want in labels.items())
+        )
 
 
 class Customer:
@@ -92,19 +93,29 @@ class Customer:
             raise SolveError(f"{service} did not answer {method} {path}: {type(exc).__name__}") from exc
 
     def add_card(self, number: str = APPROVED_CARD) -> str:
-        response = self.call("POST", "payment", "/api/payment-methods/",
-                             json={"card_number": number, "exp_month": 12, "exp_year": 2035, "cvc": "123"})
+        response = self.call(
+            "POST",
+            "payment",
+            "/api/payment-methods/",
+            json={"card_number": number, "exp_month": 12, "exp_year": 2035, "cvc": "123"},
+        )
         if response.status_code != 201:
             raise SolveError(f"payment refused the card ({response.status_code}): {response.text[:200]}")
         self.card = response.json()["token"]
         return self.card
 
-    def order(self, sku: str, quantity: int = 1, *, card: str | None = None, key: str | None = None,
-              timeout: float = 60) -> requests.Response:
+    def order(
+        self, sku: str, quantity: int = 1, *, card: str | None = None, key: str | None = None, timeout: float = 60
+    ) -> requests.Response:
         """POST one order (sync mode answers with its final state); the response, whatever it is."""
-        return self.call("POST", "order", "/api/orders/", timeout=timeout,
-                         json={"lines": [{"sku": sku, "quantity": quantity}], "payment_method": card or self.card},
-                         headers={"Idempotency-Key": key or f"lab-{uuid.uuid4().hex}"})
+        return self.call(
+            "POST",
+            "order",
+            "/api/orders/",
+            timeout=timeout,
+            json={"lines": [{"sku": sku, "quantity": quantity}], "payment_method": card or self.card},
+            headers={"Idempotency-Key": key or f"lab-{uuid.uuid4().hex}"},
+        )
 
 
 class LabContext:
@@ -117,8 +128,15 @@ class LabContext:
     before each check, so a check can use what earlier steps observed.
     """
 
-    def __init__(self, *, api: LabApi, urls: dict[str, str], staff_token: Callable[[], str],
-                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        *,
+        api: LabApi,
+        urls: dict[str, str],
+        staff_token: Callable[[], str],
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.api = api
         self.urls = urls
         self._staff_token = staff_token
@@ -286,10 +304,14 @@ class LabContext:
         email = f"lab-{uuid.uuid4().hex[:12]}@lab.local"
         password = f"Lab-{uuid.uuid4().hex[:12]}!"
         try:
-            created = requests.post(self.urls["user"] + "/api/auth/register/", timeout=10,
-                                    json={"email": email, "password": password, "name": "Lab Student"})
-            login = requests.post(self.urls["user"] + "/api/auth/login/", timeout=10,
-                                  json={"email": email, "password": password})
+            created = requests.post(
+                self.urls["user"] + "/api/auth/register/",
+                timeout=10,
+                json={"email": email, "password": password, "name": "Lab Student"},
+            )
+            login = requests.post(
+                self.urls["user"] + "/api/auth/login/", timeout=10, json={"email": email, "password": password}
+            )
         except requests.RequestException as exc:
             raise SolveError(f"user_service did not answer: {type(exc).__name__}") from exc
         if created.status_code != 201 or login.status_code != 200:
@@ -316,8 +338,9 @@ class LabContext:
     def login(self, email: str, password: str, *, card: str = "") -> Customer:
         """Log in a customer registered earlier (``card``: the token of a card it saved)."""
         try:
-            response = requests.post(self.urls["user"] + "/api/auth/login/", timeout=10,
-                                     json={"email": email, "password": password})
+            response = requests.post(
+                self.urls["user"] + "/api/auth/login/", timeout=10, json={"email": email, "password": password}
+            )
         except requests.RequestException as exc:
             raise SolveError(f"user_service did not answer: {type(exc).__name__}") from exc
         if response.status_code != 200:
@@ -330,8 +353,7 @@ class LabContext:
     def in_stock_sku(self, quantity: int = 1) -> str:
         """The sku of an active product with the most stock (the catalog is public)."""
         try:
-            body = requests.get(self.urls["inventory"] + "/api/products/", params={"page_size": 100},
-                                timeout=10).json()
+            body = requests.get(self.urls["inventory"] + "/api/products/", params={"page_size": 100}, timeout=10).json()
         except (requests.RequestException, ValueError) as exc:
             raise SolveError(f"inventory's catalog did not answer: {exc}") from exc
         products = [p for p in body.get("results", []) if p.get("active") and p.get("available", 0) >= quantity]

@@ -54,11 +54,20 @@ def load_lab(directory: Path) -> LabDef:
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
     lab = LabDef(
-        number=int(match.group(1)), slug=match.group(2), title=meta["title"], minutes=int(meta["minutes"]),
-        level=meta["level"], objectives=list(meta["objectives"]), prerequisites=list(meta["prerequisites"] or []),
-        concepts=list(meta["concepts"]), text=text[front.end():],
-        steady=getattr(module, "STEADY", checks.STEADY), steps=list(module.STEPS),
-        questions=list(getattr(module, "QUESTIONS", [])), cleanup=getattr(module, "CLEANUP", None), path=directory,
+        number=int(match.group(1)),
+        slug=match.group(2),
+        title=meta["title"],
+        minutes=int(meta["minutes"]),
+        level=meta["level"],
+        objectives=list(meta["objectives"]),
+        prerequisites=list(meta["prerequisites"] or []),
+        concepts=list(meta["concepts"]),
+        text=text[front.end() :],
+        steady=getattr(module, "STEADY", checks.STEADY),
+        steps=list(module.STEPS),
+        questions=list(getattr(module, "QUESTIONS", [])),
+        cleanup=getattr(module, "CLEANUP", None),
+        path=directory,
     )
     keys = [s.key for s in lab.all_steps()]
     if len(set(keys)) != len(keys):
@@ -75,8 +84,9 @@ def load_labs(root: Path) -> list[LabDef]:
     """Every lab under ``root`` (the repository's ``labs/``), by number."""
     if not root.is_dir():
         return []
-    return sorted((load_lab(d) for d in root.iterdir() if d.is_dir() and (d / "lab.md").exists()),
-                  key=lambda lab: lab.number)
+    return sorted(
+        (load_lab(d) for d in root.iterdir() if d.is_dir() and (d / "lab.md").exists()), key=lambda lab: lab.number
+    )
 
 
 @dataclass(frozen=True)
@@ -116,8 +126,12 @@ class Engine:
 
     def progress(self, lab: LabDef) -> dict:
         return self.store.load(self.student, lab.name) or {
-            "lab": lab.name, "student": self.student, "started_at": None, "finished_at": None,
-            "steps": {}, "answers": {},
+            "lab": lab.name,
+            "student": self.student,
+            "started_at": None,
+            "finished_at": None,
+            "steps": {},
+            "answers": {},
         }
 
     def _save(self, lab: LabDef, progress: dict) -> None:
@@ -163,8 +177,12 @@ class Engine:
         record["attempts"] = record.get("attempts", 0) + 1
         record["last"] = {"passed": outcome.passed, "message": outcome.message, "at": iso(now)}
         if outcome.passed:
-            record.update(passed_at=iso(now), message=outcome.message, observed=outcome.observed,
-                          shown=shown or (record.get("shown", False) and record.get("passed_at") is not None))
+            record.update(
+                passed_at=iso(now),
+                message=outcome.message,
+                observed=outcome.observed,
+                shown=shown or (record.get("shown", False) and record.get("passed_at") is not None),
+            )
         self._save(lab, progress)
         return outcome
 
@@ -229,33 +247,60 @@ class Engine:
         steps = []
         for number, step in enumerate(lab.all_steps()):
             record = progress["steps"].get(step.key) or {}
-            steps.append({
-                "number": number, "key": step.key, "title": step.title,
-                "passed_at": record.get("passed_at"), "shown": bool(record.get("shown")),
-                "attempts": record.get("attempts", 0), "message": record.get("message", ""),
-                "observed": record.get("observed", {}),
-            })
+            steps.append(
+                {
+                    "number": number,
+                    "key": step.key,
+                    "title": step.title,
+                    "passed_at": record.get("passed_at"),
+                    "shown": bool(record.get("shown")),
+                    "attempts": record.get("attempts", 0),
+                    "message": record.get("message", ""),
+                    "observed": record.get("observed", {}),
+                }
+            )
         answers = []
         for question in lab.questions:
             record = progress["answers"].get(question.key) or {}
-            answers.append({"key": question.key, "question": question.text, "answer": record.get("answer"),
-                            "correct": record.get("correct"), "expected": record.get("expected"),
-                            "attempts": record.get("attempts", 0)})
-        return {"lab": lab.name, "title": lab.title, "student": self.student,
-                "started_at": progress.get("started_at"), "finished_at": progress.get("finished_at"),
-                "steps": steps, "answers": answers}
+            answers.append(
+                {
+                    "key": question.key,
+                    "question": question.text,
+                    "answer": record.get("answer"),
+                    "correct": record.get("correct"),
+                    "expected": record.get("expected"),
+                    "attempts": record.get("attempts", 0),
+                }
+            )
+        return {
+            "lab": lab.name,
+            "title": lab.title,
+            "student": self.student,
+            "started_at": progress.get("started_at"),
+            "finished_at": progress.get("finished_at"),
+            "steps": steps,
+            "answers": answers,
+        }
 
     def report_markdown(self, lab: LabDef) -> str:
         report = self.report(lab)
-        lines = [f"# Lab report: {lab.number}. {lab.title}", "",
-                 f"- Student: {report['student']}",
-                 f"- Started: {report['started_at'] or 'not yet'}",
-                 f"- Finished: {report['finished_at'] or 'not yet'}", "", "## Steps", ""]
+        lines = [
+            f"# Lab report: {lab.number}. {lab.title}",
+            "",
+            f"- Student: {report['student']}",
+            f"- Started: {report['started_at'] or 'not yet'}",
+            f"- Finished: {report['finished_at'] or 'not yet'}",
+            "",
+            "## Steps",
+            "",
+        ]
         for step in report["steps"]:
             if step["passed_at"]:
                 how = "shown (Show me)" if step["shown"] else "done"
-                lines.append(f"### {step['number']}. {step['title']} — passed {step['passed_at']}, {how}, "
-                             f"{step['attempts']} check(s)")
+                lines.append(
+                    f"### {step['number']}. {step['title']} — passed {step['passed_at']}, {how}, "
+                    f"{step['attempts']} check(s)"
+                )
                 lines.append("")
                 lines.append(step["message"])
                 for name, value in step["observed"].items():
@@ -267,8 +312,11 @@ class Engine:
         for answer in report["answers"]:
             verdict = {True: "right", False: "wrong", None: "not answered"}[answer["correct"]]
             lines.append(f"- {answer['question']}  ")
-            lines.append(f"  answer: {answer['answer'] if answer['answer'] is not None else '—'} ({verdict}"
-                         + (f"; expected {answer['expected']}" if answer["correct"] is not None else "") + ")")
+            lines.append(
+                f"  answer: {answer['answer'] if answer['answer'] is not None else '—'} ({verdict}"
+                + (f"; expected {answer['expected']}" if answer["correct"] is not None else "")
+                + ")"
+            )
         return "\n".join(lines) + "\n"
 
 
@@ -283,13 +331,19 @@ def _judge(question: Question, raw: str, expected) -> tuple[bool | None, str]:
             return True, "Right."
         return False, "Not quite — think again, or read the explanation."
     try:
-        value = float(raw.replace(",", ".").removesuffix(question.unit).strip()) if question.unit else float(raw.replace(",", "."))
+        value = (
+            float(raw.replace(",", ".").removesuffix(question.unit).strip())
+            if question.unit
+            else float(raw.replace(",", "."))
+        )
     except ValueError:
         return None, "Answer with a number" + (f" (in {question.unit})" if question.unit else "") + "."
     margin = max(question.tolerance, abs(float(expected)) * question.relative)
     if abs(value - float(expected)) <= margin:
         return True, f"Right: your data says {_fmt(expected)}{question.unit}."
-    return False, "Not what your data says; look again" + (f" (within ±{_fmt(margin)}{question.unit})." if margin else ".")
+    return False, "Not what your data says; look again" + (
+        f" (within ±{_fmt(margin)}{question.unit})." if margin else "."
+    )
 
 
 def _fmt(value) -> str:

@@ -1,6 +1,6 @@
 """Create the baseline table and fill it with the catalog seed's rows (idempotent).
 
-    python -m benchsite.load_rows /path/to/inventory_service/catalog/seed.py
+python -m benchsite.load_rows /path/to/inventory_service/catalog/seed.py
 """
 
 import importlib.util

@@ -15,3 +15,6 @@ class Product(models.Model):
     class Meta:
         app_label = "benchsite"
         db_table = "bench_product"
+
+    def __str__(self) -> str:
+        return self.sku
