@@ -54,6 +54,13 @@ class InvalidRequest(ApplicationError):
     default_message = "Invalid input."
 
 
+class Forbidden(ApplicationError):
+    """The caller is known but may not do this to what it names."""
+
+    default_code = "permission_denied"
+    default_message = "You do not have permission to do this."
+
+
 class NotFound(ApplicationError):
     """The thing named does not exist (or is not the caller's)."""
 
@@ -94,6 +101,7 @@ HTTP_STATUS: dict[type[ApplicationError], int] = {
     ApplicationError: status.HTTP_400_BAD_REQUEST,
     InvalidRequest: status.HTTP_400_BAD_REQUEST,
     PaymentDeclined: status.HTTP_402_PAYMENT_REQUIRED,
+    Forbidden: status.HTTP_403_FORBIDDEN,
     NotFound: status.HTTP_404_NOT_FOUND,
     Conflict: status.HTTP_409_CONFLICT,
     Unavailable: status.HTTP_503_SERVICE_UNAVAILABLE,

@@ -108,6 +108,7 @@ def test_application_error_status_is_chosen_by_its_kind(api):
     [
         ("InvalidRequest", 400, "invalid"),
         ("PaymentDeclined", 402, "card_declined"),
+        ("Forbidden", 403, "permission_denied"),
         ("NotFound", 404, "not_found"),
         ("Conflict", 409, "conflict"),
         ("IdempotencyConflict", 409, "idempotency_conflict"),
