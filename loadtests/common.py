@@ -52,8 +52,9 @@ from locust import FastHttpUser, between, constant, events
 from locust.exception import RescheduleTask
 from locust.runners import WorkerRunner
 
-SERVICES = ("user", "order", "inventory", "payment")
-DEFAULT_PORTS = {"user": 8001, "order": 8002, "inventory": 8003, "payment": 8004}
+from chassis import parts
+
+SERVICES = parts.SERVICE_NAMES
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 # docker-compose's Locust targets the services by their compose names; it lists them here.
 ALLOWED_HOSTS = LOOPBACK_HOSTS | {h.strip() for h in os.environ.get("LOAD_ALLOWED_HOSTS", "").split(",") if h.strip()}
@@ -68,9 +69,9 @@ FLOW_NAME = "order → terminal"
 def service_urls(environ=os.environ) -> dict[str, str]:
     """Base URL of each service from the environment; only loopback addresses are accepted."""
     urls = {}
-    for name in SERVICES:
-        variable = f"{name.upper()}_SERVICE_URL"
-        url = (environ.get(variable) or f"http://127.0.0.1:{DEFAULT_PORTS[name]}").rstrip("/")
+    for service in parts.SERVICES:
+        name, variable = service.name, service.env_var
+        url = (environ.get(variable) or service.default_url).rstrip("/")
         if urlsplit(url).hostname not in ALLOWED_HOSTS:
             raise SystemExit(f"{variable}={url}: the lab's load tests only target this machine (127.0.0.1) "
                              "or the hosts listed in LOAD_ALLOWED_HOSTS.")

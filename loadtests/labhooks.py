@@ -6,12 +6,13 @@ the same service URLs the simulated users load (``*_SERVICE_URL``).
 
 from __future__ import annotations
 
+from chassis import parts
 from labctl.config import Paths, find_root
 from labctl.labapi import LabApi, LabApiError
 
 from common import URLS
 
-MODES = ("sync", "async")
+MODES = parts.SAGA_MODES
 
 
 def lab_api() -> LabApi:

@@ -20,9 +20,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-SERVICES = ("user", "order", "inventory", "payment")
-DEFAULT_PORTS = {"dashboard": 8000, "user": 8001, "order": 8002, "inventory": 8003, "payment": 8004}
-SCHEMAS = {"user": "lab_users", "order": "lab_orders", "inventory": "lab_inventory", "payment": "lab_payments"}
+from . import parts
 
 
 def lab_root(base_dir: Path) -> Path:
@@ -33,8 +31,8 @@ def lab_root(base_dir: Path) -> Path:
 def peer_urls(env: environ.Env) -> dict[str, str]:
     """Base URL of every service, by short name, from ``<NAME>_SERVICE_URL``."""
     return {
-        name: env.str(f"{name.upper()}_SERVICE_URL", default=f"http://127.0.0.1:{DEFAULT_PORTS[name]}").rstrip("/")
-        for name in (*SERVICES, "dashboard")
+        app.name: env.str(app.env_var, default=app.default_url).rstrip("/")
+        for app in parts.APPS
     }
 
 

@@ -21,7 +21,9 @@ from django.conf import settings
 from django.core.cache import cache
 from prometheus_client.parser import text_string_to_metric_families
 
-SERVICES = ("user", "order", "inventory", "payment")
+from chassis import parts
+
+SERVICES = parts.SERVICE_NAMES
 INTERNAL_ROUTES = ("/health", "/metrics", "/_lab", "/static", "/internal/reconciliation", "unmatched")
 BREAKER_STATES = {0: "closed", 1: "half-open", 2: "open"}
 clock = time.time  # injectable in tests

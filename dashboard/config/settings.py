@@ -9,6 +9,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from chassis import parts
 from chassis.settings import build
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -20,7 +21,7 @@ globals().update(
         apps=["django.contrib.sessions", "django.contrib.messages", "collector", "console"],
         title="Lab dashboard",
         description="The lab's control room: service map, faults, resilience switches, flows and traces, data, audit.",
-        depends_on=("user", "order", "inventory", "payment"),
+        depends_on=parts.SERVICE_NAMES,
     )
 )
 

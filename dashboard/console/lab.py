@@ -13,9 +13,11 @@ from pathlib import Path
 
 from django.conf import settings
 
+from chassis import parts
+
 from . import peers
 
-FAULT_KINDS = ("latency", "error", "outage", "database", "dependency")
+FAULT_KINDS = parts.FAULT_KINDS
 SCOPED_KINDS = ("latency", "error", "database")  # the kinds a path prefix / method narrows
 
 

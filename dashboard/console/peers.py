@@ -26,14 +26,15 @@ from dataclasses import dataclass, field
 import requests
 from django.conf import settings
 
+from chassis import parts
 from chassis.client import PeerUnavailable, ServiceClient
 from chassis.requestid import HEADER as REQUEST_ID_HEADER
 from chassis.requestid import get_request_id, new_request_id
 
 from . import tracing
 
-SERVICES = ("user", "order", "inventory", "payment")
-LABELS = {"user": "Users", "order": "Orders", "inventory": "Inventory", "payment": "Payments"}
+SERVICES = parts.SERVICE_NAMES
+LABELS = {s.name: s.label for s in parts.SERVICES}
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Names, ports and paths of the lab, in one place.
 
 Everything else in labctl asks this module where things are: which services
-exist, on which port each listens, which MySQL schema belongs to which, and
+exist, on which port each listens, which MySQL schema belongs to which (all
+three read from :mod:`chassis.parts`, the lab's one list of its parts), and
 where the run-time files (keys, env files, databases, logs, sockets) live.
 The repository root is found from this file's location unless ``LAB_ROOT``
 says otherwise.
@@ -16,10 +17,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from chassis import parts
+
 
 @dataclass(frozen=True)
 class Service:
-    """One Django service of the lab, as described in docs/contracts.md."""
+    """One Django project of the lab as labctl runs it: a :class:`chassis.parts.Part` and what labctl adds."""
 
     short: str  # short name: supervisor program, env/key/log file names
     directory: str  # project dir relative to the repository root
@@ -40,19 +43,19 @@ class Service:
         return f"{self.short.upper()}_SERVICE_URL"
 
 
-SERVICES: tuple[Service, ...] = (
-    Service("user", "user_service", 8001, "lab_users", 0, "/api/auth/login/"),
-    Service("order", "order_service", 8002, "lab_orders", 1, "/api/orders/"),
-    Service("inventory", "inventory_service", 8003, "lab_inventory", 2, "/api/products/"),
-    Service("payment", "payment_service", 8004, "lab_payments", 3, "/api/payment-methods/"),
-)
+    @classmethod
+    def of(cls, part: parts.Part, browse_path: str, **extra) -> Service:
+        return cls(part.name, part.directory, part.port, part.schema, part.redis_db, browse_path, **extra)
+
+
+BROWSE_PATHS = {"user": "/api/auth/login/", "order": "/api/orders/", "inventory": "/api/products/",
+                "payment": "/api/payment-methods/"}
+SERVICES: tuple[Service, ...] = tuple(Service.of(p, BROWSE_PATHS[p.name]) for p in parts.SERVICES)
 
 SERVICE_BY_NAME = {s.short: s for s in SERVICES}
 
-# The dashboard is a Django project like the services (own database, keys and
-# env file) but serves pages, not an API, and has nothing to seed.
-DASHBOARD = Service("dashboard", "dashboard", 8000, "lab_dashboard", 4, "/",
-                    seeded=False, api_docs=False)
+# The dashboard serves pages, not an API, and has nothing to seed.
+DASHBOARD = Service.of(parts.DASHBOARD, "/", seeded=False, api_docs=False)
 
 # Every Django project that labctl sets up and runs.
 APPS: tuple[Service, ...] = (*SERVICES, DASHBOARD)

@@ -24,7 +24,7 @@ import os
 import sys
 import time
 
-from chassis import parts
+from chassis.parts import FAULT_KINDS
 
 from . import audit, config, process
 from .config import Paths
@@ -32,7 +32,7 @@ from .labapi import LabApi, LabApiError
 from .text import table
 
 SERVICE_NAMES = tuple(s.short for s in config.SERVICES)
-KINDS = (*parts.FAULT_KINDS, "process")
+KINDS = (*FAULT_KINDS, "process")
 SWITCH_SECTIONS = ("timeouts", "retries", "breaker", "bulkhead", "fallback")
 
 

@@ -31,10 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import supervisor
-from .config import Paths
+from .config import DASHBOARD, SERVICES, WORKERS, Paths
 
 ACTIONS = ("stop", "kill", "restart")
-PROGRAMS = ("user", "order", "inventory", "payment", "worker", "beat", "dashboard")
+# The services first (faultcli lists the rest as the programs that are not services).
+PROGRAMS = (*(s.short for s in SERVICES), *(w.short for w in WORKERS), DASHBOARD.short)
 
 
 class ProcessFaultError(Exception):

@@ -31,10 +31,10 @@ from django.db import OperationalError, connections
 from django.http import JsonResponse
 from rest_framework import serializers
 
-from .. import metrics, telemetry
+from .. import metrics, parts, telemetry
 from . import store
 
-KINDS = ("latency", "error", "outage", "database", "dependency")
+KINDS = parts.FAULT_KINDS
 EXEMPT_PREFIXES = ("/_lab/", "/metrics")
 rng = random.Random()  # seedable in tests
 clock = time.time  # injectable in tests
@@ -54,7 +54,7 @@ class FaultSerializer(serializers.Serializer):
     jitter_ms = serializers.IntegerField(min_value=0, max_value=10000, default=0)
     status = serializers.IntegerField(min_value=400, max_value=599, default=503)
     mode = serializers.ChoiceField(choices=["", "fail", "slow", "delay", "hang"], default="")
-    target = serializers.ChoiceField(choices=["", "user", "order", "inventory", "payment"], default="")
+    target = serializers.ChoiceField(choices=["", *parts.SERVICE_NAMES], default="")
 
     def validate(self, data):
         kind = data["kind"]

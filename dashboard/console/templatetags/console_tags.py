@@ -6,9 +6,11 @@ import time
 
 from django import template
 
+from chassis import parts
+
 register = template.Library()
 
-SERVICE_CLASSES = ("user", "order", "inventory", "payment", "worker", "dashboard")
+SERVICE_CLASSES = (*parts.SERVICE_NAMES, "worker", parts.DASHBOARD.name)
 
 
 @register.filter
