@@ -53,18 +53,18 @@ def _clear_request_id(**_kwargs) -> None:
 
 @signals.task_received.connect(weak=False)
 def _saga_task_received(request=None, **_kwargs) -> None:
-    """A saga task reached this worker: shorten its order's lease (see ``services.order_saga_received``)."""
+    """A saga task reached this worker: shorten its order's lease (see ``saga.order_saga_received``)."""
     if request is None or request.name != "orders.saga_run" or not request.args:
         return
     import logging
 
     from celery.utils.time import maybe_iso8601
 
-    from orders import services
+    from orders import saga
 
     try:
         eta = maybe_iso8601(request.eta) if request.eta else None
-        services.order_saga_received(order_id=int(request.args[0]), runner=request.id, eta=eta)
+        saga.order_saga_received(order_id=int(request.args[0]), runner=request.id, eta=eta)
     except Exception as exc:  # noqa: BLE001 — the consumer must go on; the long lease still holds
         logging.getLogger("orders.background").warning("lease of task %s not shortened: %s", request.id, exc)
 

@@ -11,7 +11,7 @@
   DELIVERED, as a (simulated) carrier would.
 * :func:`reservations_expire_due` asks inventory to expire stale holds.
 
-Time and randomness are injectable (``services.clock``, ``rng``) so the
+Time and randomness are injectable (``saga.leases.clock``, ``rng``) so the
 backoff and the deadline are tested without waiting.
 """
 
@@ -27,7 +27,8 @@ from django.db.models import Q
 
 from chassis.client import PeerUnavailable
 
-from . import services
+from . import saga
+from .saga import leases
 from .clients import PeerRefused, inventory
 from .models import Order, OrderEvent, OrderStatus, SagaStep
 
@@ -64,38 +65,38 @@ def order_saga_work(*, order_id: int, runner: str, attempt: int = 0) -> float | 
     runner holds it. A number means a peer is down: the task keeps the lease
     (so the recovery job leaves the order alone) and is retried after that long.
     """
-    if not services.order_saga_claim(order_id=order_id, runner=runner):
+    if not saga.order_saga_claim(order_id=order_id, runner=runner):
         log.info("order %s: saga ended or run by someone else; nothing to do", order_id)
         return None
     # A failure before the deadline waits; one after it gives up, and the compensation runs at once.
     for _ in range(2):
         try:
-            services.order_saga_run(order_id=order_id, on_unavailable="raise", runner=runner, keep_lease=True)
+            saga.order_saga_run(order_id=order_id, on_unavailable="raise", runner=runner, keep_lease=True)
         except PeerUnavailable as exc:
             order = Order.objects.get(pk=order_id)
             if order.saga_runner != runner or order.saga_finished:
-                services.order_saga_release(order_id=order_id, runner=runner)
+                saga.order_saga_release(order_id=order_id, runner=runner)
                 return None
             compensating = order.saga_step == SagaStep.COMPENSATING
-            countdown = retry_countdown(attempt=attempt, now=services.clock(), deadline=order.saga_deadline,
+            countdown = retry_countdown(attempt=attempt, now=leases.clock(), deadline=order.saga_deadline,
                                         compensating=compensating)
             if countdown is None:
                 log.warning("order %s: deadline passed with %s down at step %s; compensating",
                             order_id, exc.peer, order.saga_step)
                 try:
-                    services.order_saga_give_up(order_id=order_id, expect=order.saga_step, peer=exc.peer)
-                except services.SagaMoved:
+                    saga.order_saga_give_up(order_id=order_id, expect=order.saga_step, peer=exc.peer)
+                except saga.SagaMoved:
                     return None
                 continue
-            if not services.order_saga_wait(order_id=order_id, runner=runner, seconds=countdown, exc=exc):
-                services.order_saga_release(order_id=order_id, runner=runner)
+            if not saga.order_saga_wait(order_id=order_id, runner=runner, seconds=countdown, exc=exc):
+                saga.order_saga_release(order_id=order_id, runner=runner)
                 return None
             log.info("order %s: %s unavailable at step %s (%s); next attempt in %.1f s",
                      order_id, exc.peer, order.saga_step, exc.reason, countdown)
             return countdown
-        services.order_saga_release(order_id=order_id, runner=runner)
+        saga.order_saga_release(order_id=order_id, runner=runner)
         return None
-    services.order_saga_release(order_id=order_id, runner=runner)
+    saga.order_saga_release(order_id=order_id, runner=runner)
     return None
 
 
@@ -105,16 +106,16 @@ def orders_recover_stalled(*, limit: int = 200) -> int:
     Such a saga was left by a request or a worker that died mid-way, or by a
     task that was lost; a saga waiting for a retry holds its lease and is left alone.
     """
-    now = services.clock()
+    now = leases.clock()
     stalled = (
-        Order.objects.filter(saga_step__in=services.IN_PROGRESS)
+        Order.objects.filter(saga_step__in=saga.IN_PROGRESS)
         .filter(Q(saga_lease_until__isnull=True) | Q(saga_lease_until__lte=now))
         .order_by("updated_at")
         .values_list("pk", flat=True)[:limit]
     )
     queued = 0
     for order_id in list(stalled):
-        if services.order_saga_enqueue(order_id=order_id, note="recovered: nobody was running this saga"):
+        if saga.order_saga_enqueue(order_id=order_id, note="recovered: nobody was running this saga"):
             queued += 1
     if queued:
         log.info("recovery queued %d stalled saga(s) again", queued)
@@ -135,7 +136,7 @@ def orders_advance_shipping(*, limit: int = 200) -> dict[str, int]:
     ``ORDER_SHIPPING_AFTER_SECONDS`` (``updated_at``), and only when no
     cancellation is running on it. Returns how many moved, by new status.
     """
-    cutoff = services.clock() - timedelta(seconds=settings.ORDER_SHIPPING_AFTER_SECONDS)
+    cutoff = leases.clock() - timedelta(seconds=settings.ORDER_SHIPPING_AFTER_SECONDS)
     moved = {}
     for source, target, step, note in _SHIPPING:
         due = (

@@ -3,7 +3,7 @@
 import pytest
 from django.utils import timezone
 
-from orders import services, tasks
+from orders import saga, tasks
 from orders.models import Order, OrderStatus, SagaStep
 from tests.conftest import notes, order_body, place
 
@@ -199,7 +199,7 @@ def test_the_task_wrapper_retries_with_the_countdown_and_keeps_its_id(alice, asy
 
     assert len(sent) == 1 and 0.5 <= sent[0] <= 1.0  # base 1 s, half of it jitter
     assert Order.objects.get(pk=order_id).saga_runner == runner
-    assert services.order_saga_claim(order_id=order_id, runner="someone-else") is False
+    assert saga.order_saga_claim(order_id=order_id, runner="someone-else") is False
 
 
 def test_a_task_in_the_broker_holds_a_long_lease_and_a_received_one_a_short_one(alice, async_saga, queued, settings):
@@ -225,7 +225,7 @@ def test_a_task_in_the_broker_holds_a_long_lease_and_a_received_one_a_short_one(
     assert 20 < lease_left() <= 30
     # A retry due in a minute is covered until then, plus the task lease.
     eta = timezone.now() + timezone.timedelta(seconds=60)
-    services.order_saga_received(order_id=order_id, runner=runner, eta=eta)
+    saga.order_saga_received(order_id=order_id, runner=runner, eta=eta)
     assert 80 < lease_left() <= 90
-    assert services.order_saga_claim(order_id=order_id, runner=runner)
+    assert saga.order_saga_claim(order_id=order_id, runner=runner)
     assert 20 < lease_left() <= 30

@@ -273,7 +273,7 @@ def test_unknown_and_inactive_skus_are_named_and_nothing_is_written(alice, fake_
 
 def test_an_interrupted_saga_is_resumed_from_its_step(alice, fake_inventory, fake_payment):
     """Ensure a saga stopped after reserving (its runner died) resumes at charging on replay, reserving once."""
-    from orders import services
+    from orders import saga
 
     fake_payment.fail("charge", after=True)
     fake_payment.fail("charges_for_order")
@@ -282,7 +282,7 @@ def test_an_interrupted_saga_is_resumed_from_its_step(alice, fake_inventory, fak
     # As if the runner had died after recording the reservation: back to "reserved".
     Order.objects.filter(pk=order.pk).update(saga_step=SagaStep.RESERVED, saga_lease_until=None)
 
-    result = services.order_saga_resume(order_id=order.pk)
+    result = saga.order_saga_resume(order_id=order.pk)
 
     assert result.status == OrderStatus.CONFIRMED
     assert len(fake_inventory.calls_to("reserve")) == 1

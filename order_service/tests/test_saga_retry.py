@@ -6,7 +6,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from chassis.client import PeerUnavailable
-from orders import background, services
+from orders import background
+from orders.saga import leases
 from orders.models import Order, OrderStatus, SagaStep
 from tests.conftest import notes, place
 
@@ -31,7 +32,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch):
     fake = Clock()
-    monkeypatch.setattr(services, "clock", fake)
+    monkeypatch.setattr(leases, "clock", fake)
     return fake
 
 

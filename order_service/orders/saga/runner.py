@@ -1,0 +1,118 @@
+"""The saga's runner: run an order's saga from its ``saga_step`` to the end, resume it, or give it up.
+
+Because the progress is on the order, :func:`order_saga_run` can resume any
+saga from its ``saga_step``: a replay of the same request, a retried cancel or
+the background worker (``orders.background``) finishes what an interrupted run left.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+
+from chassis import telemetry
+from chassis.client import PeerUnavailable
+
+from ..models import Order, SagaStep
+from . import leases
+from .progress import SagaMoved, advance, finish_cancelled, record_event, start_compensation
+from .steps import _SPANS, _STEPS, SagaPolicy
+
+log = logging.getLogger("orders.saga")
+
+# A saga takes at most a dozen steps (three forward, four back, lookups): more means a bug, not progress.
+MAX_STEPS_PER_RUN = 50
+
+
+def order_saga_resume(*, order_id: int, on_unavailable: SagaPolicy = "compensate") -> Order:
+    """Take over an interrupted saga if nobody runs it now, and run it here; return the order as it stands."""
+    runner = leases.request_runner()
+    with transaction.atomic():
+        order = Order.objects.select_for_update().get(pk=order_id)
+        if order.saga_finished or leases.lease_alive(order):
+            return order
+        order.saga_lease_until = leases.lease_end()
+        order.saga_runner = runner
+        order.save(update_fields=["saga_lease_until", "saga_runner", "updated_at"])
+        record_event(order, "resumed", f"saga resumed at step {order.saga_step}")
+    return order_saga_run(order_id=order_id, on_unavailable=on_unavailable, runner=runner)
+
+
+def order_saga_give_up(*, order_id: int, expect: str, peer: str) -> None:
+    """The deadline has passed with ``peer`` still down: undo what was done (the compensation may wait for peers)."""
+    order = Order.objects.get(pk=order_id)
+    started = order.events.filter(step="checkout").values_list("created_at", flat=True).last() or order.created_at
+    budget = round((order.saga_deadline - started).total_seconds()) if order.saga_deadline else 0
+    changes = {}
+    if expect == SagaStep.RESERVING:
+        # One of the attempts may have reserved before its answer was lost.
+        changes["reservation_outcome_unknown"] = True
+    start_compensation(order_id, expect=expect, reason=f"Gave up after {budget} s: {peer} unavailable",
+                        code="gave_up", **changes)
+
+
+def order_saga_run(
+    *, order_id: int, on_unavailable: SagaPolicy = "compensate", runner: str = "", keep_lease: bool = False
+) -> Order:
+    """Run the saga of an order whose lease ``runner`` holds, from its ``saga_step`` to the end.
+
+    ``on_unavailable`` says what a peer that does not answer means: in the
+    synchronous request (``"compensate"``) the saga decides at once (cancel,
+    compensate, or stop where it is when nothing safe can be decided); a
+    background worker (``"raise"``) gets the :class:`PeerUnavailable` to retry later.
+    The lease is given back at the end unless ``keep_lease`` (the worker does it).
+    """
+    try:
+        for _ in range(MAX_STEPS_PER_RUN):
+            order = Order.objects.get(pk=order_id)
+            if order.saga_finished:
+                return order
+            try:
+                with telemetry.span(_SPANS[order.saga_step], **{"order.id": order_id, "saga.step": order.saga_step}):
+                    _STEPS[order.saga_step](order, on_unavailable)
+            except PeerUnavailable as exc:
+                _note_unknown_reservation(order_id, exc)
+                if on_unavailable == "raise":
+                    raise
+                if not _after_unavailable(order_id, exc):
+                    return Order.objects.get(pk=order_id)
+        log.error("order %s: saga still running after %d steps; leaving it where it is", order_id, MAX_STEPS_PER_RUN)
+        return Order.objects.get(pk=order_id)
+    except SagaMoved:
+        return Order.objects.get(pk=order_id)
+    finally:
+        if not keep_lease:
+            leases.order_saga_release(order_id=order_id, runner=runner)
+
+
+def _note_unknown_reservation(order_id: int, exc: PeerUnavailable) -> None:
+    """A reserve that may have reached inventory (not refused by our own breaker or bulkhead) may have held stock."""
+    if not exc.rejected:
+        Order.objects.filter(pk=order_id, saga_step=SagaStep.RESERVING).update(reservation_outcome_unknown=True)
+
+
+def _after_unavailable(order_id: int, exc: PeerUnavailable) -> bool:
+    """Decide, in a synchronous run, what a peer without an answer means; True to go on running."""
+    order = Order.objects.get(pk=order_id)
+    step = order.saga_step
+    if step == SagaStep.RESERVING:
+        reason = "Inventory unavailable while reserving stock; nothing was charged."
+        if order.reservation_outcome_unknown:
+            # The reservation may have been made with its answer lost: find and release it first.
+            start_compensation(order_id, expect=step, reason=reason, code="inventory_unavailable")
+        else:
+            # Our breaker or bulkhead refused before anything was sent: nothing to undo.
+            finish_cancelled(order_id, expect=step, reason=reason, step="inventory_unavailable",
+                              code="inventory_unavailable")
+        return True
+    if step == SagaStep.COMMITTING:
+        start_compensation(order_id, expect=step, code="inventory_unavailable",
+                            reason="Inventory unavailable while committing stock; payment refunded.")
+        return True
+    # Charging with no way to learn the outcome, or a compensation that cannot go on:
+    # deciding now could lose money or stock, so the order stays here until a later run.
+    advance(order_id, expect=step, events=[("paused", f"paused: {exc.peer} unavailable ({exc.reason})")])
+    return False
+
+

@@ -1,0 +1,223 @@
+"""The saga's steps: reserve stock (inventory), charge (payment), commit the reservation (inventory), compensate.
+
+Each step records on the order what it is about to do, calls the peer with a
+key derived from the order's id (so a second call does not do the thing
+twice), then records the answer together with a timeline event in one
+transaction (:func:`progress.advance`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from django.conf import settings
+
+from chassis.client import PeerUnavailable
+
+from ..clients import PeerRefused, inventory, payment
+from ..models import Order, OrderLine, OrderStatus, SagaStep
+from .progress import advance, finish_cancelled, money, start_compensation
+
+log = logging.getLogger("orders.saga")
+
+CANCELLED_BY_CUSTOMER = "Cancelled by customer"
+
+SagaPolicy = Literal["compensate", "raise"]
+
+_SPANS = {
+    SagaStep.RESERVING: "saga.reserve",
+    SagaStep.RESERVED: "saga.charge",
+    SagaStep.CHARGING: "saga.charge",
+    SagaStep.CHARGED: "saga.commit",
+    SagaStep.COMMITTING: "saga.commit",
+    SagaStep.COMPENSATING: "saga.compensate",
+}
+
+def step_reserve(order: Order, policy: SagaPolicy) -> None:
+    lines = list(order.lines.all())
+    try:
+        reservation = inventory.inventory_reserve(
+            order_id=order.pk,
+            lines=[{"sku": line.sku, "quantity": line.quantity} for line in lines],
+            idempotency_key=f"order-{order.pk}-reserve",
+            ttl_seconds=settings.ORDER_RESERVATION_TTL_SECONDS,
+        )
+    except inventory.InsufficientStock as exc:
+        finish_cancelled(order.pk, expect=SagaStep.RESERVING, reason=exc.describe(), step="out_of_stock",
+                          code="out_of_stock")
+        return
+    except PeerRefused as exc:
+        finish_cancelled(
+            order.pk, expect=SagaStep.RESERVING, reason=f"Inventory refused the reservation: {exc.message}",
+            step="refused", code="reserve_refused",
+        )
+        return
+
+    def reprice(locked: Order) -> None:
+        # The reservation's prices are authoritative: the lines show what is charged.
+        by_sku = {line.sku: line for line in reservation.lines}
+        for line in lines:
+            if line.sku in by_sku:
+                line.unit_price_cents = by_sku[line.sku].unit_price_cents
+                line.name = by_sku[line.sku].name or line.name
+        OrderLine.objects.bulk_update(lines, ["unit_price_cents", "name"])
+
+    advance(
+        order.pk,
+        expect=SagaStep.RESERVING,
+        events=[("reserved", "stock reserved")],
+        then=reprice,
+        saga_step=SagaStep.RESERVED,
+        reservation_id=reservation.id,
+        reservation_outcome_unknown=False,
+        total_cents=reservation.total_cents,
+        currency=reservation.currency,
+    )
+
+
+def step_charge(order: Order, policy: SagaPolicy) -> None:
+    if order.saga_step == SagaStep.RESERVED:
+        order = advance(order.pk, expect=SagaStep.RESERVED, saga_step=SagaStep.CHARGING, charge_outcome_unknown=True)
+    try:
+        charge = payment.payment_charge(
+            order_id=order.pk,
+            customer_id=order.customer_id,
+            payment_method=order.payment_method,
+            amount_cents=order.total_cents,
+            currency=order.currency,
+            idempotency_key=f"order-{order.pk}-charge",
+        )
+        note = "payment captured"
+    except payment.CardDeclined as exc:
+        start_compensation(order.pk, expect=SagaStep.CHARGING, reason=f"Payment declined: {exc.code}",
+                            code="declined", charge_outcome_unknown=False)
+        return
+    except PeerRefused as exc:
+        start_compensation(order.pk, expect=SagaStep.CHARGING, reason=f"Payment refused: {exc.message}",
+                            code="payment_refused", charge_outcome_unknown=False)
+        return
+    except PeerUnavailable as exc:
+        # The charge may have been captured and its answer lost: ask payment what it holds.
+        log.warning("order %s: charge outcome unknown (%s); looking it up", order.pk, exc)
+        charge = captured_charge(order.pk)
+        if charge is None:
+            if policy == "raise":
+                raise  # the worker charges again later with the same key, or gives up at the deadline
+            start_compensation(order.pk, expect=SagaStep.CHARGING,
+                                reason="Payment service unavailable; nothing was charged.", code="payment_unavailable")
+            return
+        note = "payment captured (learnt from payment after its answer was lost)"
+    advance(
+        order.pk,
+        expect=SagaStep.CHARGING,
+        events=[("charged", note)],
+        saga_step=SagaStep.CHARGED,
+        charge_id=charge.id,
+        charge_outcome_unknown=False,
+    )
+
+
+def step_commit(order: Order, policy: SagaPolicy) -> None:
+    if order.saga_step == SagaStep.CHARGED:
+        order = advance(order.pk, expect=SagaStep.CHARGED, saga_step=SagaStep.COMMITTING)
+    try:
+        inventory.inventory_commit(reservation_id=order.reservation_id)
+    except PeerRefused as exc:
+        start_compensation(order.pk, expect=SagaStep.COMMITTING, reason=f"Stock could not be committed: {exc.message}",
+                            code="commit_refused")
+        return
+    advance(
+        order.pk,
+        expect=SagaStep.COMMITTING,
+        events=[("committed", "stock committed"), ("confirmed", "confirmed")],
+        status=OrderStatus.CONFIRMED,
+        saga_step=SagaStep.DONE,
+        status_reason="",
+        status_reason_code="",
+    )
+
+
+def step_compensate(order: Order, policy: SagaPolicy) -> None:
+    """One compensation per call, in reverse order of the saga: refund, then release, then cancel.
+
+    Before releasing, the answers that were lost are looked up: a capture payment
+    made (refunded), a hold inventory made (released). A peer that cannot answer
+    stops the compensation where it is (``PeerUnavailable``): the order is not
+    declared CANCELLED while money or stock may still be held for it.
+    """
+    expect = SagaStep.COMPENSATING
+    if order.charge_id and not order.refund_id:
+        try:
+            refund = payment.payment_refund(
+                charge_id=order.charge_id,
+                amount_cents=order.total_cents,
+                reason=order.status_reason or CANCELLED_BY_CUSTOMER,
+                idempotency_key=f"order-{order.pk}-refund",
+            )
+        except PeerRefused as exc:
+            # Retrying cannot change a refusal; the timeline (and the audit) show it.
+            advance(order.pk, expect=expect, events=[("refund_refused", f"payment refused the refund: {exc.message}")],
+                     refund_id="refused")
+            return
+        advance(order.pk, expect=expect, events=[("refunded", f"payment refunded ({money(order)})")],
+                 refund_id=refund.id)
+        return
+    if order.charge_outcome_unknown and not order.charge_id:
+        charge = captured_charge(order.pk)
+        events = [("charge_found", "a capture was found after a lost answer; it will be refunded")] if charge else []
+        advance(order.pk, expect=expect, events=events, charge_id=charge.id if charge else "",
+                 charge_outcome_unknown=False)
+        return
+    if order.reservation_outcome_unknown and not order.reservation_id:
+        held = held_reservation(order.pk)
+        events = [("reservation_found", "stock held after a lost answer was found; it will be released")]
+        events = events if held else []
+        advance(order.pk, expect=expect, events=events, reservation_id=held.id if held else "",
+                 reservation_outcome_unknown=False)
+        return
+    if order.reservation_id and not order.stock_released:
+        committed = order.status == OrderStatus.CONFIRMED
+        try:
+            inventory.inventory_release(reservation_id=order.reservation_id)
+            step, note = ("returned", "stock returned") if committed else ("released", "stock released")
+        except PeerRefused as exc:
+            step, note = "release_refused", f"inventory refused to release the stock: {exc.message}"
+        advance(order.pk, expect=expect, events=[(step, note)], stock_released=True)
+        return
+    advance(
+        order.pk,
+        expect=expect,
+        events=[("cancelled", f"cancelled: {order.status_reason}")],
+        status=OrderStatus.CANCELLED,
+        saga_step=SagaStep.DONE,
+    )
+
+
+_STEPS = {
+    SagaStep.RESERVING: step_reserve,
+    SagaStep.RESERVED: step_charge,
+    SagaStep.CHARGING: step_charge,
+    SagaStep.CHARGED: step_commit,
+    SagaStep.COMMITTING: step_commit,
+    SagaStep.COMPENSATING: step_compensate,
+}
+
+def captured_charge(order_id: int):
+    """The captured charge payment holds for this order, or None; PeerUnavailable when it cannot tell."""
+    try:
+        charges = payment.payment_charges_for_order(order_id=order_id)
+    except PeerRefused as exc:
+        raise PeerUnavailable(payment.PEER, f"charges lookup refused: {exc.message}", status=exc.status) from exc
+    return next((charge for charge in charges if charge.captured), None)
+
+
+def held_reservation(order_id: int):
+    """The reservation inventory holds (or sold) for this order, or None; PeerUnavailable when it cannot tell."""
+    try:
+        reservations = inventory.inventory_reservations_for_order(order_id=order_id)
+    except PeerRefused as exc:
+        raise PeerUnavailable(inventory.PEER, f"reservations lookup refused: {exc.message}", status=exc.status) from exc
+    return next((r for r in reservations if r.status in ("HELD", "COMMITTED")), None)
+
+
