@@ -17,7 +17,7 @@ from chassis.client import PeerUnavailable
 from ..models import Order, SagaStep
 from . import leases
 from .progress import SagaMoved, advance, finish_cancelled, record_event, start_compensation
-from .steps import _SPANS, _STEPS, SagaPolicy
+from .steps import STEPS, SagaPolicy
 
 log = logging.getLogger("orders.saga")
 
@@ -69,8 +69,9 @@ def order_saga_run(
             if order.saga_finished:
                 return order
             try:
-                with telemetry.span(_SPANS[order.saga_step], **{"order.id": order_id, "saga.step": order.saga_step}):
-                    _STEPS[order.saga_step](order, on_unavailable)
+                step = STEPS[order.saga_step]
+                with telemetry.span(step.span_name, **{"order.id": order_id, "saga.step": order.saga_step}):
+                    step.run(order, on_unavailable)
             except PeerUnavailable as exc:
                 _note_unknown_reservation(order_id, exc)
                 if on_unavailable == "raise":

@@ -9,6 +9,8 @@ transaction (:func:`progress.advance`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 from django.conf import settings
@@ -25,14 +27,6 @@ CANCELLED_BY_CUSTOMER = "Cancelled by customer"
 
 SagaPolicy = Literal["compensate", "raise"]
 
-_SPANS = {
-    SagaStep.RESERVING: "saga.reserve",
-    SagaStep.RESERVED: "saga.charge",
-    SagaStep.CHARGING: "saga.charge",
-    SagaStep.CHARGED: "saga.commit",
-    SagaStep.COMMITTING: "saga.commit",
-    SagaStep.COMPENSATING: "saga.compensate",
-}
 
 def step_reserve(order: Order, policy: SagaPolicy) -> None:
     lines = list(order.lines.all())
@@ -194,13 +188,25 @@ def step_compensate(order: Order, policy: SagaPolicy) -> None:
     )
 
 
-_STEPS = {
-    SagaStep.RESERVING: step_reserve,
-    SagaStep.RESERVED: step_charge,
-    SagaStep.CHARGING: step_charge,
-    SagaStep.CHARGED: step_commit,
-    SagaStep.COMMITTING: step_commit,
-    SagaStep.COMPENSATING: step_compensate,
+@dataclass(frozen=True)
+class SagaStepDef:
+    """What the runner does for an order at ``step``: call ``run``, inside a span named ``span_name``."""
+
+    step: SagaStep
+    run: Callable[[Order, SagaPolicy], None]
+    span_name: str
+
+
+STEPS: dict[str, SagaStepDef] = {
+    definition.step: definition
+    for definition in (
+        SagaStepDef(SagaStep.RESERVING, step_reserve, "saga.reserve"),
+        SagaStepDef(SagaStep.RESERVED, step_charge, "saga.charge"),
+        SagaStepDef(SagaStep.CHARGING, step_charge, "saga.charge"),
+        SagaStepDef(SagaStep.CHARGED, step_commit, "saga.commit"),
+        SagaStepDef(SagaStep.COMMITTING, step_commit, "saga.commit"),
+        SagaStepDef(SagaStep.COMPENSATING, step_compensate, "saga.compensate"),
+    )
 }
 
 def captured_charge(order_id: int):
