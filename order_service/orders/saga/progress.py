@@ -8,6 +8,7 @@ order and checks it is still at the step the runner expected (else
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 
 from django.db import transaction
 
@@ -28,7 +29,15 @@ def record_event(order: Order, step: str, note: str) -> None:
     OrderEvent.objects.create(order=order, status=order.status, step=step, note=note[:255])
 
 
-def start_compensation(order_id: int, *, expect: str, reason: str, code: str, **changes) -> None:
+def start_compensation(
+    order_id: int,
+    *,
+    expect: str,
+    reason: str,
+    code: str,
+    charge_outcome_unknown: bool | None = None,
+    reservation_outcome_unknown: bool | None = None,
+) -> None:
     advance(
         order_id,
         expect=expect,
@@ -36,7 +45,8 @@ def start_compensation(order_id: int, *, expect: str, reason: str, code: str, **
         saga_step=SagaStep.COMPENSATING,
         status_reason=reason[:255],
         status_reason_code=code,
-        **changes,
+        charge_outcome_unknown=charge_outcome_unknown,
+        reservation_outcome_unknown=reservation_outcome_unknown,
     )
 
 
@@ -52,14 +62,51 @@ def finish_cancelled(order_id: int, *, expect: str, reason: str, step: str, code
     )
 
 
-def advance(order_id: int, *, expect: str, events=(), then=None, **changes) -> Order:
-    """Record a step's outcome: lock the order, check it is still at ``expect``, apply, log events."""
+def advance(
+    order_id: int,
+    *,
+    expect: str,
+    events: Iterable[tuple[str, str]] = (),
+    then: Callable[[Order], None] | None = None,
+    saga_step: str | None = None,
+    status: str | None = None,
+    status_reason: str | None = None,
+    status_reason_code: str | None = None,
+    reservation_id: str | None = None,
+    reservation_outcome_unknown: bool | None = None,
+    charge_id: str | None = None,
+    charge_outcome_unknown: bool | None = None,
+    refund_id: str | None = None,
+    stock_released: bool | None = None,
+    total_cents: int | None = None,
+    currency: str | None = None,
+) -> Order:
+    """Record a step's outcome: lock the order, check it is still at ``expect``, apply, log events.
+
+    Every field given (not None) is set on the order; ``events`` are ``(step, note)``
+    pairs for its timeline, and ``then`` runs on the locked order in the same transaction.
+    """
+    changes = {
+        "saga_step": saga_step,
+        "status": status,
+        "status_reason": status_reason,
+        "status_reason_code": status_reason_code,
+        "reservation_id": reservation_id,
+        "reservation_outcome_unknown": reservation_outcome_unknown,
+        "charge_id": charge_id,
+        "charge_outcome_unknown": charge_outcome_unknown,
+        "refund_id": refund_id,
+        "stock_released": stock_released,
+        "total_cents": total_cents,
+        "currency": currency,
+    }
     with transaction.atomic():
         order = Order.objects.select_for_update().get(pk=order_id)
         if order.saga_step != expect:
             raise SagaMoved(f"order {order_id} is at {order.saga_step}, not {expect}")
         for name, value in changes.items():
-            setattr(order, name, value)
+            if value is not None:
+                setattr(order, name, value)
         order.saga_lease_until = leases.lease_end(held_by_worker=leases.is_task(order.saga_runner))
         order.save()
         if then is not None:
@@ -67,7 +114,7 @@ def advance(order_id: int, *, expect: str, events=(), then=None, **changes) -> O
         OrderEvent.objects.bulk_create(
             [OrderEvent(order=order, status=order.status, step=step, note=note[:255]) for step, note in events]
         )
-    if changes.get("saga_step") == SagaStep.DONE:
+    if saga_step == SagaStep.DONE:
         _count_outcome(order)
     return order
 

@@ -44,12 +44,10 @@ def order_saga_give_up(*, order_id: int, expect: str, peer: str) -> None:
     order = Order.objects.get(pk=order_id)
     started = order.events.filter(step="checkout").values_list("created_at", flat=True).last() or order.created_at
     budget = round((order.saga_deadline - started).total_seconds()) if order.saga_deadline else 0
-    changes = {}
-    if expect == SagaStep.RESERVING:
-        # One of the attempts may have reserved before its answer was lost.
-        changes["reservation_outcome_unknown"] = True
+    # One of the attempts may have reserved before its answer was lost.
+    reservation_outcome_unknown = True if expect == SagaStep.RESERVING else None
     start_compensation(order_id, expect=expect, reason=f"Gave up after {budget} s: {peer} unavailable",
-                        code="gave_up", **changes)
+                       code="gave_up", reservation_outcome_unknown=reservation_outcome_unknown)
 
 
 def order_saga_run(
