@@ -11,13 +11,13 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import IntegrityError, transaction
-from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from django.db import transaction
+from rest_framework.exceptions import ValidationError
 
 from chassis.auth import LabUser
 from chassis.client import PeerUnavailable
-from chassis.errors import ServiceError
-from chassis.idempotency import fingerprint
+from chassis.errors import Conflict, Forbidden, NotFound, Unavailable
+from chassis.idempotency import IdempotentCreate, fingerprint
 
 from . import lab
 from .clients import PeerRefused, inventory
@@ -77,15 +77,18 @@ def order_create(
     request_fingerprint = fingerprint(
         {"lines": lines, "payment_method": payment_method, "shipping_address": shipping_address, "checkout": checkout}
     )
-    existing = Order.objects.filter(customer_id=customer_id, idempotency_key=idempotency_key).first()
-    if existing is not None:
-        return _replay(existing, request_fingerprint)
-
-    priced_lines, currency = _priced_lines(lines)
+    once = IdempotentCreate(
+        lookup=lambda: Order.objects.filter(customer_id=customer_id, idempotency_key=idempotency_key).first(),
+        request_fingerprint=request_fingerprint,
+        conflict_message="This Idempotency-Key was already used with a different body; use a new key for a new order.",
+        conflict_extra=lambda order: {"order_id": order.pk},
+    )
     saga = lab.saga_settings()
     in_background = checkout and saga["mode"] == "async"
     runner = (task_runner() if in_background else request_runner()) if checkout else ""
-    try:
+
+    def create() -> Order:
+        priced_lines, currency = _priced_lines(lines)
         with transaction.atomic():
             order = Order.objects.create(
                 customer_id=customer_id,
@@ -108,13 +111,11 @@ def order_create(
                 order.save(update_fields=["saga_deadline"])
                 record_event(order, "queued",
                              f"checkout queued for the worker (gives up after {saga['deadline_seconds']} s)")
-    except IntegrityError:
-        # A concurrent request with the same key won the unique constraint: answer with its order.
-        existing = Order.objects.filter(customer_id=customer_id, idempotency_key=idempotency_key).first()
-        if existing is None:
-            raise
-        return _replay(existing, request_fingerprint)
+        return order
 
+    order, replayed = once.run(create)
+    if replayed:
+        return _replayed(order)
     if in_background:
         send_saga_task(order_id=order.pk, runner=runner)
         return OrderOutcome(order=order, queued=True)
@@ -155,10 +156,9 @@ def order_update(
 
 def _ensure_modifiable(order: Order) -> None:
     if not order.is_draft:
-        raise ServiceError(
-            status_code=409,
+        raise Conflict(
+            f"Only a draft can be modified; this order is {order.status} (saga step {order.saga_step}).",
             code="order_not_modifiable",
-            message=f"Only a draft can be modified; this order is {order.status} (saga step {order.saga_step}).",
         )
 
 
@@ -169,11 +169,10 @@ def _priced_lines(lines: list[dict]) -> tuple[list[OrderLine], str]:
         products = inventory.inventory_products_lookup(skus=skus)
     except (PeerUnavailable, PeerRefused) as exc:
         log.warning("product lookup failed: %s", exc)
-        raise ServiceError(
-            status_code=503,
-            code="dependency_unavailable",
-            message="The inventory service is unavailable, so the products cannot be checked; "
+        raise Unavailable(
+            "The inventory service is unavailable, so the products cannot be checked; "
             "nothing was saved. Try again shortly.",
+            code="dependency_unavailable",
         ) from exc
     unknown = [sku for sku in skus if sku not in products or not products[sku].active]
     if unknown:
@@ -193,14 +192,8 @@ def _priced_lines(lines: list[dict]) -> tuple[list[OrderLine], str]:
     return priced, currencies.pop()
 
 
-def _replay(order: Order, request_fingerprint: str) -> OrderOutcome:
-    if order.request_fingerprint != request_fingerprint:
-        raise ServiceError(
-            status_code=409,
-            code="idempotency_conflict",
-            message="This Idempotency-Key was already used with a different body; use a new key for a new order.",
-            extra={"order_id": order.pk},
-        )
+def _replayed(order: Order) -> OrderOutcome:
+    """Answer a replay of the request that created ``order``, finishing its saga if an earlier run was interrupted."""
     if lab.saga_is_async():
         # The worker finishes it; a replay only re-queues a saga nobody runs any more.
         order_saga_enqueue(order_id=order.pk, note="queued again after a replay of the request")
@@ -222,10 +215,9 @@ def order_checkout(*, order_id: int, user: LabUser) -> OrderOutcome:
     with transaction.atomic():
         order = _order_for_owner(order_id=order_id, user=user, lock=True)
         if not order.is_draft:
-            raise ServiceError(
-                status_code=409,
+            raise Conflict(
+                f"Only a draft can be checked out; this order is {order.status} (saga step {order.saga_step}).",
                 code="order_not_draft",
-                message=f"Only a draft can be checked out; this order is {order.status} (saga step {order.saga_step}).",
             )
         order.saga_step = SagaStep.RESERVING
         order.saga_lease_until = lease_end()
@@ -253,9 +245,7 @@ def order_cancel(*, order_id: int, user: LabUser) -> OrderOutcome:
     with transaction.atomic():
         order = _order_for_owner(order_id=order_id, user=user, lock=True)
         if order.status not in (OrderStatus.PENDING, OrderStatus.CONFIRMED):
-            raise ServiceError(
-                status_code=409, code="order_not_cancellable", message=f"An order that is {order.status} cannot be cancelled."
-            )
+            raise Conflict(f"An order that is {order.status} cannot be cancelled.", code="order_not_cancellable")
         if order.is_draft:
             order.status = OrderStatus.CANCELLED
             order.saga_step = SagaStep.DONE
@@ -265,10 +255,9 @@ def order_cancel(*, order_id: int, user: LabUser) -> OrderOutcome:
             record_event(order, "cancelled", "cancelled by customer (draft)")
             return OrderOutcome(order=order)
         if lease_alive(order):
-            raise ServiceError(
-                status_code=409,
+            raise Conflict(
+                "This order's checkout or cancellation is running right now; try again in a moment.",
                 code="order_not_cancellable",
-                message="This order's checkout or cancellation is running right now; try again in a moment.",
             )
         if order.saga_step == SagaStep.COMPENSATING:
             record_event(order, "compensating", "cancellation resumed")
@@ -285,12 +274,11 @@ def order_cancel(*, order_id: int, user: LabUser) -> OrderOutcome:
 
     order = order_saga_run(order_id=order_id, runner=runner)
     if not order.saga_finished:
-        raise ServiceError(
-            status_code=503,
-            code="dependency_unavailable",
-            message="A service needed to cancel this order is unavailable; what was done is recorded. "
+        raise Unavailable(
+            "A service needed to cancel this order is unavailable; what was done is recorded. "
             "Send the cancel again to finish it.",
-            extra={"order_id": order.pk},
+            code="dependency_unavailable",
+            order_id=order.pk,
         )
     return OrderOutcome(order=order)
 
@@ -301,5 +289,5 @@ def _order_for_owner(*, order_id: int, user: LabUser, lock: bool = False) -> Ord
     if order is None or (order.customer_id != user.id and not user.is_staff):
         raise NotFound("No such order.")
     if order.customer_id != user.id:
-        raise PermissionDenied("Only the customer who placed this order can change it.")
+        raise Forbidden("Only the customer who placed this order can change it.")
     return order
