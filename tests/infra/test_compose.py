@@ -25,6 +25,7 @@ from labctl import config, provision
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 INIT_SQL = ROOT / "deploy" / "mysql-init" / "01-schemas.sql"
+SERVICE_DOCKERFILE = "deploy/service.Dockerfile"
 COLLECTOR = "http://dashboard:8000"
 LOCUST_SERVICES = ("locust-master", "locust-worker")
 # Long-running services without a healthcheck, each saying why in a comment.
@@ -65,6 +66,16 @@ def dockerfile_uid(path: Path) -> str:
     uid = re.search(r"useradd\b[^\n]*--uid (\d+)", path.read_text())
     assert uid, f"{path} creates no user with a fixed --uid"
     return uid.group(1)
+
+
+def image_uid(compose: dict, name: str) -> str:
+    """The uid an app's image runs as: its own Dockerfile's, or the UID the services' Dockerfile is given."""
+    build = compose["services"][name]["build"]
+    if build["dockerfile"] == SERVICE_DOCKERFILE:
+        assert re.search(r"useradd\b[^\n]*--uid \$\{UID\}", (ROOT / SERVICE_DOCKERFILE).read_text())
+        assert re.fullmatch(r"\d+", build["args"]["UID"]), build
+        return build["args"]["UID"]
+    return dockerfile_uid(ROOT / build["dockerfile"])
 
 
 @pytest.fixture(scope="module")
@@ -110,10 +121,15 @@ def test_every_long_running_service_has_a_healthcheck(compose):
 
 
 def test_one_app_service_per_lab_service(compose):
-    """Ensure each app (services and dashboard) is built from its own Dockerfile with the repo as context."""
+    """Ensure each service is built from the one services' Dockerfile for its SERVICE, the dashboard from its own."""
     for service in config.APPS:
         app = compose["services"][compose_name(service)]
-        assert app["build"] == {"context": ".", "dockerfile": f"{service.directory}/Dockerfile"}
+        if service is config.DASHBOARD:
+            assert app["build"] == {"context": ".", "dockerfile": "dashboard/Dockerfile"}
+        else:
+            assert app["build"]["context"] == "."
+            assert app["build"]["dockerfile"] == SERVICE_DOCKERFILE
+            assert app["build"]["args"]["SERVICE"] == service.directory
         assert f"127.0.0.1:{service.port}:{service.port}" in app["ports"]
         assert f"127.0.0.1:{service.port}/health/" in " ".join(app["healthcheck"]["test"])
 
@@ -205,22 +221,35 @@ def test_init_sql_really_walls_users_in(mysql_admin, init_sql):
             provision.mysql_drop(conn, schema=schema, hosts=("%",))
 
 
+def test_no_service_keeps_a_dockerfile_of_its_own():
+    """Ensure the services' one Dockerfile is the only one: no image of a service can drift from the others."""
+    for service in config.SERVICES:
+        assert not (ROOT / service.directory / "Dockerfile").exists(), service.directory
+    assert "ARG SERVICE" in (ROOT / SERVICE_DOCKERFILE).read_text()
+
+
 def test_each_app_migrates_seeds_then_serves_on_its_port(compose):
-    """Ensure a container brings its schema up to date (and seeds it) before gunicorn takes requests."""
+    """Ensure every app runs the one command: schema up to date (and seeded) before gunicorn takes requests."""
+    commands = [compose["services"][compose_name(service)]["command"] for service in config.APPS]
+    assert all(command == commands[0] for command in commands)
+    command = commands[0]
+    script = command[-1]
+    assert command[:2] == ["sh", "-c"]
+    # The script's "$$NAME" is the container's $NAME (compose's escape).
+    assert script.index("migrate --noinput") < script.index("seed_lab") < script.index("gunicorn")
+    assert 'if [ -n "$$SEED_LAB" ]; then python manage.py seed_lab; fi' in script
+    assert "--bind 0.0.0.0:$$PORT" in script
+    assert "--config python:chassis.gunicorn_conf" in script
+    assert "rm -rf $$PROMETHEUS_MULTIPROC_DIR && mkdir -p $$PROMETHEUS_MULTIPROC_DIR && exec gunicorn" in script
+    assert "config.wsgi:application" in script
     for service in config.APPS:
-        command = compose["services"][compose_name(service)]["command"]
-        script = command[-1]
-        assert command[:2] == ["sh", "-c"]
+        env = compose["services"][compose_name(service)]["environment"]
+        assert env["PORT"] == str(service.port)
+        assert env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
         if service.seeded:
-            assert script.index("migrate --noinput") < script.index("seed_lab") < script.index("gunicorn")
+            assert env["SEED_LAB"] == "1", service.short
         else:
-            assert "seed_lab" not in script
-            assert script.index("migrate --noinput") < script.index("gunicorn")
-        assert f"--bind 0.0.0.0:{service.port}" in script
-        assert "--config python:chassis.gunicorn_conf" in script
-        metrics = compose["services"][compose_name(service)]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
-        assert f"rm -rf {metrics} && mkdir -p {metrics} && exec gunicorn" in script
-        assert "config.wsgi:application" in script
+            assert "SEED_LAB" not in env, service.short
 
 
 def test_key_owners_match_the_users_in_the_dockerfiles(compose):
@@ -229,7 +258,7 @@ def test_key_owners_match_the_users_in_the_dockerfiles(compose):
     owners = dict(arg.split("=", 1) for arg in command if "=" in arg)
     assert set(owners) == {s.short for s in config.APPS} == signing_identities()
     for service in config.APPS:
-        uid = dockerfile_uid(ROOT / service.directory / "Dockerfile")
+        uid = image_uid(compose, compose_name(service))
         assert owners[service.short].split(":")[0] == uid, service.short
     # Locust's lab admin calls are signed with the dashboard's key.
     assert dockerfile_uid(ROOT / "loadtests" / "Dockerfile") == owners["dashboard"].split(":")[0]
@@ -253,8 +282,11 @@ def test_keys_job_creates_a_key_for_each_signing_identity(compose, tmp_path):
 def test_worker_and_beat_run_labctls_commands_with_orders_settings(compose):
     """Ensure worker and beat are the order image, with order's env and labctl's supervisor commands."""
     order = compose["services"]["order-service"]
-    order_env = {k: v for k, v in order["environment"].items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    dockerfile = (ROOT / "order_service" / "Dockerfile").read_text()
+    # What only the web container's one command reads (how it serves) is not the worker's business.
+    serving = {"PROMETHEUS_MULTIPROC_DIR", "PORT", "SEED_LAB"}
+    order_env = {k: v for k, v in order["environment"].items() if k not in serving}
+    assert order["build"]["args"]["SERVICE"] == "order_service"
+    dockerfile = (ROOT / order["build"]["dockerfile"]).read_text()
     for worker in config.WORKERS:
         assert worker.app.short == "order"
         background = compose["services"][worker.short]
