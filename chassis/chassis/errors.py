@@ -112,14 +112,6 @@ def http_status_of(exc: ApplicationError) -> int:
     return next(HTTP_STATUS[cls] for cls in type(exc).__mro__ if cls in HTTP_STATUS)
 
 
-class ServiceError(ApplicationError):
-    """Deprecated: a refusal with its own status; raise one of the errors above instead."""
-
-    def __init__(self, *, status_code: int, code: str, message: str, fields: dict | None = None, extra=None):
-        self.status_code = status_code
-        super().__init__(message, code=code, fields=fields, **(extra or {}))
-
-
 class ErrorOutput(serializers.Serializer):
     """The error body, for the OpenAPI schema: every service documents its errors with it."""
 
@@ -162,8 +154,7 @@ def exception_handler(exc, context):
         exc = exceptions.PermissionDenied()
     if isinstance(exc, ApplicationError):
         body = error_body(exc.code, exc.message, exc.fields, **exc.extra)
-        status_code = exc.status_code if isinstance(exc, ServiceError) else http_status_of(exc)
-        return Response(body, status=status_code, headers=exc.headers or None)
+        return Response(body, status=http_status_of(exc), headers=exc.headers or None)
     if isinstance(exc, DatabaseError):
         log.warning("database error answered as 503: %s", exc)
         return Response(
