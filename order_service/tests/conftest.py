@@ -338,30 +338,59 @@ def async_saga():
     return lab.saga_settings_update(mode="async", deadline_seconds=120)
 
 
-@dataclass
 class Queued:
-    """The saga tasks sent to the broker: ``(order_id, task id)``; ``run()`` plays the worker."""
+    """The saga tasks sent to the broker: ``(order_id, task id)``; ``run()`` plays the worker.
 
-    sent: list = field(default_factory=list)
+    A task is sent when the transaction that queued it commits (``transaction.on_commit``).
+    The test's own transaction never commits, so reading ``sent`` (or ``run()``) first plays
+    the commit of what the code under test has done so far: its on_commit callbacks run then.
+    """
+
+    def __init__(self, capture_on_commit):
+        self._capture_on_commit = capture_on_commit
+        self._capturing = None
+        self._sent: list = []
+        self.commit()
+
+    def commit(self) -> None:
+        """Run the on_commit callbacks registered since the last call, as the commit of their transactions would."""
+        if self._capturing is not None:
+            self._capturing.__exit__(None, None, None)
+        self._capturing = self._capture_on_commit(execute=True)
+        self._capturing.__enter__()
+
+    def close(self) -> None:
+        if self._capturing is not None:
+            self._capturing.__exit__(None, None, None)
+            self._capturing = None
+
+    @property
+    def sent(self) -> list:
+        self.commit()
+        return self._sent
+
+    def record(self, order_id: int, task_id: str) -> None:
+        self._sent.append((order_id, task_id))
 
     def run(self) -> list:
         """Run every task sent so far, once each, as the worker would; return their retry countdowns (or None)."""
         from orders import background
 
-        pending, self.sent = self.sent, []
+        pending, self._sent = self.sent, []
         return [background.order_saga_work(order_id=order_id, runner=runner) for order_id, runner in pending]
 
 
 @pytest.fixture
-def queued(monkeypatch) -> Queued:
+def queued(monkeypatch, django_capture_on_commit_callbacks) -> Queued:
     """Catch the saga tasks instead of sending them (nothing is published)."""
-    record = Queued()
+    record = Queued(django_capture_on_commit_callbacks)
 
     def apply_async(args=None, task_id=None, **_options):
-        record.sent.append((args[0], task_id))
+        record.record(args[0], task_id)
 
     monkeypatch.setattr(tasks.order_saga_task, "apply_async", apply_async)
-    return record
+    yield record
+    record.close()
 
 
 def client_for(user_id: int, *, staff: bool = False) -> APIClient:

@@ -1,6 +1,7 @@
 """The async saga: POST answers 202 at once, the worker's task runs the saga, replays and redeliveries are harmless."""
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from orders import saga, tasks
@@ -161,6 +162,8 @@ def test_switching_back_to_sync_runs_the_next_checkout_in_the_request(alice, das
     assert len(queued.sent) == 1
 
 
+# Real commits: the task is sent when the request's transaction commits, before the answer is written.
+@pytest.mark.django_db(transaction=True)
 def test_an_unreachable_broker_keeps_the_order_for_the_recovery_job(alice, async_saga, monkeypatch):
     """Ensure a broker that refuses the task still answers 202, frees the lease and says so in the history."""
 
@@ -175,6 +178,22 @@ def test_an_unreachable_broker_keeps_the_order_for_the_recovery_job(alice, async
     order = Order.objects.get(pk=response.data["id"])
     assert order.saga_lease_until is None  # the recovery job picks it up at its next run
     assert response.data["history"][-1]["step"] == "queue_failed"
+
+
+def test_a_rolled_back_transaction_queues_no_task(alice, async_saga, queued):
+    """Ensure the saga's task is sent only when the transaction that queued it commits, never when it rolls back."""
+    order_id = place(alice).data["id"]
+    queued.sent.clear()
+    Order.objects.filter(pk=order_id).update(saga_lease_until=None)  # nobody runs it: it may be queued again
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        assert saga.order_saga_enqueue(order_id=order_id, note="queued in a transaction that fails")
+        raise RuntimeError("rolled back")
+
+    assert queued.sent == []
+    assert Order.objects.get(pk=order_id).saga_lease_until is None
+    assert saga.order_saga_enqueue(order_id=order_id, note="queued again")
+    assert [sent_id for sent_id, _ in queued.sent] == [order_id]
 
 
 def test_the_task_wrapper_retries_with_the_countdown_and_keeps_its_id(alice, async_saga, queued, fake_payment,

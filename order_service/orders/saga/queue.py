@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
 from django.db import transaction
@@ -40,17 +41,23 @@ def order_saga_enqueue(*, order_id: int, note: str) -> bool:
             order.saga_deadline = order.created_at + timedelta(seconds=lab.saga_settings()["deadline_seconds"])
         order.save(update_fields=["saga_lease_until", "saga_runner", "saga_deadline", "updated_at"])
         record_event(order, "queued", f"{note} (at step {order.saga_step})")
-    send_saga_task(order_id=order_id, runner=runner)
+        send_saga_task(order_id=order_id, runner=runner)
     return True
 
 
 def send_saga_task(*, order_id: int, runner: str) -> None:
-    """Queue the worker's task for this order, named ``runner`` (the lease's holder).
+    """Queue the worker's task for this order, named ``runner`` (the lease's holder), once the transaction commits.
 
-    If the broker cannot take it, the lease is given back so that the recovery
-    job queues the saga again as soon as the broker is back.
+    Called inside the transaction that hands the order to ``runner``: a
+    transaction rolled back queues nothing, and the worker never runs an order
+    it cannot see yet. If the broker cannot take the task, the lease is given
+    back so that the recovery job queues the saga again as soon as the broker is back.
     """
-    from ..tasks import order_saga_task  # tasks import this module
+    transaction.on_commit(partial(_publish, order_id=order_id, runner=runner))
+
+
+def _publish(*, order_id: int, runner: str) -> None:
+    from ..tasks import order_saga_task  # tasks import this package
 
     try:
         order_saga_task.apply_async(args=[order_id], task_id=runner)
