@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from labctl.audit import run_audit
-from labctl.labapi import LabApiError
+from labctl.facade import LabApiError, run_audit
 
 from . import lab, tracing
 from .labs import lab_api

@@ -9,11 +9,11 @@ service's own validation message next to the form that caused it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from django.conf import settings
 
 from chassis import parts
+from labctl import facade
 
 from . import peers
 
@@ -203,26 +203,10 @@ def saga_set(mode: str) -> peers.Call:
 # --- processes (supervisord, through labctl) -----------------------------------------------
 
 
-def _supervisor():
-    """(labctl.supervisor module, Paths) or None when labctl is not importable."""
-    try:
-        from labctl import supervisor
-        from labctl.config import Paths
-    except ImportError:
-        return None
-    return supervisor, Paths(Path(settings.LAB_ROOT))
-
-
 def supervisor_programs() -> dict[str, dict] | None:
     """Supervisor's programs by name (``statename``, ``group``, ``pid``...), or None when it is not running."""
-    found = _supervisor()
-    if found is None:
-        return None
-    supervisor, paths = found
     try:
-        if not supervisor.is_running(paths):
-            return None
-        return supervisor.process_info(paths)
+        return facade.supervisor_programs(settings.LAB_ROOT)
     except Exception:  # noqa: BLE001 — the overview says "unknown" instead
         return None
 
@@ -244,13 +228,8 @@ def worker_kill() -> tuple[bool, str]:
     """SIGKILL the worker's processes through ``labctl.process``; supervisord's autorestart brings it back."""
     name = settings.DASHBOARD_WORKER_PROGRAM
     try:
-        from labctl import process
-        from labctl.config import Paths
-    except ImportError:
-        return False, "labctl is not installed next to the dashboard, so it cannot reach the process manager."
-    try:
-        lines = process.process_fault(Paths(Path(settings.LAB_ROOT)), program=name, action="kill")
-    except process.ProcessFaultError as exc:
+        lines = facade.program_kill(settings.LAB_ROOT, name)
+    except facade.ProcessFaultError as exc:
         if "has no program named" in str(exc):
             return False, (f"There is no '{name}' program under the process manager yet: the Celery worker "
                            f"arrives with the asynchronous saga. ({exc})")

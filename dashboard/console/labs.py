@@ -21,11 +21,17 @@ from django.conf import settings
 from django.utils.safestring import mark_safe
 
 from chassis import auth as chassis_auth
-from labctl.config import Paths
-from labctl.labapi import LabApi
-from labctl.labs.context import LabContext
-from labctl.labs.engine import CHECK_MARKER, QUESTIONS_MARKER, Engine, load_lab
-from labctl.labs.model import CheckError, LabDef
+from labctl.facade import (
+    CHECK_MARKER,
+    QUESTIONS_MARKER,
+    CheckError,
+    Engine,
+    LabApi,
+    LabContext,
+    LabDef,
+    lab_paths,
+    load_lab,
+)
 
 from . import auth
 from .models import LabProgress
@@ -50,7 +56,7 @@ class DashboardLabApi(LabApi):
 
 def lab_api(*, timeout: float = 10.0) -> DashboardLabApi:
     """The lab admin's API at the URLs this dashboard uses for the services."""
-    return DashboardLabApi(Paths(Path(settings.LAB_ROOT)), urls=dict(settings.CHASSIS["PEERS"]), timeout=timeout)
+    return DashboardLabApi(lab_paths(settings.LAB_ROOT), urls=dict(settings.CHASSIS["PEERS"]), timeout=timeout)
 
 
 class DbStore:

@@ -1,46 +1,29 @@
-"""The Load page's data and actions: Locust runs through ``labctl.load``, against the services this dashboard watches.
+"""The Load page's data and actions: Locust runs through labctl, against the services this dashboard watches.
 
-Runs are processes of their own (``labctl.load.start_run``) that outlive any
-request; their figures are files under ``var/loadtests/`` which
-``run_status`` reads. Every function here answers something a page can
-draw, whether ``labctl.load`` exists, a run died, or its files are half written.
+Runs are processes of their own (``labctl.facade.load_start``) that outlive
+any request; their figures are files under ``var/loadtests/`` which
+``load_status`` reads. Every function here answers something a page can
+draw, whether a run died or its files are half written.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from django.conf import settings
+
+from labctl import facade
 
 from . import tracing
 
 
-def _module():
-    try:
-        from labctl import load
-        from labctl.config import Paths
-    except ImportError:
-        return None
-    return load, Paths(Path(settings.LAB_ROOT))
-
-
-def available() -> bool:
-    return _module() is not None
-
-
 def scenarios() -> tuple[str, ...]:
-    found = _module()
-    return tuple(found[0].SCENARIOS) if found else ()
+    return facade.load_scenarios()
 
 
 def runs(*, limit: int = 20) -> list[dict]:
-    found = _module()
-    if found is None:
-        return []
-    load, paths = found
     try:
-        return load.list_runs(paths, limit=limit)
+        return facade.load_runs(settings.LAB_ROOT, limit=limit)
     except Exception:  # noqa: BLE001 — a half-written run directory must not break the page
         return []
 
@@ -55,13 +38,9 @@ def running() -> dict | None:
 
 def status(run_id: str) -> tuple[dict | None, str]:
     """(the run's status, "") or (None, why not)."""
-    found = _module()
-    if found is None:
-        return None, "labctl.load is not installed next to the dashboard"
-    load, paths = found
     try:
-        return load.run_status(run_id, paths, history_points=240), ""
-    except load.LoadError as exc:
+        return facade.load_status(settings.LAB_ROOT, run_id, history_points=240), ""
+    except facade.LoadError as exc:
         return None, str(exc)
     except Exception as exc:  # noqa: BLE001
         return None, f"could not read the run: {type(exc).__name__}: {exc}"
@@ -92,30 +71,22 @@ def start_request_from_form(data) -> tuple[StartRequest | None, str]:
 
 def start(request: StartRequest) -> tuple[str | None, str]:
     """(run id, "") or (None, why it did not start). The run targets the services this dashboard watches."""
-    found = _module()
-    if found is None:
-        return None, "labctl.load is not installed next to the dashboard"
-    load, paths = found
-    spec = load.RunSpec(scenario=request.scenario, users=request.users, spawn_rate=request.spawn_rate,
-                        duration=request.duration, workers=request.workers, urls=dict(settings.CHASSIS["PEERS"]))
     try:
         with tracing.untraced():  # its health check before starting is the dashboard's, not traffic
-            return load.start_run(spec, paths), ""
-    except load.LoadError as exc:
+            return facade.load_start(settings.LAB_ROOT, scenario=request.scenario, users=request.users,
+                                     spawn_rate=request.spawn_rate, duration=request.duration,
+                                     workers=request.workers, urls=settings.CHASSIS["PEERS"]), ""
+    except facade.LoadError as exc:
         return None, str(exc)
     except Exception as exc:  # noqa: BLE001
         return None, f"the run could not start: {type(exc).__name__}: {exc}"
 
 
 def stop(run_id: str) -> tuple[bool, str]:
-    found = _module()
-    if found is None:
-        return False, "labctl.load is not installed next to the dashboard"
-    load, paths = found
     try:
-        return (True, "Asked the run to stop; Locust writes its report first.") if load.stop_run(run_id, paths) \
-            else (False, "The run is not running.")
-    except load.LoadError as exc:
+        return (True, "Asked the run to stop; Locust writes its report first.") \
+            if facade.load_stop(settings.LAB_ROOT, run_id) else (False, "The run is not running.")
+    except facade.LoadError as exc:
         return False, str(exc)
 
 

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from labctl.labs.engine import LabNotFound
+from labctl.facade import LabNotFound
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from collector import selectors as traces
@@ -360,7 +360,6 @@ def load(request):
     directory = links.loadtests_dir()
     return render(request, "console/load.html", {
         "page": "load",
-        "available": load_runs.available(),
         "loadtests": directory is not None,
         "scenarios": load_runs.scenarios(),
         "runs": load_runs.runs(),

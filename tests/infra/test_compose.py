@@ -336,7 +336,11 @@ def test_dashboard_links_browsers_to_the_published_ports(compose):
     # labctl (Audit, Load pages) reads the dashboard's key from $LAB_ROOT/var/keys.
     assert env["LAB_KEYS_DIR"] == f"{env['LAB_ROOT']}/var/keys"
     dockerfile = (ROOT / "dashboard" / "Dockerfile").read_text()
-    assert "COPY labctl/ /app/labctl/" in dockerfile and "/app/labctl" in re.search(r"pip install .*", dockerfile)[0]
+    assert "COPY labctl/ /app/labctl/" in dockerfile and "-r requirements.txt" in re.search(r"pip install .*", dockerfile)[0]
+    # The dashboard declares labctl (and the chassis it needs), relative to its WORKDIR /app/dashboard.
+    requirements = (ROOT / "dashboard" / "requirements.txt").read_text().splitlines()
+    assert "-e ../labctl" in requirements and "-e ../chassis" in requirements
+    assert "WORKDIR /app/dashboard" in dockerfile
     assert "COPY loadtests/ /app/loadtests/" in dockerfile
 
 
