@@ -133,8 +133,11 @@ class ServiceClient:
         except PeerUnavailable as exc:
             if exc.rejected:
                 metrics.PEER_CALLS.labels(self.peer, "rejected").inc()
-                telemetry.event("lab.breaker_rejected" if "circuit" in exc.reason else "lab.bulkhead_rejected",
-                                peer=self.peer, reason=exc.reason)
+                telemetry.event(
+                    "lab.breaker_rejected" if "circuit" in exc.reason else "lab.bulkhead_rejected",
+                    peer=self.peer,
+                    reason=exc.reason,
+                )
             else:
                 metrics.PEER_CALLS.labels(self.peer, "unavailable").inc()
             if fallback_key and switches["fallback"]["enabled"]:
@@ -241,7 +244,7 @@ def _apply_dependency_fault(peer: str, read_timeout: float) -> None:
         return
     faults.record_hit(fault)
     if fault["mode"] == "delay":
-        faults.sleep(faults._delay_seconds(fault))
+        faults.sleep(faults.delay_seconds(fault))
     elif fault["mode"] == "fail":
         raise requests.ConnectionError(f"NewConnectionError: injected fault {fault['id']}: connection refused")
     else:  # hang: nothing comes back until the caller gives up

@@ -37,8 +37,15 @@ class ApplicationError(Exception):
     default_code = "refused"
     default_message = "The request was refused."
 
-    def __init__(self, message: str | None = None, *, code: str | None = None, fields: dict | None = None,
-                 headers: dict | None = None, **extra):
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        fields: dict | None = None,
+        headers: dict | None = None,
+        **extra,
+    ):
         self.code = code or self.default_code
         self.message = message or self.default_message
         self.fields = fields

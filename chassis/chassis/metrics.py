@@ -23,8 +23,12 @@ from prometheus_client.core import GaugeMetricFamily
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.4, 0.6, 1.0, 2.5, 5.0, 10.0)
 
-HTTP_REQUESTS = Counter("lab_http_requests_total", "Requests served, by route and status.", ["method", "route", "status"])
-HTTP_DURATION = Histogram("lab_http_request_duration_seconds", "Time to serve a request, by route.", ["route"], buckets=BUCKETS)
+HTTP_REQUESTS = Counter(
+    "lab_http_requests_total", "Requests served, by route and status.", ["method", "route", "status"]
+)
+HTTP_DURATION = Histogram(
+    "lab_http_request_duration_seconds", "Time to serve a request, by route.", ["route"], buckets=BUCKETS
+)
 PEER_CALLS = Counter("lab_peer_calls_total", "Calls to peers, by outcome.", ["peer", "outcome"])
 RETRIES = Counter("lab_retries_total", "Extra attempts made by the client, by peer.", ["peer"])
 FAULTS_INJECTED = Counter("lab_faults_injected_total", "Injected faults that bit, by kind.", ["kind"])
@@ -57,10 +61,12 @@ def _breaker_states():
 
     codes = {"closed": 0, "half-open": 1, "open": 2}
     states = resilience.breaker_states(settings.CHASSIS.get("DEPENDS_ON", []))
-    return [((peer, ), codes.get(s["state"], 0)) for peer, s in states.items()]
+    return [((peer,), codes.get(s["state"], 0)) for peer, s in states.items()]
 
 
-register_live_gauge("lab_breaker_state", "Breaker state per peer: 0 closed, 1 half-open, 2 open.", ["peer"], _breaker_states)
+register_live_gauge(
+    "lab_breaker_state", "Breaker state per peer: 0 closed, 1 half-open, 2 open.", ["peer"], _breaker_states
+)
 
 
 @csrf_exempt

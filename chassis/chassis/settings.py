@@ -30,10 +30,7 @@ def lab_root(base_dir: Path) -> Path:
 
 def peer_urls(env: environ.Env) -> dict[str, str]:
     """Base URL of every service, by short name, from ``<NAME>_SERVICE_URL``."""
-    return {
-        app.name: env.str(app.env_var, default=app.default_url).rstrip("/")
-        for app in parts.APPS
-    }
+    return {app.name: env.str(app.env_var, default=app.default_url).rstrip("/") for app in parts.APPS}
 
 
 def _shifted_redis_db(url: str, offset: int) -> str:
@@ -109,7 +106,9 @@ def build(
         # see the same faults, switches and throttle counts (slower, but shared).
         cache = {
             "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-            "LOCATION": str(root / "var" / "cache" / (f"test-{service}" if "PYTEST_VERSION" in os.environ else service)),
+            "LOCATION": str(
+                root / "var" / "cache" / (f"test-{service}" if "PYTEST_VERSION" in os.environ else service)
+            ),
         }
 
     return {

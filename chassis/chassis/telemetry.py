@@ -90,11 +90,12 @@ class RequestIdSpanProcessor(SpanProcessor):
             span.set_attribute("lab.request_id", request_id)
 
 
-
 @contextlib.contextmanager
 def span(name: str, **attributes):
     """A child span of the current one (``saga.reserve``, ...); records an exception as an error."""
-    with tracer.start_as_current_span(name, attributes={k: v for k, v in attributes.items() if v is not None}) as current:
+    with tracer.start_as_current_span(
+        name, attributes={k: v for k, v in attributes.items() if v is not None}
+    ) as current:
         yield current
 
 

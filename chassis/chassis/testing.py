@@ -10,8 +10,15 @@ from . import auth
 def user_token(*, user_id: int, email: str = "", name: str = "", staff: bool = False, ttl: int = 900, **extra) -> str:
     """An access token as user_service issues it (signed with the ``user`` key)."""
     now = int(time.time())
-    claims = {"typ": "access", "sub": str(user_id), "email": email or f"user{user_id}@lab.local",
-              "name": name or f"User {user_id}", "staff": staff, "exp": now + ttl, **extra}
+    claims = {
+        "typ": "access",
+        "sub": str(user_id),
+        "email": email or f"user{user_id}@lab.local",
+        "name": name or f"User {user_id}",
+        "staff": staff,
+        "exp": now + ttl,
+        **extra,
+    }
     return auth.sign(claims, issuer="user")
 
 

@@ -12,8 +12,8 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from .health import health
-from .metrics import metrics_view
 from .lab.views import FaultDetailApi, FaultsApi, ResilienceApi
+from .metrics import metrics_view
 
 
 def chassis_urlpatterns() -> list:

@@ -1,9 +1,9 @@
 import pytest
+from rest_framework.test import APIClient
 
 from chassis import client as client_module
 
 from .peers import ScriptedPeer
-from rest_framework.test import APIClient
 
 
 @pytest.fixture

@@ -19,7 +19,9 @@ class ScriptedPeer:
             def _answer(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                peer.received.append({"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body})
+                peer.received.append(
+                    {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
+                )
                 status, payload = peer.script.pop(0) if peer.script else (200, {"ok": True})
                 if peer.delay:
                     time.sleep(peer.delay)

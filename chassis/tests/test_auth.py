@@ -44,7 +44,9 @@ def test_expired_token_is_401(api):
 def test_tampered_token_is_401(api):
     """Ensure changing the payload breaks the signature."""
     header, _payload, signature = user_token(user_id=1).split(".")
-    forged_payload = _b64({"iss": "user", "typ": "access", "sub": "1", "staff": True, "iat": 1, "exp": int(time.time()) + 60})
+    forged_payload = _b64(
+        {"iss": "user", "typ": "access", "sub": "1", "staff": True, "iat": 1, "exp": int(time.time()) + 60}
+    )
     response = api.get("/staff/", **bearer(f"{header}.{forged_payload}.{signature}"))
     assert response.status_code == 401
 
@@ -66,9 +68,11 @@ def test_hs256_signed_with_public_key_is_refused(api):
     import hmac
 
     signing_input = f"{header}.{_b64(claims)}"
-    signature = base64.urlsafe_b64encode(
-        hmac.new(public_pem.encode(), signing_input.encode(), hashlib.sha256).digest()
-    ).rstrip(b"=").decode()
+    signature = (
+        base64.urlsafe_b64encode(hmac.new(public_pem.encode(), signing_input.encode(), hashlib.sha256).digest())
+        .rstrip(b"=")
+        .decode()
+    )
     assert api.get("/whoami/", **bearer(f"{signing_input}.{signature}")).status_code == 401
 
 

@@ -10,7 +10,6 @@ from chassis.client import PeerUnavailable, ServiceClient
 from chassis.requestid import bind_request_id
 
 
-
 def test_get_is_retried_on_503_then_succeeds(peer):
     """Ensure an idempotent call survives transient 503s and reports its attempts."""
     peer.script = [(503, None), (503, None), (200, {"items": [1]})]
@@ -42,7 +41,9 @@ def test_post_with_idempotency_key_is_retried_with_the_same_key(peer):
 def test_4xx_is_an_answer_not_a_failure(peer):
     """Ensure business refusals come back to the caller without retries."""
     peer.script = [(409, {"code": "insufficient_stock"})]
-    response = ServiceClient("inventory", base_url=peer.url).post("/internal/reservations/", json={}, idempotency_key="k-12345678")
+    response = ServiceClient("inventory", base_url=peer.url).post(
+        "/internal/reservations/", json={}, idempotency_key="k-12345678"
+    )
     assert response.status == 409 and response.data["code"] == "insufficient_stock"
     assert len(peer.received) == 1
 

@@ -19,7 +19,7 @@ def test_malformed_json_is_a_400(api):
     assert response.json()["code"] == "parse_error"
 
 
-@pytest.mark.parametrize("payload", ['[1,2]', '"text"', "null", '{"name": {"a": 1}, "quantity": "many"}'])
+@pytest.mark.parametrize("payload", ["[1,2]", '"text"', "null", '{"name": {"a": 1}, "quantity": "many"}'])
 def test_wrong_shapes_are_400(api, payload):
     """Ensure JSON of the wrong shape is refused with 400."""
     response = api.post("/echo/", data=payload, content_type="application/json")
@@ -73,8 +73,15 @@ def test_schema_generates_without_warnings(tmp_path):
     """Ensure the routes every service inherits from the chassis make a valid schema without warnings."""
     from django.core.management import call_command
 
-    call_command("spectacular", "--validate", "--fail-on-warn", "--urlconf", "tests.chassis_only_urls",
-                 "--file", str(tmp_path / "schema.yml"))
+    call_command(
+        "spectacular",
+        "--validate",
+        "--fail-on-warn",
+        "--urlconf",
+        "tests.chassis_only_urls",
+        "--file",
+        str(tmp_path / "schema.yml"),
+    )
 
 
 def test_django_http404_keeps_the_not_found_code(api):

@@ -63,7 +63,9 @@ def test_other_request_under_the_same_key_is_a_conflict_with_its_extra_keys():
     with pytest.raises(IdempotencyConflict) as refused:
         once.run(store.create("k", {"x": 2}))
     assert (refused.value.code, refused.value.message, refused.value.extra) == (
-        "idempotency_conflict", "Used for another thing.", {"id": 1}
+        "idempotency_conflict",
+        "Used for another thing.",
+        {"id": 1},
     )
 
 

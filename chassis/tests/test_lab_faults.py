@@ -34,20 +34,25 @@ def test_only_the_lab_admin_may_touch_faults(api):
     assert api.get("/_lab/faults/", **bearer(user_token(user_id=1))).status_code == 403
     assert api.get("/_lab/faults/", **bearer(service_token(caller="order", audience="inventory"))).status_code == 403
     assert api.get("/_lab/faults/", **bearer(user_token(user_id=2, staff=True))).status_code == 200
-    assert api.get("/_lab/faults/", **bearer(service_token(caller="dashboard", audience="inventory"))).status_code == 200
+    assert (
+        api.get("/_lab/faults/", **bearer(service_token(caller="dashboard", audience="inventory"))).status_code == 200
+    )
 
 
-@pytest.mark.parametrize("fault", [
-    {"kind": "meteor"},
-    {"kind": "error", "probability": 2},
-    {"kind": "latency"},
-    {"kind": "dependency"},
-    {"kind": "dependency", "target": "payment", "mode": "slow"},
-    {"kind": "database", "mode": "hang"},
-    {"kind": "error", "status": 200},
-    {"kind": "error", "ttl_seconds": 0},
-    {"kind": "error", "path_prefix": "no-slash"},
-])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "meteor"},
+        {"kind": "error", "probability": 2},
+        {"kind": "latency"},
+        {"kind": "dependency"},
+        {"kind": "dependency", "target": "payment", "mode": "slow"},
+        {"kind": "database", "mode": "hang"},
+        {"kind": "error", "status": 200},
+        {"kind": "error", "ttl_seconds": 0},
+        {"kind": "error", "path_prefix": "no-slash"},
+    ],
+)
 def test_bad_faults_are_400(api, admin_headers, fault):
     """Ensure a malformed fault is refused with a field message and nothing is stored."""
     response = api.put("/_lab/faults/", fault, format="json", **admin_headers)
@@ -87,7 +92,9 @@ def test_error_ratio_follows_the_probability(api, admin_headers, monkeypatch):
     """Ensure a 30% error fault fails about 30% of 400 calls (seeded, so the test is stable)."""
     monkeypatch.setattr(faults, "rng", random.Random(7))
     put_fault(api, admin_headers, kind="error", status=500, probability=0.3, path_prefix="/echo/")
-    failures = sum(api.post("/echo/", {"name": "a", "quantity": 1}, format="json").status_code == 500 for _ in range(400))
+    failures = sum(
+        api.post("/echo/", {"name": "a", "quantity": 1}, format="json").status_code == 500 for _ in range(400)
+    )
     assert 0.23 < failures / 400 < 0.37
 
 
@@ -145,7 +152,9 @@ def test_a_change_is_seen_by_another_process_within_the_refresh(settings, monkey
     assert faults.faults_active() == []
     from django.core.cache import cache
 
-    cache.set("lab:faults", {"x": {"id": "x", "kind": "outage", "created_at": 1, "expires_at": None}})  # another process
+    cache.set(
+        "lab:faults", {"x": {"id": "x", "kind": "outage", "created_at": 1, "expires_at": None}}
+    )  # another process
     assert faults.faults_active() == []  # still within this process's refresh window
     now[0] += settings.CHASSIS["LAB_STATE_REFRESH"] + 0.01
     assert [f["id"] for f in faults.faults_active()] == ["x"]

@@ -1,5 +1,6 @@
 """/metrics counts what happened."""
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from chassis.client import PeerUnavailable, ServiceClient
@@ -27,12 +28,21 @@ def test_requests_are_counted_by_route_and_status(client):
         client.post("/echo/", {"name": "a", "quantity": 1}, content_type="application/json")
     client.post("/echo/", {"name": "a", "quantity": 0}, content_type="application/json")
     after = scrape(client)
-    assert value(after, "lab_http_requests_total", method="POST", route="/echo/", status="201") - \
-        value(before, "lab_http_requests_total", method="POST", route="/echo/", status="201") == 3
-    assert value(after, "lab_http_requests_total", method="POST", route="/echo/", status="400") - \
-        value(before, "lab_http_requests_total", method="POST", route="/echo/", status="400") == 1
-    assert value(after, "lab_http_request_duration_seconds_count", route="/echo/") - \
-        value(before, "lab_http_request_duration_seconds_count", route="/echo/") == 4
+    assert (
+        value(after, "lab_http_requests_total", method="POST", route="/echo/", status="201")
+        - value(before, "lab_http_requests_total", method="POST", route="/echo/", status="201")
+        == 3
+    )
+    assert (
+        value(after, "lab_http_requests_total", method="POST", route="/echo/", status="400")
+        - value(before, "lab_http_requests_total", method="POST", route="/echo/", status="400")
+        == 1
+    )
+    assert (
+        value(after, "lab_http_request_duration_seconds_count", route="/echo/")
+        - value(before, "lab_http_request_duration_seconds_count", route="/echo/")
+        == 4
+    )
 
 
 def test_fault_hits_and_peer_outcomes_are_counted(client, api, peer, settings):
@@ -45,15 +55,28 @@ def test_fault_hits_and_peer_outcomes_are_counted(client, api, peer, settings):
     peer.script = [(503, None), (200, {})]
     ServiceClient("payment", base_url=peer.url).get("/x/")
     api.put("/_lab/faults/", {"kind": "dependency", "target": "payment", "mode": "fail"}, format="json", **admin)
-    try:
+    with pytest.raises(PeerUnavailable):
         ServiceClient("payment", base_url=peer.url).get("/x/")
-    except PeerUnavailable:
-        pass
     after = scrape(client)  # /metrics is not faulted: the outage stays observable
-    assert value(after, "lab_http_requests_total", method="GET", route="/whoami/", status="503") - \
-        value(before, "lab_http_requests_total", method="GET", route="/whoami/", status="503") == 1
-    assert value(after, "lab_faults_injected_total", kind="outage") - value(before, "lab_faults_injected_total", kind="outage") == 1
-    assert value(after, "lab_peer_calls_total", peer="payment", outcome="ok") - value(before, "lab_peer_calls_total", peer="payment", outcome="ok") == 1
-    assert value(after, "lab_peer_calls_total", peer="payment", outcome="unavailable") - value(before, "lab_peer_calls_total", peer="payment", outcome="unavailable") == 1
+    assert (
+        value(after, "lab_http_requests_total", method="GET", route="/whoami/", status="503")
+        - value(before, "lab_http_requests_total", method="GET", route="/whoami/", status="503")
+        == 1
+    )
+    assert (
+        value(after, "lab_faults_injected_total", kind="outage")
+        - value(before, "lab_faults_injected_total", kind="outage")
+        == 1
+    )
+    assert (
+        value(after, "lab_peer_calls_total", peer="payment", outcome="ok")
+        - value(before, "lab_peer_calls_total", peer="payment", outcome="ok")
+        == 1
+    )
+    assert (
+        value(after, "lab_peer_calls_total", peer="payment", outcome="unavailable")
+        - value(before, "lab_peer_calls_total", peer="payment", outcome="unavailable")
+        == 1
+    )
     assert value(after, "lab_retries_total", peer="payment") - value(before, "lab_retries_total", peer="payment") >= 3
     assert ("lab_breaker_state", (("peer", "payment"),)) in after

@@ -15,6 +15,12 @@ def test_metrics_can_be_switched_off_for_the_overhead_measurement(monkeypatch, t
     (tmp_path / "svc").mkdir()
     monkeypatch.setenv("DJANGO_SECRET_KEY", "x")
     monkeypatch.setenv("LAB_ROOT", str(tmp_path))
-    assert "chassis.metrics.MetricsMiddleware" in build(service="order", base_dir=tmp_path / "svc", apps=[], title="t")["MIDDLEWARE"]
+    assert (
+        "chassis.metrics.MetricsMiddleware"
+        in build(service="order", base_dir=tmp_path / "svc", apps=[], title="t")["MIDDLEWARE"]
+    )
     monkeypatch.setenv("LAB_METRICS", "off")
-    assert "chassis.metrics.MetricsMiddleware" not in build(service="order", base_dir=tmp_path / "svc", apps=[], title="t")["MIDDLEWARE"]
+    assert (
+        "chassis.metrics.MetricsMiddleware"
+        not in build(service="order", base_dir=tmp_path / "svc", apps=[], title="t")["MIDDLEWARE"]
+    )

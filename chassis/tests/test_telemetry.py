@@ -24,7 +24,9 @@ def clear_spans():
 
 def test_server_span_has_request_id_and_route(client):
     """Ensure a request gives a server span stamped with its request id."""
-    client.post("/echo/", {"name": "a", "quantity": 1}, content_type="application/json", HTTP_X_REQUEST_ID="req-trace-1")
+    client.post(
+        "/echo/", {"name": "a", "quantity": 1}, content_type="application/json", HTTP_X_REQUEST_ID="req-trace-1"
+    )
     spans = EXPORTER.get_finished_spans()
     server = [s for s in spans if s.kind.name == "SERVER"]
     assert server and server[0].attributes["lab.request_id"] == "req-trace-1"

@@ -27,9 +27,9 @@ from .serializers import (
     ReservationCreateInput,
     ReservationListQuery,
     ReservationOutput,
-    ReservationsExpiredOutput,
     ReservationReconciliationOutput,
     ReservationReconciliationQuery,
+    ReservationsExpiredOutput,
     StockReconciliationOutput,
 )
 from .views import InputFormMixin, errors, paginated

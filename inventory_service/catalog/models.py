@@ -115,6 +115,9 @@ class ReservationLine(models.Model):
             models.CheckConstraint(condition=models.Q(quantity__gte=1), name="line_quantity_positive"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.quantity} x product {self.product_id}"
+
 
 class StockMovement(models.Model):
     """One entry of the stock ledger. Rows are inserted, never updated nor deleted."""

@@ -4,7 +4,13 @@
 PRODUCTS: list[tuple[str, str, str, int, int]] = [
     ("KB-001", "Tenkeyless mechanical keyboard", "Keyboards — mechanical keyboard, 87 keys, brown switches.", 8900, 60),
     ("KB-002", "Full-size mechanical keyboard", "Keyboards — mechanical keyboard, 104 keys, red switches.", 10900, 45),
-    ("KB-003", "Low-profile wireless keyboard", "Keyboards — slim wireless keyboard, Bluetooth and USB receiver.", 5900, 120),
+    (
+        "KB-003",
+        "Low-profile wireless keyboard",
+        "Keyboards — slim wireless keyboard, Bluetooth and USB receiver.",
+        5900,
+        120,
+    ),
     ("KB-004", "Split ergonomic keyboard", "Keyboards — split mechanical keyboard with tenting feet.", 18900, 20),
     ("KB-005", "Keycap set PBT", "Keyboards — 129 PBT keycaps, cherry profile.", 3900, 80),
     ("MS-001", "Wireless optical mouse", "Mice — 3-button wireless mouse, 1600 dpi.", 2400, 150),

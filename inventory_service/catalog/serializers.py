@@ -61,7 +61,11 @@ class OrderIdField(serializers.CharField):
 
 class ProductListQuery(serializers.Serializer):
     search = StrictCharField(
-        required=False, allow_blank=True, max_length=100, default="", help_text="Words found in sku, name or description."
+        required=False,
+        allow_blank=True,
+        max_length=100,
+        default="",
+        help_text="Words found in sku, name or description.",
     )
     sku = StrictCharField(
         required=False,
@@ -138,12 +142,16 @@ class ReservationLineInput(serializers.Serializer):
 class ReservationCreateInput(serializers.Serializer):
     order_id = OrderIdField(
         max_length=64,
-        validators=[RegexValidator(ORDER_ID_PATTERN, "Use 1 to 64 characters among letters, digits, '.', '_', ':' and '-'.")],
+        validators=[
+            RegexValidator(ORDER_ID_PATTERN, "Use 1 to 64 characters among letters, digits, '.', '_', ':' and '-'.")
+        ],
         help_text="The order's id, as a string (an integer is accepted and kept as its decimal string).",
     )
     idempotency_key = StrictCharField(
         max_length=128,
-        validators=[RegexValidator(KEY_PATTERN, "Use 8 to 128 characters among letters, digits, '.', '_', ':' and '-'.")],
+        validators=[
+            RegexValidator(KEY_PATTERN, "Use 8 to 128 characters among letters, digits, '.', '_', ':' and '-'.")
+        ],
         help_text="One key per reservation attempt; may also be sent as the Idempotency-Key header.",
     )
     lines = ReservationLineInput(
@@ -167,14 +175,27 @@ class ProductDetailOutput(serializers.ModelSerializer):
     available = serializers.IntegerField(source="stock.available", read_only=True)
     reserved = serializers.IntegerField(source="stock.reserved", read_only=True)
     sold = serializers.IntegerField(source="stock.sold", read_only=True)
-    initial = serializers.IntegerField(source="stock.initial", read_only=True, help_text="Units the product started with.")
+    initial = serializers.IntegerField(
+        source="stock.initial", read_only=True, help_text="Units the product started with."
+    )
     restocked = serializers.IntegerField(source="stock.restocked", read_only=True, help_text="Units added since.")
 
     class Meta:
         model = Product
         fields = [
-            "sku", "name", "description", "price_cents", "currency", "active",
-            "available", "reserved", "sold", "initial", "restocked", "created_at", "updated_at",
+            "sku",
+            "name",
+            "description",
+            "price_cents",
+            "currency",
+            "active",
+            "available",
+            "reserved",
+            "sold",
+            "initial",
+            "restocked",
+            "created_at",
+            "updated_at",
         ]
 
 
@@ -203,7 +224,17 @@ class ReservationOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Reservation
-        fields = ["id", "order_id", "status", "expires_at", "lines", "total_cents", "currency", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "order_id",
+            "status",
+            "expires_at",
+            "lines",
+            "total_cents",
+            "currency",
+            "created_at",
+            "updated_at",
+        ]
 
     @extend_schema_field(OpenApiTypes.INT)
     def get_total_cents(self, reservation: Reservation) -> int:
@@ -251,7 +282,9 @@ class ReservationReconciliationOutput(serializers.ModelSerializer):
 class ReservationListQuery(serializers.Serializer):
     order_id = StrictCharField(
         max_length=64,
-        validators=[RegexValidator(ORDER_ID_PATTERN, "Use 1 to 64 characters among letters, digits, '.', '_', ':' and '-'.")],
+        validators=[
+            RegexValidator(ORDER_ID_PATTERN, "Use 1 to 64 characters among letters, digits, '.', '_', ':' and '-'.")
+        ],
         help_text="The order whose reservations to list (required).",
     )
 

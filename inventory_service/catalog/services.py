@@ -343,8 +343,14 @@ def reservation_commit(*, reservation_id: uuid.UUID, now: datetime | None = None
     def commit() -> Reservation:
         reservation = _lock_reservation(reservation_id)
         if reservation.status == Status.HELD:
-            _transition(reservation=reservation, to=Status.COMMITTED, kind=Kind.COMMIT,
-                        source="reserved", target="sold", now=now)
+            _transition(
+                reservation=reservation,
+                to=Status.COMMITTED,
+                kind=Kind.COMMIT,
+                source="reserved",
+                target="sold",
+                now=now,
+            )
         elif reservation.status != Status.COMMITTED:
             raise Conflict(
                 f"Reservation {reservation.pk} is {reservation.status}; only a HELD reservation can be committed.",
@@ -368,11 +374,23 @@ def reservation_release(*, reservation_id: uuid.UUID, now: datetime | None = Non
     def release() -> Reservation:
         reservation = _lock_reservation(reservation_id)
         if reservation.status == Status.HELD:
-            _transition(reservation=reservation, to=Status.RELEASED, kind=Kind.RELEASE,
-                        source="reserved", target="available", now=now)
+            _transition(
+                reservation=reservation,
+                to=Status.RELEASED,
+                kind=Kind.RELEASE,
+                source="reserved",
+                target="available",
+                now=now,
+            )
         elif reservation.status == Status.COMMITTED:
-            _transition(reservation=reservation, to=Status.RETURNED, kind=Kind.RETURN,
-                        source="sold", target="available", now=now)
+            _transition(
+                reservation=reservation,
+                to=Status.RETURNED,
+                kind=Kind.RETURN,
+                source="sold",
+                target="available",
+                now=now,
+            )
         return reservation
 
     run_in_transaction(release)
@@ -393,8 +411,9 @@ def reservations_expire(*, now: datetime, limit: int | None = None) -> int:
         # Committed or released since the list was read: not ours to expire any more.
         if reservation.status != Status.HELD or reservation.expires_at > now:
             return False
-        _transition(reservation=reservation, to=Status.EXPIRED, kind=Kind.EXPIRE,
-                    source="reserved", target="available", now=now)
+        _transition(
+            reservation=reservation, to=Status.EXPIRED, kind=Kind.EXPIRE, source="reserved", target="available", now=now
+        )
         return True
 
     expired = 0

@@ -49,7 +49,9 @@ def snapshot() -> tuple:
     """Everything a refused request must leave unchanged."""
     return (
         list(Product.objects.order_by("id").values_list("sku", "name", "description", "price_cents", "active")),
-        list(Stock.objects.order_by("product_id").values_list("product_id", "available", "reserved", "sold", "restocked")),
+        list(
+            Stock.objects.order_by("product_id").values_list("product_id", "available", "reserved", "sold", "restocked")
+        ),
         StockMovement.objects.count(),
         Reservation.objects.count(),
         list(ReservationLine.objects.values_list("id", flat=True)),

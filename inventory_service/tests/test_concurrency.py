@@ -59,9 +59,15 @@ def test_thirty_buyers_for_ten_units(make_product, order_service):
     make_product("KB-001", stock=10)
 
     def buy(i: int) -> tuple[int, str]:
-        response = post(order_service, URL, {
-            "order_id": i, "idempotency_key": f"order-{i}-reserve", "lines": [{"sku": "KB-001", "quantity": 1}],
-        })
+        response = post(
+            order_service,
+            URL,
+            {
+                "order_id": i,
+                "idempotency_key": f"order-{i}-reserve",
+                "lines": [{"sku": "KB-001", "quantity": 1}],
+            },
+        )
         return response.status_code, response.json().get("code", "")
 
     results = run_threads(30, buy)
@@ -84,7 +90,7 @@ def test_mixed_order_multi_line_checkouts_do_not_deadlock(make_product, order_se
     def shop(i: int) -> list[int]:
         if i % 10 == 9:
             return [post(staff, f"/api/products/{skus[i % 4]}/restock/", {"quantity": 3}).status_code]
-        order = skus[i % 4:] + skus[: i % 4]
+        order = skus[i % 4 :] + skus[: i % 4]
         lines = [{"sku": sku, "quantity": 1 + (i + n) % 2} for n, sku in enumerate(order if i % 2 else order[::-1])]
         reserved = post(order_service, URL, {"order_id": i, "idempotency_key": f"order-{i}-reserve", "lines": lines})
         statuses = [reserved.status_code]

@@ -39,7 +39,11 @@ def test_expire_returns_held_units_past_their_deadline_only(product):
     assert reservations_expire(now=now) == 1
 
     statuses = dict(Reservation.objects.values_list("idempotency_key", "status"))
-    assert statuses == {"due-reservation": "EXPIRED", "not-due-reservation": "HELD", "committed-reservation": "COMMITTED"}
+    assert statuses == {
+        "due-reservation": "EXPIRED",
+        "not-due-reservation": "HELD",
+        "committed-reservation": "COMMITTED",
+    }
     stock = stock_of("KB-001")
     assert (stock.available, stock.reserved, stock.sold) == (6, 3, 1)
     assert list(StockMovement.objects.filter(kind="EXPIRE").values_list("quantity", "reservation_id")) == [(2, due.pk)]
@@ -100,7 +104,9 @@ def test_replay_of_an_expired_reservation_answers_it_as_it_is(client, product, o
 
     response = client.post(
         "/internal/reservations/",
-        json.dumps({"order_id": "1", "idempotency_key": "order-1-reserve", "lines": [{"sku": "KB-001", "quantity": 2}]}),
+        json.dumps(
+            {"order_id": "1", "idempotency_key": "order-1-reserve", "lines": [{"sku": "KB-001", "quantity": 2}]}
+        ),
         content_type="application/json",
         **order_service,
     )
@@ -137,13 +143,17 @@ def test_expire_endpoint_expires_what_is_due_and_says_how_many(client, product, 
     assert (first.status_code, first.json()) == (200, {"expired": 2})
     assert (second.status_code, second.json()) == (200, {"expired": 0})
     assert dict(Reservation.objects.values_list("idempotency_key", "status")) == {
-        "due-reservation-1": "EXPIRED", "due-reservation-2": "EXPIRED", "fresh-reservation": "HELD",
+        "due-reservation-1": "EXPIRED",
+        "due-reservation-2": "EXPIRED",
+        "fresh-reservation": "HELD",
     }
     assert (stock_of("KB-001").available, stock_of("KB-001").reserved) == (7, 3)
     assert_stock_conserved()
 
 
-def test_expire_endpoint_is_for_order_service_only(client, product, customer, staff, dashboard_service, payment_service):
+def test_expire_endpoint_is_for_order_service_only(
+    client, product, customer, staff, dashboard_service, payment_service
+):
     """Ensure nobody but order_service may trigger the expiry, and a refusal expires nothing."""
     hold(2, key="due-reservation-1", now=timezone.now() - timedelta(hours=1))
     before = snapshot()

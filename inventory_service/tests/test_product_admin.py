@@ -34,7 +34,11 @@ def test_staff_creates_a_product_with_initial_stock(client, staff):
     assert response.status_code == 201, response.json()
     body = response.json()
     assert (body["sku"], body["currency"], body["available"], body["initial"], body["active"]) == (
-        "KB-001", "USD", 40, 40, True,
+        "KB-001",
+        "USD",
+        40,
+        40,
+        True,
     )
     assert list(StockMovement.objects.values_list("kind", "quantity")) == [("INITIAL", 40)]
     assert_stock_conserved()
@@ -157,7 +161,10 @@ def test_staff_update_name_description_price_and_active(client, staff, make_prod
     assert response.status_code == 200, response.json()
     product = Product.objects.get(sku="KB-001")
     assert (product.name, product.description, product.price_cents, product.active) == (
-        "New", "Old description", 250, False,
+        "New",
+        "Old description",
+        250,
+        False,
     )
     assert response.json()["available"] == 9
 

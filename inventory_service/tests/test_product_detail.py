@@ -14,7 +14,11 @@ def test_detail_shows_stock_counters(client, make_product):
     assert response.status_code == 200
     body = response.json()
     assert {k: body[k] for k in ("sku", "name", "price_cents", "currency", "active")} == {
-        "sku": "KB-001", "name": "Keyboard", "price_cents": 8900, "currency": "EUR", "active": True,
+        "sku": "KB-001",
+        "name": "Keyboard",
+        "price_cents": 8900,
+        "currency": "EUR",
+        "active": True,
     }
     assert (body["available"], body["reserved"], body["sold"], body["initial"], body["restocked"]) == (12, 0, 0, 12, 0)
 

@@ -26,8 +26,13 @@ def test_list_shows_active_products_ordered_by_sku_with_available(client, make_p
     assert body["count"] == 2
     assert skus(response) == ["KB-001", "MS-001"]
     assert body["results"][1] == {
-        "sku": "MS-001", "name": "Product MS-001", "description": "", "price_cents": 2400,
-        "currency": "EUR", "active": True, "available": 5,
+        "sku": "MS-001",
+        "name": "Product MS-001",
+        "description": "",
+        "price_cents": 2400,
+        "currency": "EUR",
+        "active": True,
+        "available": 5,
     }
 
 

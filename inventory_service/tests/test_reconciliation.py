@@ -17,8 +17,9 @@ def test_stock_rows_for_the_audit(client, dashboard, make_product):
     """Ensure every product, inactive ones too, is listed by sku with its five counters."""
     make_product("MS-001", stock=5)
     make_product("KB-001", stock=7, active=False)
-    reservation, _ = reservation_create(order_id="9", idempotency_key="order-9-reserve",
-                                        lines=[{"sku": "MS-001", "quantity": 2}])
+    reservation, _ = reservation_create(
+        order_id="9", idempotency_key="order-9-reserve", lines=[{"sku": "MS-001", "quantity": 2}]
+    )
     reservation_commit(reservation_id=reservation.pk)
 
     response = client.get("/internal/reconciliation/stock/", **dashboard)
@@ -35,8 +36,11 @@ def test_reservation_rows_for_the_audit(client, dashboard, make_product, django_
     make_product("KB-001", stock=100, price_cents=300)
     make_product("MS-001", stock=100, price_cents=50)
     for i in range(30):
-        reservation_create(order_id=str(i), idempotency_key=f"order-{i}-reserve",
-                           lines=[{"sku": "KB-001", "quantity": 1}, {"sku": "MS-001", "quantity": 2}])
+        reservation_create(
+            order_id=str(i),
+            idempotency_key=f"order-{i}-reserve",
+            lines=[{"sku": "KB-001", "quantity": 1}, {"sku": "MS-001", "quantity": 2}],
+        )
 
     with django_assert_max_num_queries(3):
         response = client.get("/internal/reconciliation/reservations/", {"page_size": 1000}, **dashboard)

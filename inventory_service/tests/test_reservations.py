@@ -42,8 +42,13 @@ def shop(make_product):
 def test_reserve_holds_stock_and_answers_the_reservation(client, order_service, shop):
     """Ensure a reservation moves units from available to reserved, with prices, total and RESERVE movements."""
     before = timezone.now()
-    response = reserve(client, order_service, [{"sku": "KB-001", "quantity": 2}, {"sku": "ms-001", "quantity": 1}],
-                       order_id=42, ttl_seconds=60)
+    response = reserve(
+        client,
+        order_service,
+        [{"sku": "KB-001", "quantity": 2}, {"sku": "ms-001", "quantity": 1}],
+        order_id=42,
+        ttl_seconds=60,
+    )
 
     assert response.status_code == 201, response.json()
     body = response.json()
@@ -327,7 +332,7 @@ def test_internal_endpoints_accept_order_service_only(
 
 
 def test_performance_reserve_uses_few_queries(client, order_service, make_product, django_assert_max_num_queries):
-    """Ensure reserving 20 lines costs the same 11 statements (savepoints included) as reserving one, not a few per line."""
+    """Ensure reserving 20 lines costs the same 11 statements (savepoints included) as reserving one."""
     for i in range(20):
         make_product(f"KB-{i:03}", stock=5)
     lines = [{"sku": f"KB-{i:03}", "quantity": 1} for i in range(20)]

@@ -30,8 +30,9 @@ def test_lists_the_reservations_of_one_order_whatever_their_status(client, order
     """Ensure the lookup answers every reservation of that order (held or released), oldest first, and no other."""
     first = reserve(client, order_service, order_id=7, key="order-7-reserve")
     reservation_release(reservation_id=first["id"])
-    second = reserve(client, order_service, order_id=7, key="order-7-reserve-again",
-                     lines=[{"sku": "MS-001", "quantity": 2}])
+    second = reserve(
+        client, order_service, order_id=7, key="order-7-reserve-again", lines=[{"sku": "MS-001", "quantity": 2}]
+    )
     reserve(client, order_service, order_id=8, key="order-8-reserve")
 
     response = client.get(URL, {"order_id": "7"}, **order_service)
@@ -63,8 +64,9 @@ def test_order_id_is_required_and_checked(client, order_service, query):
     assert "order_id" in response.json()["fields"]
 
 
-def test_lookup_is_for_order_service_only(client, shop, order_service, customer, staff, payment_service,
-                                         dashboard_service):
+def test_lookup_is_for_order_service_only(
+    client, shop, order_service, customer, staff, payment_service, dashboard_service
+):
     """Ensure nobody but order_service may list an order's reservations."""
     reserve(client, order_service, order_id=7, key="order-7-reserve")
     before = snapshot()
@@ -80,8 +82,13 @@ def test_lookup_uses_a_fixed_number_of_queries(client, order_service, make_produ
     for i in range(4):
         make_product(f"KB-{i:03}", stock=50)
     for n in range(5):
-        reserve(client, order_service, order_id=9, key=f"order-9-reserve-{n}",
-                lines=[{"sku": f"KB-{i:03}", "quantity": 1} for i in range(4)])
+        reserve(
+            client,
+            order_service,
+            order_id=9,
+            key=f"order-9-reserve-{n}",
+            lines=[{"sku": f"KB-{i:03}", "quantity": 1} for i in range(4)],
+        )
 
     with django_assert_max_num_queries(3):
         response = client.get(URL, {"order_id": "9"}, **order_service)

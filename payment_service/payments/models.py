@@ -124,9 +124,7 @@ class LedgerEntry(models.Model):
 
     kind = models.CharField(max_length=8, choices=Kind.choices)
     charge = models.ForeignKey(Charge, on_delete=models.PROTECT, related_name="ledger_entries")
-    refund = models.OneToOneField(
-        Refund, null=True, blank=True, on_delete=models.PROTECT, related_name="ledger_entry"
-    )
+    refund = models.OneToOneField(Refund, null=True, blank=True, on_delete=models.PROTECT, related_name="ledger_entry")
     amount_cents = models.BigIntegerField()
     currency = models.CharField(max_length=3)
     customer_id = models.BigIntegerField(db_index=True)

@@ -144,9 +144,7 @@ def refund_create(*, charge_id: UUID, amount_cents: int | None, reason: str, ide
     refunds can never give back more than was captured. Writes the Refund and
     a negative ledger REFUND entry in the same transaction.
     """
-    request_fingerprint = fingerprint(
-        {"charge_id": str(charge_id), "amount_cents": amount_cents, "reason": reason}
-    )
+    request_fingerprint = fingerprint({"charge_id": str(charge_id), "amount_cents": amount_cents, "reason": reason})
     once = IdempotentCreate(
         lookup=lambda: Refund.objects.select_related("charge").filter(idempotency_key=idempotency_key).first(),
         request_fingerprint=request_fingerprint,

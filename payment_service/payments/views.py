@@ -269,7 +269,10 @@ class ChargeReconciliationApi(GenericAPIView):
     def get_queryset(self):
         return selectors.charge_reconciliation_list()
 
-    @extend_schema(operation_id="reconciliation_charges_list", responses={200: ChargeReconciliationOutput(many=True), **AUTH_ERRORS})
+    @extend_schema(
+        operation_id="reconciliation_charges_list",
+        responses={200: ChargeReconciliationOutput(many=True), **AUTH_ERRORS},
+    )
     def get(self, request):
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(ChargeReconciliationOutput(page, many=True).data)

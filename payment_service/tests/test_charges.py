@@ -76,7 +76,9 @@ def test_replay_still_answers_after_the_card_is_removed(api, order_auth, alice_a
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "change", [{"amount_cents": 2501}, {"order_id": "order-2"}, {"currency": "USD"}], ids=["amount", "order", "currency"]
+    "change",
+    [{"amount_cents": 2501}, {"order_id": "order-2"}, {"currency": "USD"}],
+    ids=["amount", "order", "currency"],
 )
 def test_same_key_different_body_is_a_conflict(api, order_auth, make_method, change):
     """Ensure a key reused with another body is a 409 idempotency_conflict and charges nothing more."""
@@ -220,9 +222,7 @@ def test_concurrent_same_key_charges_charge_once(make_method):
             client = Client()
             token = bearer(service_token(caller="order", audience="payment"))
             barrier.wait(timeout=10)
-            response = client.post(
-                URL, data=body, content_type="application/json", HTTP_IDEMPOTENCY_KEY=key, **token
-            )
+            response = client.post(URL, data=body, content_type="application/json", HTTP_IDEMPOTENCY_KEY=key, **token)
             results.append((response.status_code, response.json()))
         except Exception as exc:  # noqa: BLE001 — reported by the assertion below
             errors.append(exc)

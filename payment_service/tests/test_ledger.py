@@ -48,7 +48,7 @@ def test_a_copy_with_an_existing_id_cannot_overwrite(make_charge):
 
 
 def test_ledger_sum_equals_captured_minus_refunded(make_charge):
-    """Ensure, after a mix of captures, declines and refunds, the ledger total is captured − refunded, per charge too."""
+    """Ensure, after captures, declines and refunds, the ledger total is captured − refunded, per charge too."""
     charges = [
         make_charge(customer_id=ALICE, amount_cents=1000),
         make_charge(customer_id=ALICE, amount_cents=2500),

@@ -78,9 +78,7 @@ def test_garbage_is_never_a_500(client, alice_auth, order_auth, payload):
             "multipart/form-data; boundary=xyz",
             "text/plain",
         ):
-            response = client.post(
-                url, data=payload, content_type=content_type, HTTP_IDEMPOTENCY_KEY=new_key(), **auth
-            )
+            response = client.post(url, data=payload, content_type=content_type, HTTP_IDEMPOTENCY_KEY=new_key(), **auth)
             assert 400 <= response.status_code < 500, (url, content_type, response.status_code)
             assert "code" in response.json()
 

@@ -82,7 +82,9 @@ BAD_CARDS = [
     ("missing cvc", {k: v for k, v in card_body().items() if k != "cvc"}, "cvc"),
 ]
 if date.today().month > 1:
-    BAD_CARDS.append(("past month this year", card_body(exp_month=date.today().month - 1, exp_year=this_year), "exp_month"))
+    BAD_CARDS.append(
+        ("past month this year", card_body(exp_month=date.today().month - 1, exp_year=this_year), "exp_month")
+    )
 
 
 @pytest.mark.parametrize("label, body, field", BAD_CARDS, ids=[case[0] for case in BAD_CARDS])

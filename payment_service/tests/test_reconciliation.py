@@ -19,7 +19,9 @@ def test_reconciliation_lists_every_charge_for_the_dashboard(api, make_charge, d
     assert response.status_code == 200
     rows = {r["order_id"]: r for r in response.json()["results"]}
     assert len(rows) == 7
-    assert rows["11"]["status"] == "CAPTURED" and rows["11"]["amount_cents"] == 700 and rows["11"]["refunded_cents"] == 0
+    assert (
+        rows["11"]["status"] == "CAPTURED" and rows["11"]["amount_cents"] == 700 and rows["11"]["refunded_cents"] == 0
+    )
     assert rows["12"]["status"] == "DECLINED"
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.db.models import Count, Q, QuerySet
 from rest_framework.exceptions import NotFound
 
-from .models import Address, User
 from .exceptions import AccountUnavailable
+from .models import Address, User
 
 
 def user_get_active(*, user_id: int) -> User:

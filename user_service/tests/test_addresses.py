@@ -17,8 +17,15 @@ def detail(address_id) -> str:
 
 
 def address_body(**overrides) -> dict:
-    return {"label": "Home", "line1": "12 rue des Lilas", "line2": "", "city": "Lyon", "postal_code": "69003",
-            "country": "fr", **overrides}
+    return {
+        "label": "Home",
+        "line1": "12 rue des Lilas",
+        "line2": "",
+        "city": "Lyon",
+        "postal_code": "69003",
+        "country": "fr",
+        **overrides,
+    }
 
 
 def add_addresses(user, count):
@@ -96,8 +103,9 @@ def test_delete_an_address(user_client):
 def test_users_never_see_each_others_addresses(user, make_user):
     """Ensure another user's address is invisible: not listed, 404 to read, change or delete, and left intact."""
     mallory = make_user()
-    theirs = Address.objects.create(user=user, label="Home", line1="1 Main St", city="Oslo", postal_code="0150",
-                                    country="NO")
+    theirs = Address.objects.create(
+        user=user, label="Home", line1="1 Main St", city="Oslo", postal_code="0150", country="NO"
+    )
     intruder = client_for(mallory)
     assert intruder.get(LIST).json()["count"] == 0
     assert_error(intruder.get(detail(theirs.pk)), 404, "not_found")

@@ -30,8 +30,11 @@ def test_seed_lab_creates_the_lab_accounts(api):
     assert alice.name == "Alice Martin" and not alice.is_staff
     assert User.objects.get(email="bob@lab.local").name == "Bob Durand"
     assert admin.is_staff and admin.is_superuser
-    for email, password in [("alice@lab.local", "alice-lab-2024"), ("bob@lab.local", "bob-lab-2024"),
-                            ("admin@lab.local", "admin-lab-2024")]:
+    for email, password in [
+        ("alice@lab.local", "alice-lab-2024"),
+        ("bob@lab.local", "bob-lab-2024"),
+        ("admin@lab.local", "admin-lab-2024"),
+    ]:
         assert login(api, email, password).status_code == 200, email
 
 

@@ -40,8 +40,18 @@ def unsigned(claims: dict, header: dict) -> str:
 
 def claims_for(user, kind="access", **extra) -> dict:
     now = int(time.time())
-    return {"iss": "user", "typ": kind, "sub": str(user.pk), "email": user.email, "name": user.name,
-            "staff": True, "jti": "f" * 32, "iat": now, "exp": now + 600, **extra}
+    return {
+        "iss": "user",
+        "typ": kind,
+        "sub": str(user.pk),
+        "email": user.email,
+        "name": user.name,
+        "staff": True,
+        "jti": "f" * 32,
+        "iat": now,
+        "exp": now + 600,
+        **extra,
+    }
 
 
 @pytest.fixture

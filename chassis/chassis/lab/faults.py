@@ -122,7 +122,7 @@ def _applies(fault: dict, path: str, method: str) -> bool:
     return rng.random() < fault.get("probability", 1.0)
 
 
-def _delay_seconds(fault: dict) -> float:
+def delay_seconds(fault: dict) -> float:
     jitter = fault.get("jitter_ms", 0)
     return max(0.0, fault.get("delay_ms", 0) + (rng.uniform(-jitter, jitter) if jitter else 0)) / 1000
 
@@ -130,7 +130,11 @@ def _delay_seconds(fault: dict) -> float:
 def dependency_fault(peer: str) -> dict | None:
     """The dependency fault that bites a call to ``peer`` now, if any (probability drawn)."""
     for fault in faults_active():
-        if fault["kind"] == "dependency" and fault.get("target") == peer and rng.random() < fault.get("probability", 1.0):
+        if (
+            fault["kind"] == "dependency"
+            and fault.get("target") == peer
+            and rng.random() < fault.get("probability", 1.0)
+        ):
             return fault
     return None
 
@@ -171,9 +175,11 @@ class FaultInjectionMiddleware:
             if kind in ("latency", "error", "database") and _applies(fault, path, request.method):
                 if kind == "latency":
                     record_hit(fault)
-                    sleep(_delay_seconds(fault))
+                    sleep(delay_seconds(fault))
                 elif kind == "error":
-                    return _fault_response(fault["status"], "injected_error", f"Injected fault: HTTP {fault['status']}.", fault)
+                    return _fault_response(
+                        fault["status"], "injected_error", f"Injected fault: HTTP {fault['status']}.", fault
+                    )
                 elif database_fault is None:
                     database_fault = fault
         if database_fault is None:
@@ -192,7 +198,7 @@ class _database_fault:
 
     def __call__(self, execute, sql, params, many, context):
         if self.fault["mode"] == "slow":
-            sleep(_delay_seconds(self.fault))
+            sleep(delay_seconds(self.fault))
             return execute(sql, params, many, context)
         raise OperationalError(2013, f"Injected fault {self.fault['id']}: lost connection to the database")
 

@@ -32,8 +32,11 @@ def defaults() -> dict:
     return {
         "timeouts": {"enabled": True, "connect": conf["CONNECT_TIMEOUT"], "read": conf["READ_TIMEOUT"]},
         "retries": {"enabled": True, "attempts": conf["RETRY_ATTEMPTS"], "backoff": conf["RETRY_BACKOFF"]},
-        "breaker": {"enabled": True, "fail_max": conf.get("BREAKER_FAIL_MAX", 5),
-                    "reset_timeout": conf.get("BREAKER_RESET_TIMEOUT", 10)},
+        "breaker": {
+            "enabled": True,
+            "fail_max": conf.get("BREAKER_FAIL_MAX", 5),
+            "reset_timeout": conf.get("BREAKER_RESET_TIMEOUT", 10),
+        },
         "bulkhead": {"enabled": True, "max_concurrent": conf.get("BULKHEAD_MAX_CONCURRENT", 16)},
         "fallback": {"enabled": True},
     }
@@ -112,6 +115,8 @@ def switches_reset() -> dict:
 # --- breakers -------------------------------------------------------------
 
 _breakers: dict[str, pybreaker.CircuitBreaker] = {}
+# Each breaker's state storage, kept here because pybreaker does not expose it.
+_storages: dict[str, pybreaker.CircuitBreakerStorage] = {}
 _breakers_lock = threading.Lock()
 
 
@@ -130,7 +135,9 @@ def _storage(peer: str):
 
         client = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=1)
         return pybreaker.CircuitRedisStorage(
-            pybreaker.STATE_CLOSED, client, namespace=f"{settings.CHASSIS.get('REDIS_PREFIX', 'lab')}:{settings.SERVICE_NAME}:breaker:{peer}"
+            pybreaker.STATE_CLOSED,
+            client,
+            namespace=f"{settings.CHASSIS.get('REDIS_PREFIX', 'lab')}:{settings.SERVICE_NAME}:breaker:{peer}",
         )
     return pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
 
@@ -151,9 +158,13 @@ def breaker_for(peer: str) -> pybreaker.CircuitBreaker:
         breaker = _breakers.get(peer)
         if breaker is None:
             conf = switches()["breaker"]
+            _storages[peer] = _storage(peer)
             breaker = pybreaker.CircuitBreaker(
-                fail_max=conf["fail_max"], reset_timeout=conf["reset_timeout"], state_storage=_storage(peer),
-                name=peer, throw_new_error_on_trip=False,
+                fail_max=conf["fail_max"],
+                reset_timeout=conf["reset_timeout"],
+                state_storage=_storages[peer],
+                name=peer,
+                throw_new_error_on_trip=False,
             )
             _breakers[peer] = breaker
         else:
@@ -166,7 +177,7 @@ def breaker_states(peers) -> dict:
     out = {}
     for peer in peers:
         breaker = breaker_for(peer)
-        storage = breaker._state_storage
+        storage = _storages[peer]
         opened_at = storage.opened_at
         out[peer] = {
             "state": breaker.current_state,

@@ -7,11 +7,10 @@ loses nothing.
 
 from django.core.management.base import BaseCommand
 
-from chassis.errors import InvalidRequest
-
 from catalog.models import Product
 from catalog.seed import PRODUCTS
 from catalog.services import product_create
+from chassis.errors import InvalidRequest
 
 
 class Command(BaseCommand):
