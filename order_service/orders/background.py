@@ -28,9 +28,9 @@ from django.db.models import Q
 from chassis.client import PeerUnavailable
 
 from . import saga
-from .saga import leases
 from .clients import PeerRefused, inventory
 from .models import Order, OrderEvent, OrderStatus, SagaStep
+from .saga import leases
 
 log = logging.getLogger("orders.background")
 
@@ -78,11 +78,16 @@ def order_saga_work(*, order_id: int, runner: str, attempt: int = 0) -> float | 
                 saga.order_saga_release(order_id=order_id, runner=runner)
                 return None
             compensating = order.saga_step == SagaStep.COMPENSATING
-            countdown = retry_countdown(attempt=attempt, now=leases.clock(), deadline=order.saga_deadline,
-                                        compensating=compensating)
+            countdown = retry_countdown(
+                attempt=attempt, now=leases.clock(), deadline=order.saga_deadline, compensating=compensating
+            )
             if countdown is None:
-                log.warning("order %s: deadline passed with %s down at step %s; compensating",
-                            order_id, exc.peer, order.saga_step)
+                log.warning(
+                    "order %s: deadline passed with %s down at step %s; compensating",
+                    order_id,
+                    exc.peer,
+                    order.saga_step,
+                )
                 try:
                     saga.order_saga_give_up(order_id=order_id, expect=order.saga_step, peer=exc.peer)
                 except saga.SagaMoved:
@@ -91,8 +96,14 @@ def order_saga_work(*, order_id: int, runner: str, attempt: int = 0) -> float | 
             if not saga.order_saga_wait(order_id=order_id, runner=runner, seconds=countdown, exc=exc):
                 saga.order_saga_release(order_id=order_id, runner=runner)
                 return None
-            log.info("order %s: %s unavailable at step %s (%s); next attempt in %.1f s",
-                     order_id, exc.peer, order.saga_step, exc.reason, countdown)
+            log.info(
+                "order %s: %s unavailable at step %s (%s); next attempt in %.1f s",
+                order_id,
+                exc.peer,
+                order.saga_step,
+                exc.reason,
+                countdown,
+            )
             return countdown
         saga.order_saga_release(order_id=order_id, runner=runner)
         return None

@@ -52,7 +52,7 @@ def queue_depths() -> dict[str, int] | None:
             pipe.llen(prefix + (queue if not step else f"{queue}{_PRIORITY_SEPARATOR}{step}"))
     lengths = pipe.execute()
     per_queue = len(_PRIORITY_STEPS)
-    return {queue: sum(lengths[i * per_queue:(i + 1) * per_queue]) for i, queue in enumerate(QUEUES)}
+    return {queue: sum(lengths[i * per_queue : (i + 1) * per_queue]) for i, queue in enumerate(QUEUES)}
 
 
 def check_broker() -> dict:

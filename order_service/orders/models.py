@@ -73,7 +73,9 @@ class Order(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
-            models.UniqueConstraint(fields=["customer_id", "idempotency_key"], name="order_unique_customer_idempotency_key"),
+            models.UniqueConstraint(
+                fields=["customer_id", "idempotency_key"], name="order_unique_customer_idempotency_key"
+            ),
             models.CheckConstraint(condition=models.Q(total_cents__gte=0), name="order_total_not_negative"),
         ]
         indexes = [

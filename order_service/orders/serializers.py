@@ -167,8 +167,9 @@ class SagaSettingsInput(serializers.Serializer):
     def validate(self, attrs):
         unknown = sorted(set(self.initial_data) - set(self.fields))
         if unknown:
-            raise serializers.ValidationError({name: ["Unknown setting; use mode and/or deadline_seconds."]
-                                               for name in unknown})
+            raise serializers.ValidationError(
+                {name: ["Unknown setting; use mode and/or deadline_seconds."] for name in unknown}
+            )
         if not attrs:
             raise serializers.ValidationError("Send mode and/or deadline_seconds.")
         return attrs

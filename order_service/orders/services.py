@@ -109,8 +109,9 @@ def order_create(
             if in_background:
                 order.saga_deadline = order.created_at + timedelta(seconds=saga["deadline_seconds"])
                 order.save(update_fields=["saga_deadline"])
-                record_event(order, "queued",
-                             f"checkout queued for the worker (gives up after {saga['deadline_seconds']} s)")
+                record_event(
+                    order, "queued", f"checkout queued for the worker (gives up after {saga['deadline_seconds']} s)"
+                )
         return order
 
     order, replayed = once.run(create)
@@ -227,8 +228,9 @@ def order_checkout(*, order_id: int, user: LabUser) -> OrderOutcome:
         order.save(update_fields=["saga_step", "saga_lease_until", "saga_runner", "saga_deadline", "updated_at"])
         record_event(order, "checkout", "checkout started")
         if in_background:
-            record_event(order, "queued",
-                         f"checkout queued for the worker (gives up after {saga['deadline_seconds']} s)")
+            record_event(
+                order, "queued", f"checkout queued for the worker (gives up after {saga['deadline_seconds']} s)"
+            )
     if in_background:
         send_saga_task(order_id=order.pk, runner=runner)
         return OrderOutcome(order=order, queued=True)
@@ -269,8 +271,16 @@ def order_cancel(*, order_id: int, user: LabUser) -> OrderOutcome:
             record_event(order, "cancel_requested", "cancellation requested by customer")
         order.saga_lease_until = lease_end()
         order.saga_runner = runner
-        order.save(update_fields=["saga_step", "status_reason", "status_reason_code", "saga_lease_until",
-                                  "saga_runner", "updated_at"])
+        order.save(
+            update_fields=[
+                "saga_step",
+                "status_reason",
+                "status_reason_code",
+                "saga_lease_until",
+                "saga_runner",
+                "updated_at",
+            ]
+        )
 
     order = order_saga_run(order_id=order_id, runner=runner)
     if not order.saga_finished:

@@ -48,10 +48,13 @@ _ERRORS = {
     404: OpenApiResponse(ErrorOutput, description="No such order (or not yours)."),
 }
 _SAGA_RESPONSES = {
-    202: OpenApiResponse(OrderOutput, description="Accepted, PENDING: in async mode the worker runs the saga (poll the "
-                                               "order at `Location`); in sync mode the saga could not finish (a peer "
-                                               "is down), its progress is recorded, and a replay or the worker "
-                                               "resumes it."),
+    202: OpenApiResponse(
+        OrderOutput,
+        description="Accepted, PENDING: in async mode the worker runs the saga (poll the "
+        "order at `Location`); in sync mode the saga could not finish (a peer "
+        "is down), its progress is recorded, and a replay or the worker "
+        "resumes it.",
+    ),
     409: OpenApiResponse(ErrorOutput, description="The order is not in a state that allows this."),
     503: OpenApiResponse(
         ErrorOutput, description="A peer service is unavailable; nothing half-done is left unrecorded."
@@ -232,8 +235,10 @@ class SagaModeApi(APIView):
         log.info("saga switch changed: %s", data.validated_data)
         return Response(_saga_body())
 
-    @extend_schema(summary="Put the saga mode and deadline back to their defaults",
-                   responses={200: SagaSettingsOutput, 401: ErrorOutput, 403: ErrorOutput})
+    @extend_schema(
+        summary="Put the saga mode and deadline back to their defaults",
+        responses={200: SagaSettingsOutput, 401: ErrorOutput, 403: ErrorOutput},
+    )
     def delete(self, request):
         lab.saga_settings_reset()
         log.info("saga switch reset to its defaults")

@@ -24,12 +24,12 @@ import pytest
 from rest_framework.test import APIClient
 
 from chassis.client import PeerUnavailable
+from chassis.lab import store
 from chassis.testing import bearer, service_token, user_token
+from orders import lab, tasks
 from orders.clients import PeerRefused, inventory, payment
 from orders.clients.inventory import InsufficientStock, Product, Reservation, ReservationLine, Shortage
 from orders.clients.payment import CardDeclined, Charge, Refund
-from chassis.lab import store
-from orders import lab, tasks
 from orders.models import Order, OrderEvent, OrderLine, OrderStatus, SagaStep
 
 ALICE, BOB, ADMIN = 1001, 1002, 1900
@@ -123,7 +123,9 @@ class FakeInventory:
 
     def reserve(self, *, order_id, lines, idempotency_key, ttl_seconds=None):
         with self.lock:
-            self.calls.append(("reserve", (order_id, tuple((l["sku"], l["quantity"]) for l in lines), idempotency_key)))
+            self.calls.append(
+                ("reserve", (order_id, tuple((line["sku"], line["quantity"]) for line in lines), idempotency_key))
+            )
             lose = self.failures.before("reserve")
             if idempotency_key in self.by_key:
                 result = self.reservations[self.by_key[idempotency_key]].as_result()
@@ -144,8 +146,13 @@ class FakeInventory:
                     order_id=order_id,
                     status="HELD",
                     lines=[
-                        (l["sku"], self.products[l["sku"]].name, l["quantity"], self.products[l["sku"]].price_cents)
-                        for l in lines
+                        (
+                            line["sku"],
+                            self.products[line["sku"]].name,
+                            line["quantity"],
+                            self.products[line["sku"]].price_cents,
+                        )
+                        for line in lines
                     ],
                 )
                 for sku, _, quantity, _ in reservation.lines:
@@ -307,8 +314,7 @@ def fake_peers(request, monkeypatch, settings, fake_inventory, fake_payment):
     """
     if request.node.get_closest_marker("real_clients"):
         return
-    settings.CHASSIS = {**settings.CHASSIS,
-                        "PEERS": {name: "http://127.0.0.1:9" for name in settings.CHASSIS["PEERS"]}}
+    settings.CHASSIS = {**settings.CHASSIS, "PEERS": dict.fromkeys(settings.CHASSIS["PEERS"], "http://127.0.0.1:9")}
     monkeypatch.setattr(inventory, "inventory_products_lookup", fake_inventory.products_lookup)
     monkeypatch.setattr(inventory, "inventory_reserve", fake_inventory.reserve)
     monkeypatch.setattr(inventory, "inventory_commit", fake_inventory.commit)
@@ -434,23 +440,28 @@ def new_key() -> str:
 
 
 def order_body(**overrides) -> dict:
-    body = {"lines": [{"sku": "KB-001", "quantity": 2}, {"sku": "MS-002", "quantity": 1}], "payment_method": "pm_visa_4242"}
+    body = {
+        "lines": [{"sku": "KB-001", "quantity": 2}, {"sku": "MS-002", "quantity": 1}],
+        "payment_method": "pm_visa_4242",
+    }
     body.update(overrides)
     return body
 
 
 def place(client: APIClient, body: dict | None = None, *, key: str | None = None):
     """POST /api/orders/ with a fresh (or the given) Idempotency-Key."""
-    return client.post("/api/orders/", body if body is not None else order_body(), format="json",
-                       HTTP_IDEMPOTENCY_KEY=key or new_key())
+    return client.post(
+        "/api/orders/", body if body is not None else order_body(), format="json", HTTP_IDEMPOTENCY_KEY=key or new_key()
+    )
 
 
 def notes(order_id: int) -> list[str]:
     return list(OrderEvent.objects.filter(order_id=order_id).order_by("id").values_list("note", flat=True))
 
 
-def make_order(*, customer_id: int = ALICE, status: str = OrderStatus.PENDING, saga_step: str = SagaStep.NONE,
-               **fields) -> Order:
+def make_order(
+    *, customer_id: int = ALICE, status: str = OrderStatus.PENDING, saga_step: str = SagaStep.NONE, **fields
+) -> Order:
     """An order written straight to the database (for states no endpoint reaches, like SHIPPED)."""
     order = Order.objects.create(
         customer_id=customer_id,

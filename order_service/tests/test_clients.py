@@ -17,7 +17,11 @@ from orders.clients import PeerRefused, inventory, payment
 pytestmark = pytest.mark.real_clients
 
 RESERVATION = {
-    "id": 41, "order_id": 7, "status": "HELD", "expires_at": "2030-01-01T00:00:00Z", "total_cents": 20300,
+    "id": 41,
+    "order_id": 7,
+    "status": "HELD",
+    "expires_at": "2030-01-01T00:00:00Z",
+    "total_cents": 20300,
     "lines": [
         {"sku": "KB-001", "name": "Mechanical keyboard", "quantity": 2, "unit_price_cents": 8900, "currency": "EUR"},
         {"sku": "MS-002", "name": "Wireless mouse", "quantity": 1, "unit_price_cents": 2500, "currency": "EUR"},
@@ -38,10 +42,15 @@ class FakePeerServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 url = urlsplit(self.path)
-                server.requests.append({
-                    "method": self.command, "path": url.path, "query": parse_qs(url.query),
-                    "headers": dict(self.headers), "body": json.loads(raw) if raw else None,
-                })
+                server.requests.append(
+                    {
+                        "method": self.command,
+                        "path": url.path,
+                        "query": parse_qs(url.query),
+                        "headers": dict(self.headers),
+                        "body": json.loads(raw) if raw else None,
+                    }
+                )
                 script = server.answers.get(f"{self.command} {url.path}") or [(404, {"code": "not_found"})]
                 status, body = script.pop(0) if len(script) > 1 else script[0]
                 payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
@@ -103,10 +112,28 @@ def assert_service_call(request, *, audience: str):
 
 def test_products_lookup_asks_for_all_skus_in_one_call(peer):
     """Ensure the lookup is one GET with the skus comma-joined, and reads the paginated answer."""
-    peer.answer("GET /api/products/", (200, {"count": 1, "next": None, "previous": None, "results": [
-        {"sku": "KB-001", "name": "Mechanical keyboard", "description": "", "price_cents": 8900, "currency": "EUR",
-         "active": True, "available": 10},
-    ]}))
+    peer.answer(
+        "GET /api/products/",
+        (
+            200,
+            {
+                "count": 1,
+                "next": None,
+                "previous": None,
+                "results": [
+                    {
+                        "sku": "KB-001",
+                        "name": "Mechanical keyboard",
+                        "description": "",
+                        "price_cents": 8900,
+                        "currency": "EUR",
+                        "active": True,
+                        "available": 10,
+                    },
+                ],
+            },
+        ),
+    )
 
     products = inventory.inventory_products_lookup(skus=["KB-001", "NOPE-1"])
 
@@ -123,8 +150,10 @@ def test_reserve_sends_the_key_and_reads_the_reservation(peer):
     token = bind_request_id("req-from-the-customer")
     try:
         reservation = inventory.inventory_reserve(
-            order_id=7, lines=[{"sku": "KB-001", "quantity": 2}, {"sku": "MS-002", "quantity": 1}],
-            idempotency_key="order-7-reserve", ttl_seconds=600,
+            order_id=7,
+            lines=[{"sku": "KB-001", "quantity": 2}, {"sku": "MS-002", "quantity": 1}],
+            idempotency_key="order-7-reserve",
+            ttl_seconds=600,
         )
     finally:
         from chassis.requestid import _current
@@ -136,8 +165,12 @@ def test_reserve_sends_the_key_and_reads_the_reservation(peer):
     [request] = peer.requests
     assert request["headers"]["Idempotency-Key"] == "order-7-reserve"
     assert request["headers"]["X-Request-ID"] == "req-from-the-customer"
-    assert request["body"] == {"order_id": 7, "idempotency_key": "order-7-reserve", "ttl_seconds": 600,
-                               "lines": [{"sku": "KB-001", "quantity": 2}, {"sku": "MS-002", "quantity": 1}]}
+    assert request["body"] == {
+        "order_id": 7,
+        "idempotency_key": "order-7-reserve",
+        "ttl_seconds": 600,
+        "lines": [{"sku": "KB-001", "quantity": 2}, {"sku": "MS-002", "quantity": 1}],
+    }
     assert_service_call(request, audience="inventory")
 
 
@@ -151,9 +184,18 @@ def test_reserve_sends_the_key_and_reads_the_reservation(peer):
 )
 def test_insufficient_stock_is_read_from_the_fields(peer, lines_field, described):
     """Ensure a 409 insufficient_stock becomes InsufficientStock naming the skus, whatever shape fields.lines has."""
-    peer.answer("POST /internal/reservations/", (409, {
-        "code": "insufficient_stock", "message": "Not enough stock.", "fields": {"lines": lines_field}, "request_id": "x",
-    }))
+    peer.answer(
+        "POST /internal/reservations/",
+        (
+            409,
+            {
+                "code": "insufficient_stock",
+                "message": "Not enough stock.",
+                "fields": {"lines": lines_field},
+                "request_id": "x",
+            },
+        ),
+    )
 
     with pytest.raises(inventory.InsufficientStock) as caught:
         inventory.inventory_reserve(order_id=7, lines=[{"sku": "KB-001", "quantity": 5}], idempotency_key="order-7-r")
@@ -163,8 +205,9 @@ def test_insufficient_stock_is_read_from_the_fields(peer, lines_field, described
 
 def test_other_refusals_become_peer_refused(peer):
     """Ensure a 400 from inventory becomes PeerRefused with the peer's code and message."""
-    peer.answer("POST /internal/reservations/", (400, {"code": "invalid", "message": "Unknown sku NOPE.",
-                                                      "request_id": "x"}))
+    peer.answer(
+        "POST /internal/reservations/", (400, {"code": "invalid", "message": "Unknown sku NOPE.", "request_id": "x"})
+    )
 
     with pytest.raises(PeerRefused) as caught:
         inventory.inventory_reserve(order_id=7, lines=[{"sku": "NOPE", "quantity": 1}], idempotency_key="order-7-r")
@@ -179,8 +222,10 @@ def test_commit_and_release_post_to_the_reservation(peer):
 
     assert inventory.inventory_commit(reservation_id="41").status == "COMMITTED"
     assert inventory.inventory_release(reservation_id="41").status == "RETURNED"
-    assert [r["path"] for r in peer.requests] == ["/internal/reservations/41/commit/",
-                                                  "/internal/reservations/41/release/"]
+    assert [r["path"] for r in peer.requests] == [
+        "/internal/reservations/41/commit/",
+        "/internal/reservations/41/release/",
+    ]
     assert peer.requests[0]["headers"]["Idempotency-Key"] == "reservation-41-commit"
 
 
@@ -198,8 +243,9 @@ def test_a_transient_failure_is_retried_to_success(peer):
     """Ensure one 503 then a 201 gives the reservation, in two attempts with the same key."""
     peer.answer("POST /internal/reservations/", (503, {"code": "outage"}), (201, RESERVATION))
 
-    reservation = inventory.inventory_reserve(order_id=7, lines=[{"sku": "KB-001", "quantity": 2}],
-                                              idempotency_key="order-7-reserve")
+    reservation = inventory.inventory_reserve(
+        order_id=7, lines=[{"sku": "KB-001", "quantity": 2}], idempotency_key="order-7-reserve"
+    )
 
     assert reservation.id == "41"
     assert [r["headers"]["Idempotency-Key"] for r in peer.requests] == ["order-7-reserve", "order-7-reserve"]
@@ -215,8 +261,11 @@ def test_an_unreadable_success_is_an_unknown_outcome(peer):
 
 def test_an_unreachable_peer_raises_peer_unavailable(settings):
     """Ensure a peer with nothing listening raises PeerUnavailable, not a requests error."""
-    settings.CHASSIS = {**settings.CHASSIS, "PEERS": {**settings.CHASSIS["PEERS"], "payment": "http://127.0.0.1:9"},
-                        "RETRY_ATTEMPTS": 1}
+    settings.CHASSIS = {
+        **settings.CHASSIS,
+        "PEERS": {**settings.CHASSIS["PEERS"], "payment": "http://127.0.0.1:9"},
+        "RETRY_ATTEMPTS": 1,
+    }
     _reset_breakers()
 
     with pytest.raises(PeerUnavailable):
@@ -228,13 +277,24 @@ def test_charge_sends_the_contract_body_and_key(peer):
     """Ensure a charge POSTs order, customer, method, amount and currency with its Idempotency-Key."""
     peer.answer("POST /internal/charges/", (201, {"id": "ch_9", "status": "CAPTURED", "amount_cents": 20300}))
 
-    charge = payment.payment_charge(order_id=7, customer_id=1001, payment_method="pm_x", amount_cents=20300,
-                                    currency="EUR", idempotency_key="order-7-charge")
+    charge = payment.payment_charge(
+        order_id=7,
+        customer_id=1001,
+        payment_method="pm_x",
+        amount_cents=20300,
+        currency="EUR",
+        idempotency_key="order-7-charge",
+    )
 
     assert (charge.id, charge.captured, charge.amount_cents) == ("ch_9", True, 20300)
     [request] = peer.requests
-    assert request["body"] == {"order_id": 7, "customer_id": 1001, "payment_method": "pm_x", "amount_cents": 20300,
-                               "currency": "EUR"}
+    assert request["body"] == {
+        "order_id": 7,
+        "customer_id": 1001,
+        "payment_method": "pm_x",
+        "amount_cents": 20300,
+        "currency": "EUR",
+    }
     assert request["headers"]["Idempotency-Key"] == "order-7-charge"
     assert_service_call(request, audience="payment")
 
@@ -245,8 +305,14 @@ def test_a_402_is_a_declined_card(peer, code):
     peer.answer("POST /internal/charges/", (402, {"code": code, "message": "Declined.", "request_id": "x"}))
 
     with pytest.raises(payment.CardDeclined) as caught:
-        payment.payment_charge(order_id=7, customer_id=1, payment_method="pm_x", amount_cents=1, currency="EUR",
-                               idempotency_key="order-7-charge")
+        payment.payment_charge(
+            order_id=7,
+            customer_id=1,
+            payment_method="pm_x",
+            amount_cents=1,
+            currency="EUR",
+            idempotency_key="order-7-charge",
+        )
 
     assert caught.value.code == code
 
@@ -256,8 +322,14 @@ def test_an_idempotency_conflict_is_a_refusal(peer):
     peer.answer("POST /internal/charges/", (409, {"code": "idempotency_conflict", "message": "Reused key."}))
 
     with pytest.raises(PeerRefused) as caught:
-        payment.payment_charge(order_id=7, customer_id=1, payment_method="pm_x", amount_cents=1, currency="EUR",
-                               idempotency_key="order-7-charge")
+        payment.payment_charge(
+            order_id=7,
+            customer_id=1,
+            payment_method="pm_x",
+            amount_cents=1,
+            currency="EUR",
+            idempotency_key="order-7-charge",
+        )
 
     assert caught.value.code == "idempotency_conflict"
 
@@ -265,8 +337,10 @@ def test_an_idempotency_conflict_is_a_refusal(peer):
 @pytest.mark.parametrize("paginated", [True, False])
 def test_charges_for_order_reads_lists_and_pages(peer, paginated):
     """Ensure the charges lookup filters by order id and reads a plain or a paginated list."""
-    charges = [{"id": "ch_1", "status": "DECLINED", "amount_cents": 5}, {"id": "ch_2", "status": "CAPTURED",
-                                                                        "amount_cents": 5}]
+    charges = [
+        {"id": "ch_1", "status": "DECLINED", "amount_cents": 5},
+        {"id": "ch_2", "status": "CAPTURED", "amount_cents": 5},
+    ]
     peer.answer("GET /internal/charges/", (200, {"count": 2, "results": charges} if paginated else charges))
 
     found = payment.payment_charges_for_order(order_id=7)
@@ -279,8 +353,9 @@ def test_refund_posts_to_the_charge_with_its_key(peer):
     """Ensure a refund POSTs amount and reason to the charge's refunds with its Idempotency-Key."""
     peer.answer("POST /internal/charges/ch_9/refunds/", (201, {"id": "rf_3", "amount_cents": 20300}))
 
-    refund = payment.payment_refund(charge_id="ch_9", amount_cents=20300, reason="Cancelled by customer",
-                                    idempotency_key="order-7-refund")
+    refund = payment.payment_refund(
+        charge_id="ch_9", amount_cents=20300, reason="Cancelled by customer", idempotency_key="order-7-refund"
+    )
 
     assert (refund.id, refund.amount_cents) == ("rf_3", 20300)
     [request] = peer.requests

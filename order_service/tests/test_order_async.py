@@ -11,8 +11,9 @@ from tests.conftest import notes, order_body, place
 pytestmark = pytest.mark.django_db
 
 
-def test_async_checkout_answers_202_pending_and_queues_one_task(alice, async_saga, queued, fake_inventory,
-                                                                 fake_payment):
+def test_async_checkout_answers_202_pending_and_queues_one_task(
+    alice, async_saga, queued, fake_inventory, fake_payment
+):
     """Ensure POST answers 202 PENDING with a Location at once, nothing called yet, and one task queued."""
     response = place(alice)
 
@@ -37,8 +38,14 @@ def test_the_worker_runs_the_queued_saga_to_confirmed(alice, async_saga, queued,
 
     order = Order.objects.get(pk=order_id)
     assert (order.status, order.saga_step, order.saga_lease_until) == (OrderStatus.CONFIRMED, SagaStep.DONE, None)
-    assert notes(order_id) == ["order received", "checkout queued for the worker (gives up after 120 s)",
-                               "stock reserved", "payment captured", "stock committed", "confirmed"]
+    assert notes(order_id) == [
+        "order received",
+        "checkout queued for the worker (gives up after 120 s)",
+        "stock reserved",
+        "payment captured",
+        "stock committed",
+        "confirmed",
+    ]
     assert fake_inventory.calls_to("reserve")[0][2] == f"order-{order_id}-reserve"
     assert len(fake_payment.captured()) == 1
     assert alice.get(f"/api/orders/{order_id}/").data["status"] == "CONFIRMED"
@@ -196,8 +203,9 @@ def test_a_rolled_back_transaction_queues_no_task(alice, async_saga, queued):
     assert [sent_id for sent_id, _ in queued.sent] == [order_id]
 
 
-def test_the_task_wrapper_retries_with_the_countdown_and_keeps_its_id(alice, async_saga, queued, fake_payment,
-                                                                       monkeypatch):
+def test_the_task_wrapper_retries_with_the_countdown_and_keeps_its_id(
+    alice, async_saga, queued, fake_payment, monkeypatch
+):
     """Ensure the Celery task turns a countdown into self.retry (same task id) and returns when nothing is left."""
     from celery.exceptions import Retry
 
@@ -206,8 +214,9 @@ def test_the_task_wrapper_retries_with_the_countdown_and_keeps_its_id(alice, asy
     fake_payment.fail("charge", times=5)
     fake_payment.fail("charges_for_order", times=5)
     sent = []
-    monkeypatch.setattr(tasks.order_saga_task, "retry",
-                        lambda countdown: sent.append(countdown) or Retry(when=countdown))
+    monkeypatch.setattr(
+        tasks.order_saga_task, "retry", lambda countdown: sent.append(countdown) or Retry(when=countdown)
+    )
 
     tasks.order_saga_task.push_request(id=runner, retries=0)
     try:
@@ -236,11 +245,13 @@ def test_a_task_in_the_broker_holds_a_long_lease_and_a_received_one_a_short_one(
 
     assert 110 < lease_left() <= 120
     # What the worker's consumer does when the message arrives (another task id changes nothing).
-    signals.task_received.send(sender=None, request=SimpleNamespace(
-        name="orders.saga_run", id="task-someone-else", args=[order_id], eta=None))
+    signals.task_received.send(
+        sender=None, request=SimpleNamespace(name="orders.saga_run", id="task-someone-else", args=[order_id], eta=None)
+    )
     assert 110 < lease_left() <= 120
-    signals.task_received.send(sender=None, request=SimpleNamespace(
-        name="orders.saga_run", id=runner, args=[order_id], eta=None))
+    signals.task_received.send(
+        sender=None, request=SimpleNamespace(name="orders.saga_run", id=runner, args=[order_id], eta=None)
+    )
     assert 20 < lease_left() <= 30
     # A retry due in a minute is covered until then, plus the task lease.
     eta = timezone.now() + timezone.timedelta(seconds=60)

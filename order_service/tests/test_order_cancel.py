@@ -37,7 +37,9 @@ def test_cancel_a_confirmed_order_refunds_and_returns_the_stock(alice, fake_inve
     assert fake_inventory.products["KB-001"].available == 10
     assert fake_inventory.products["KB-001"].sold == 0
     assert notes(order["id"])[-4:] == [
-        "cancellation requested by customer", "payment refunded (203.00 EUR)", "stock returned",
+        "cancellation requested by customer",
+        "payment refunded (203.00 EUR)",
+        "stock returned",
         "cancelled: Cancelled by customer",
     ]
 

@@ -87,7 +87,11 @@ def test_declined_payment_releases_the_stock(alice, fake_inventory, fake_payment
     assert fake_inventory.products["KB-001"].available == 10
     assert fake_payment.captured() == []
     assert notes(response.data["id"]) == [
-        "order received", "stock reserved", f"compensating: {reason}", "stock released", f"cancelled: {reason}",
+        "order received",
+        "stock reserved",
+        f"compensating: {reason}",
+        "stock released",
+        f"cancelled: {reason}",
     ]
 
 
@@ -164,7 +168,9 @@ def test_commit_refused_refunds_and_releases(alice, fake_inventory, fake_payment
     assert charge.refunds[0].amount_cents == response.data["total_cents"]
     assert fake_payment.calls_to("refund")[0][-1] == f"order-{response.data['id']}-refund"
     assert notes(response.data["id"])[-3:] == [
-        "payment refunded (203.00 EUR)", "stock released", f"cancelled: {response.data['status_reason']}",
+        "payment refunded (203.00 EUR)",
+        "stock released",
+        f"cancelled: {response.data['status_reason']}",
     ]
 
 
@@ -233,9 +239,19 @@ def test_the_same_key_for_two_customers_makes_two_orders(alice, bob):
 
 def test_draft_is_saved_pending_without_a_saga(alice, fake_inventory, fake_payment):
     """Ensure checkout=false saves a PENDING draft priced from the catalog and calls neither reserve nor charge."""
-    response = place(alice, order_body(checkout=False, shipping_address={
-        "name": "Alice", "line1": "1 Lab Street", "city": "Paris", "postal_code": "75001", "country": "FR",
-    }))
+    response = place(
+        alice,
+        order_body(
+            checkout=False,
+            shipping_address={
+                "name": "Alice",
+                "line1": "1 Lab Street",
+                "city": "Paris",
+                "postal_code": "75001",
+                "country": "FR",
+            },
+        ),
+    )
 
     assert response.status_code == 201
     assert response.data["status"] == "PENDING"
@@ -260,9 +276,16 @@ def test_inventory_down_before_anything_is_written_answers_503(alice, fake_inven
 
 def test_unknown_and_inactive_skus_are_named_and_nothing_is_written(alice, fake_inventory):
     """Ensure unknown or inactive skus answer 400 naming each sku in fields.lines, with no order written."""
-    response = place(alice, order_body(lines=[
-        {"sku": "KB-001", "quantity": 1}, {"sku": "NOPE-1", "quantity": 1}, {"sku": "OLD-999", "quantity": 1},
-    ]))
+    response = place(
+        alice,
+        order_body(
+            lines=[
+                {"sku": "KB-001", "quantity": 1},
+                {"sku": "NOPE-1", "quantity": 1},
+                {"sku": "OLD-999", "quantity": 1},
+            ]
+        ),
+    )
 
     assert response.status_code == 400
     assert response.data["code"] == "invalid"

@@ -7,8 +7,14 @@ from tests.conftest import ALICE, make_order, notes, order_body, place
 
 pytestmark = pytest.mark.django_db
 
-ADDRESS = {"name": "Alice", "line1": "1 Lab Street", "line2": "Flat 2", "city": "Lyon", "postal_code": "69001",
-           "country": "FR"}
+ADDRESS = {
+    "name": "Alice",
+    "line1": "1 Lab Street",
+    "line2": "Flat 2",
+    "city": "Lyon",
+    "postal_code": "69001",
+    "country": "FR",
+}
 
 
 @pytest.fixture
@@ -39,8 +45,7 @@ def test_patch_sets_and_clears_the_shipping_address(alice, draft):
 
 def test_patch_with_an_unknown_sku_changes_nothing(alice, draft):
     """Ensure an unknown sku in a PATCH answers 400 naming it, and the draft keeps its lines."""
-    response = alice.patch(f"/api/orders/{draft['id']}/", {"lines": [{"sku": "GHOST-1", "quantity": 1}]},
-                           format="json")
+    response = alice.patch(f"/api/orders/{draft['id']}/", {"lines": [{"sku": "GHOST-1", "quantity": 1}]}, format="json")
 
     assert response.status_code == 400
     assert response.data["fields"]["lines"] == ["Unknown or inactive sku: GHOST-1."]
@@ -85,7 +90,11 @@ def test_checkout_of_a_draft_confirms_it(alice, draft, fake_payment):
     assert response.data["status"] == "CONFIRMED"
     assert fake_payment.calls_to("charge")[0][-1] == f"order-{draft['id']}-charge"
     assert notes(draft["id"]) == [
-        "order received as a draft", "checkout started", "stock reserved", "payment captured", "stock committed",
+        "order received as a draft",
+        "checkout started",
+        "stock reserved",
+        "payment captured",
+        "stock committed",
         "confirmed",
     ]
 

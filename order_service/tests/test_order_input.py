@@ -41,10 +41,18 @@ LINE = {"sku": "KB-001", "quantity": 1}
         (order_body(checkout="maybe"), "checkout"),
         (order_body(shipping_address="1 Lab Street"), "shipping_address"),
         (order_body(shipping_address={"line1": "1 Lab Street"}), "shipping_address"),
-        (order_body(shipping_address={"name": "A", "line1": "x" * 201, "city": "P", "postal_code": "1",
-                                      "country": "FR"}), "shipping_address"),
-        (order_body(shipping_address={"name": "A\x00", "line1": "1", "city": "P", "postal_code": "1",
-                                      "country": "FR"}), "shipping_address"),
+        (
+            order_body(
+                shipping_address={"name": "A", "line1": "x" * 201, "city": "P", "postal_code": "1", "country": "FR"}
+            ),
+            "shipping_address",
+        ),
+        (
+            order_body(
+                shipping_address={"name": "A\x00", "line1": "1", "city": "P", "postal_code": "1", "country": "FR"}
+            ),
+            "shipping_address",
+        ),
     ],
 )
 def test_invalid_bodies_are_refused_with_field_messages(alice, fake_inventory, body, field):

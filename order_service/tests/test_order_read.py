@@ -65,7 +65,13 @@ def test_detail_has_lines_and_history(alice):
     assert response.status_code == 200
     entry = response.data["history"][0]
     assert set(entry) == {"status", "step", "note", "at"}
-    assert [e["step"] for e in response.data["history"]] == ["received", "reserved", "charged", "committed", "confirmed"]
+    assert [e["step"] for e in response.data["history"]] == [
+        "received",
+        "reserved",
+        "charged",
+        "committed",
+        "confirmed",
+    ]
 
 
 def test_another_customers_order_is_not_found(alice, bob):
@@ -73,8 +79,12 @@ def test_another_customers_order_is_not_found(alice, bob):
     order = place(alice).data
 
     assert bob.get(f"/api/orders/{order['id']}/").status_code == 404
-    assert bob.patch(f"/api/orders/{order['id']}/", {"lines": [{"sku": "KB-001", "quantity": 1}]},
-                     format="json").status_code == 404
+    assert (
+        bob.patch(
+            f"/api/orders/{order['id']}/", {"lines": [{"sku": "KB-001", "quantity": 1}]}, format="json"
+        ).status_code
+        == 404
+    )
     assert bob.post(f"/api/orders/{order['id']}/cancel/").status_code == 404
     assert bob.post(f"/api/orders/{order['id']}/checkout/").status_code == 404
     assert alice.get(f"/api/orders/{order['id']}/").data["status"] == "CONFIRMED"

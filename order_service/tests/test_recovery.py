@@ -15,8 +15,9 @@ pytestmark = pytest.mark.django_db
 def test_a_sync_request_killed_mid_saga_is_finished_by_the_worker(queued, fake_inventory, fake_payment):
     """Ensure an order left at 'reserved' by a dead request (its lease run out) is queued once, then confirmed."""
     order = make_order(saga_step=SagaStep.RESERVED, saga_lease_until=timezone.now() - timedelta(seconds=1))
-    held = fake_inventory.reserve(order_id=order.pk, lines=[{"sku": "KB-001", "quantity": 1}],
-                                  idempotency_key=f"order-{order.pk}-reserve")
+    held = fake_inventory.reserve(
+        order_id=order.pk, lines=[{"sku": "KB-001", "quantity": 1}], idempotency_key=f"order-{order.pk}-reserve"
+    )
     Order.objects.filter(pk=order.pk).update(reservation_id=held.id)
 
     assert background.orders_recover_stalled() == 1

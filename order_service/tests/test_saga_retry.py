@@ -1,26 +1,26 @@
 """The worker's patience: capped exponential backoff while a peer is down, then giving up at the deadline."""
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from chassis.client import PeerUnavailable
 from orders import background
-from orders.saga import leases
 from orders.models import Order, OrderStatus, SagaStep
+from orders.saga import leases
 from tests.conftest import notes, place
 
 pytestmark = pytest.mark.django_db
 
-T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
 
 class Clock:
     """A clock the test moves by hand."""
 
     def __init__(self, now=None):
-        self.now = now or datetime.now(timezone.utc)
+        self.now = now or datetime.now(UTC)
 
     def __call__(self):
         return self.now
@@ -51,8 +51,9 @@ def test_backoff_doubles_from_the_base_up_to_the_cap_with_half_jitter(settings):
     far = T0 + timedelta(hours=1)
 
     for attempt, full in [(0, 1), (1, 2), (2, 4), (3, 8), (4, 16), (5, 30), (9, 30), (500, 30)]:
-        waits = [background.retry_countdown(attempt=attempt, now=T0, deadline=far, compensating=False)
-                 for _ in range(50)]
+        waits = [
+            background.retry_countdown(attempt=attempt, now=T0, deadline=far, compensating=False) for _ in range(50)
+        ]
         assert all(full / 2 <= wait <= full for wait in waits), (attempt, waits)
         assert len(set(waits)) > 1  # jittered: stalled sagas do not all come back together
 
@@ -61,11 +62,16 @@ def test_backoff_never_waits_past_the_deadline_and_gives_up_after_it():
     """Ensure the last wait ends at the deadline, and at or after the deadline the answer is None (give up)."""
     deadline = T0 + timedelta(seconds=120)
 
-    assert background.retry_countdown(attempt=10, now=deadline - timedelta(seconds=3), deadline=deadline,
-                                      compensating=False) == pytest.approx(3.0)
+    assert background.retry_countdown(
+        attempt=10, now=deadline - timedelta(seconds=3), deadline=deadline, compensating=False
+    ) == pytest.approx(3.0)
     assert background.retry_countdown(attempt=0, now=deadline, deadline=deadline, compensating=False) is None
-    assert background.retry_countdown(attempt=0, now=deadline + timedelta(seconds=1), deadline=deadline,
-                                      compensating=False) is None
+    assert (
+        background.retry_countdown(
+            attempt=0, now=deadline + timedelta(seconds=1), deadline=deadline, compensating=False
+        )
+        is None
+    )
 
 
 def test_a_compensation_never_gives_up():
@@ -78,8 +84,9 @@ def test_a_compensation_never_gives_up():
 # --- the worker with a peer down ----------------------------------------------------------------
 
 
-def test_payment_down_keeps_the_order_pending_and_retries_until_it_is_back(alice, async_saga, queued, clock,
-                                                                           fake_inventory, fake_payment):
+def test_payment_down_keeps_the_order_pending_and_retries_until_it_is_back(
+    alice, async_saga, queued, clock, fake_inventory, fake_payment
+):
     """Ensure a payment outage shorter than the deadline ends CONFIRMED after a few waits, charging once."""
     order_id = place(alice).data["id"]
     [(_, runner)] = queued.sent
@@ -110,8 +117,9 @@ def test_payment_down_keeps_the_order_pending_and_retries_until_it_is_back(alice
     ]
 
 
-def test_past_the_deadline_the_saga_gives_up_and_compensates(alice, async_saga, queued, clock,
-                                                             fake_inventory, fake_payment):
+def test_past_the_deadline_the_saga_gives_up_and_compensates(
+    alice, async_saga, queued, clock, fake_inventory, fake_payment
+):
     """Ensure payment still down at the deadline ends CANCELLED with the reason, the stock released, nothing charged."""
     order_id = place(alice).data["id"]
     [(_, runner)] = queued.sent
@@ -130,8 +138,11 @@ def test_past_the_deadline_the_saga_gives_up_and_compensates(alice, async_saga, 
     assert fake_inventory.reservation_of(order_id).status == "RELEASED"
     assert fake_inventory.products["KB-001"].available == 10
     assert fake_payment.captured() == []
-    assert notes(order_id)[-3:] == ["compensating: Gave up after 120 s: payment unavailable", "stock released",
-                                    "cancelled: Gave up after 120 s: payment unavailable"]
+    assert notes(order_id)[-3:] == [
+        "compensating: Gave up after 120 s: payment unavailable",
+        "stock released",
+        "cancelled: Gave up after 120 s: payment unavailable",
+    ]
 
 
 def test_giving_up_refunds_a_capture_whose_answer_was_lost(alice, async_saga, queued, clock, fake_payment):
@@ -153,8 +164,9 @@ def test_giving_up_refunds_a_capture_whose_answer_was_lost(alice, async_saga, qu
     assert "a capture was found after a lost answer; it will be refunded" in notes(order_id)
 
 
-def test_a_compensation_waits_for_inventory_instead_of_cancelling_with_stock_held(alice, async_saga, queued, clock,
-                                                                                    fake_inventory, fake_payment):
+def test_a_compensation_waits_for_inventory_instead_of_cancelling_with_stock_held(
+    alice, async_saga, queued, clock, fake_inventory, fake_payment
+):
     """Ensure giving up while inventory is down stays PENDING/compensating (retrying) until the stock is released."""
     order_id = place(alice).data["id"]
     [(_, runner)] = queued.sent
@@ -181,8 +193,9 @@ def test_a_compensation_waits_for_inventory_instead_of_cancelling_with_stock_hel
     assert fake_inventory.reservation_of(order_id).status == "RELEASED"
 
 
-def test_an_inventory_outage_at_reserve_releases_a_hold_made_with_its_answer_lost(alice, async_saga, queued, clock,
-                                                                                  fake_inventory, fake_payment):
+def test_an_inventory_outage_at_reserve_releases_a_hold_made_with_its_answer_lost(
+    alice, async_saga, queued, clock, fake_inventory, fake_payment
+):
     """Ensure giving up at reserving looks the order's reservations up and releases the hold a lost answer made."""
     order_id = place(alice).data["id"]
     [(_, runner)] = queued.sent

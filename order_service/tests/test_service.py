@@ -39,8 +39,13 @@ def test_schema_describes_every_order_route(client):
 
     assert response.status_code == 200
     schema = response.json()
-    for path in ("/api/orders/", "/api/orders/{order_id}/", "/api/orders/{order_id}/checkout/",
-                 "/api/orders/{order_id}/cancel/", "/internal/reconciliation/orders/"):
+    for path in (
+        "/api/orders/",
+        "/api/orders/{order_id}/",
+        "/api/orders/{order_id}/checkout/",
+        "/api/orders/{order_id}/cancel/",
+        "/internal/reconciliation/orders/",
+    ):
         assert path in schema["paths"], path
     create = schema["paths"]["/api/orders/"]["post"]
     assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in create["parameters"])

@@ -37,7 +37,8 @@ def test_confirmed_orders_ship_then_deliver_each_after_the_delay(settings, alice
     assert history(order)[-2:] == [("SHIPPED", "shipped"), ("DELIVERED", "delivered")]
     body = alice.get(f"/api/orders/{order.pk}/").data
     assert [(e["status"], e["note"]) for e in body["history"]][-2:] == [
-        ("SHIPPED", "shipped (simulated carrier)"), ("DELIVERED", "delivered (simulated carrier)")
+        ("SHIPPED", "shipped (simulated carrier)"),
+        ("DELIVERED", "delivered (simulated carrier)"),
     ]
     assert all(e["at"] for e in body["history"])
 
@@ -52,8 +53,12 @@ def test_young_pending_cancelled_and_cancelling_orders_do_not_move(settings):
 
     assert background.orders_advance_shipping() == {OrderStatus.DELIVERED: 0, OrderStatus.SHIPPED: 0}
 
-    for order, status in ((young, "CONFIRMED"), (cancelling, "CONFIRMED"), (pending, "PENDING"),
-                          (cancelled, "CANCELLED")):
+    for order, status in (
+        (young, "CONFIRMED"),
+        (cancelling, "CONFIRMED"),
+        (pending, "PENDING"),
+        (cancelled, "CANCELLED"),
+    ):
         order.refresh_from_db()
         assert order.status == status
 

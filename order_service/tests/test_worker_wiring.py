@@ -132,16 +132,20 @@ EXPORTER = InMemorySpanExporter()
 
 
 @pytest.mark.django_db(transaction=True)
-def test_one_checkout_is_one_trace_from_the_request_through_the_worker(alice, async_saga, fake_inventory,
-                                                                      fake_payment):
+def test_one_checkout_is_one_trace_from_the_request_through_the_worker(alice, async_saga, fake_inventory, fake_payment):
     """Ensure the task published by the request carries its trace and request id into the worker's saga spans."""
     telemetry.setup("order", exporter=EXPORTER, instrument_django=False)
     EXPORTER.clear()
 
     with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
         with telemetry.span("test.request") as request_span:
-            response = alice.post("/api/orders/", order_body(), format="json", HTTP_IDEMPOTENCY_KEY="trace-key-0001",
-                                  HTTP_X_REQUEST_ID="req-async-trace-1")
+            response = alice.post(
+                "/api/orders/",
+                order_body(),
+                format="json",
+                HTTP_IDEMPOTENCY_KEY="trace-key-0001",
+                HTTP_X_REQUEST_ID="req-async-trace-1",
+            )
         assert response.status_code == 202
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

@@ -175,7 +175,8 @@ def _reservation_from(data, response, what: str) -> Reservation:
             id=str(data["id"]),
             status=str(data.get("status", "")),
             lines=lines,
-            total_cents=int(data["total_cents"]) if data.get("total_cents") is not None
+            total_cents=int(data["total_cents"])
+            if data.get("total_cents") is not None
             else sum(line.quantity * line.unit_price_cents for line in lines),
             currency=str(currency)[:3],
         )

@@ -99,7 +99,9 @@ def payment_refund(*, charge_id: str, amount_cents: int, reason: str, idempotenc
 
 def _charge(data, response) -> Charge:
     try:
-        return Charge(id=str(data["id"]), status=str(data.get("status", "")).upper(), amount_cents=int(data["amount_cents"]))
+        return Charge(
+            id=str(data["id"]), status=str(data.get("status", "")).upper(), amount_cents=int(data["amount_cents"])
+        )
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise unreadable(PEER, "charge", response) from exc
 

@@ -62,8 +62,12 @@ def _publish(*, order_id: int, runner: str) -> None:
     try:
         order_saga_task.apply_async(args=[order_id], task_id=runner)
     except Exception as exc:  # noqa: BLE001 — whatever the transport raises, the order must not be lost
-        log.warning("order %s: the saga could not be queued (%s: %s); recovery will queue it again",
-                    order_id, type(exc).__name__, exc)
+        log.warning(
+            "order %s: the saga could not be queued (%s: %s); recovery will queue it again",
+            order_id,
+            type(exc).__name__,
+            exc,
+        )
         leases.order_saga_release(order_id=order_id, runner=runner)
         order = Order.objects.get(pk=order_id)
         record_event(order, "queue_failed", "the worker's queue is unreachable; the saga will be queued again")
@@ -83,8 +87,7 @@ def order_saga_wait(*, order_id: int, runner: str, seconds: float, exc: PeerUnav
         order.save(update_fields=["saga_lease_until", "updated_at"])
         last = order.events.order_by("-id").first()
         if last is None or last.step != "waiting":
-            record_event(order, "waiting",
-                         f"waiting: {exc.peer} unavailable ({exc.reason}); the worker retries with backoff")
+            record_event(
+                order, "waiting", f"waiting: {exc.peer} unavailable ({exc.reason}); the worker retries with backoff"
+            )
     return True
-
-

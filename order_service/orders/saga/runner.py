@@ -46,8 +46,13 @@ def order_saga_give_up(*, order_id: int, expect: str, peer: str) -> None:
     budget = round((order.saga_deadline - started).total_seconds()) if order.saga_deadline else 0
     # One of the attempts may have reserved before its answer was lost.
     reservation_outcome_unknown = True if expect == SagaStep.RESERVING else None
-    start_compensation(order_id, expect=expect, reason=f"Gave up after {budget} s: {peer} unavailable",
-                       code="gave_up", reservation_outcome_unknown=reservation_outcome_unknown)
+    start_compensation(
+        order_id,
+        expect=expect,
+        reason=f"Gave up after {budget} s: {peer} unavailable",
+        code="gave_up",
+        reservation_outcome_unknown=reservation_outcome_unknown,
+    )
 
 
 def order_saga_run(
@@ -102,16 +107,19 @@ def _after_unavailable(order_id: int, exc: PeerUnavailable) -> bool:
             start_compensation(order_id, expect=step, reason=reason, code="inventory_unavailable")
         else:
             # Our breaker or bulkhead refused before anything was sent: nothing to undo.
-            finish_cancelled(order_id, expect=step, reason=reason, step="inventory_unavailable",
-                              code="inventory_unavailable")
+            finish_cancelled(
+                order_id, expect=step, reason=reason, step="inventory_unavailable", code="inventory_unavailable"
+            )
         return True
     if step == SagaStep.COMMITTING:
-        start_compensation(order_id, expect=step, code="inventory_unavailable",
-                            reason="Inventory unavailable while committing stock; payment refunded.")
+        start_compensation(
+            order_id,
+            expect=step,
+            code="inventory_unavailable",
+            reason="Inventory unavailable while committing stock; payment refunded.",
+        )
         return True
     # Charging with no way to learn the outcome, or a compensation that cannot go on:
     # deciding now could lose money or stock, so the order stays here until a later run.
     advance(order_id, expect=step, events=[("paused", f"paused: {exc.peer} unavailable ({exc.reason})")])
     return False
-
-

@@ -38,13 +38,17 @@ def step_reserve(order: Order, policy: SagaPolicy) -> None:
             ttl_seconds=settings.ORDER_RESERVATION_TTL_SECONDS,
         )
     except inventory.InsufficientStock as exc:
-        finish_cancelled(order.pk, expect=SagaStep.RESERVING, reason=exc.describe(), step="out_of_stock",
-                          code="out_of_stock")
+        finish_cancelled(
+            order.pk, expect=SagaStep.RESERVING, reason=exc.describe(), step="out_of_stock", code="out_of_stock"
+        )
         return
     except PeerRefused as exc:
         finish_cancelled(
-            order.pk, expect=SagaStep.RESERVING, reason=f"Inventory refused the reservation: {exc.message}",
-            step="refused", code="reserve_refused",
+            order.pk,
+            expect=SagaStep.RESERVING,
+            reason=f"Inventory refused the reservation: {exc.message}",
+            step="refused",
+            code="reserve_refused",
         )
         return
 
@@ -84,12 +88,22 @@ def step_charge(order: Order, policy: SagaPolicy) -> None:
         )
         note = "payment captured"
     except payment.CardDeclined as exc:
-        start_compensation(order.pk, expect=SagaStep.CHARGING, reason=f"Payment declined: {exc.code}",
-                            code="declined", charge_outcome_unknown=False)
+        start_compensation(
+            order.pk,
+            expect=SagaStep.CHARGING,
+            reason=f"Payment declined: {exc.code}",
+            code="declined",
+            charge_outcome_unknown=False,
+        )
         return
     except PeerRefused as exc:
-        start_compensation(order.pk, expect=SagaStep.CHARGING, reason=f"Payment refused: {exc.message}",
-                            code="payment_refused", charge_outcome_unknown=False)
+        start_compensation(
+            order.pk,
+            expect=SagaStep.CHARGING,
+            reason=f"Payment refused: {exc.message}",
+            code="payment_refused",
+            charge_outcome_unknown=False,
+        )
         return
     except PeerUnavailable as exc:
         # The charge may have been captured and its answer lost: ask payment what it holds.
@@ -98,8 +112,12 @@ def step_charge(order: Order, policy: SagaPolicy) -> None:
         if charge is None:
             if policy == "raise":
                 raise  # the worker charges again later with the same key, or gives up at the deadline
-            start_compensation(order.pk, expect=SagaStep.CHARGING,
-                                reason="Payment service unavailable; nothing was charged.", code="payment_unavailable")
+            start_compensation(
+                order.pk,
+                expect=SagaStep.CHARGING,
+                reason="Payment service unavailable; nothing was charged.",
+                code="payment_unavailable",
+            )
             return
         note = "payment captured (learnt from payment after its answer was lost)"
     advance(
@@ -118,8 +136,12 @@ def step_commit(order: Order, policy: SagaPolicy) -> None:
     try:
         inventory.inventory_commit(reservation_id=order.reservation_id)
     except PeerRefused as exc:
-        start_compensation(order.pk, expect=SagaStep.COMMITTING, reason=f"Stock could not be committed: {exc.message}",
-                            code="commit_refused")
+        start_compensation(
+            order.pk,
+            expect=SagaStep.COMMITTING,
+            reason=f"Stock could not be committed: {exc.message}",
+            code="commit_refused",
+        )
         return
     advance(
         order.pk,
@@ -151,24 +173,35 @@ def step_compensate(order: Order, policy: SagaPolicy) -> None:
             )
         except PeerRefused as exc:
             # Retrying cannot change a refusal; the timeline (and the audit) show it.
-            advance(order.pk, expect=expect, events=[("refund_refused", f"payment refused the refund: {exc.message}")],
-                     refund_id="refused")
+            advance(
+                order.pk,
+                expect=expect,
+                events=[("refund_refused", f"payment refused the refund: {exc.message}")],
+                refund_id="refused",
+            )
             return
-        advance(order.pk, expect=expect, events=[("refunded", f"payment refunded ({money(order)})")],
-                 refund_id=refund.id)
+        advance(
+            order.pk, expect=expect, events=[("refunded", f"payment refunded ({money(order)})")], refund_id=refund.id
+        )
         return
     if order.charge_outcome_unknown and not order.charge_id:
         charge = captured_charge(order.pk)
         events = [("charge_found", "a capture was found after a lost answer; it will be refunded")] if charge else []
-        advance(order.pk, expect=expect, events=events, charge_id=charge.id if charge else "",
-                 charge_outcome_unknown=False)
+        advance(
+            order.pk, expect=expect, events=events, charge_id=charge.id if charge else "", charge_outcome_unknown=False
+        )
         return
     if order.reservation_outcome_unknown and not order.reservation_id:
         held = held_reservation(order.pk)
         events = [("reservation_found", "stock held after a lost answer was found; it will be released")]
         events = events if held else []
-        advance(order.pk, expect=expect, events=events, reservation_id=held.id if held else "",
-                 reservation_outcome_unknown=False)
+        advance(
+            order.pk,
+            expect=expect,
+            events=events,
+            reservation_id=held.id if held else "",
+            reservation_outcome_unknown=False,
+        )
         return
     if order.reservation_id and not order.stock_released:
         committed = order.status == OrderStatus.CONFIRMED
@@ -209,6 +242,7 @@ STEPS: dict[str, SagaStepDef] = {
     )
 }
 
+
 def captured_charge(order_id: int):
     """The captured charge payment holds for this order, or None; PeerUnavailable when it cannot tell."""
     try:
@@ -225,5 +259,3 @@ def held_reservation(order_id: int):
     except PeerRefused as exc:
         raise PeerUnavailable(inventory.PEER, f"reservations lookup refused: {exc.message}", status=exc.status) from exc
     return next((r for r in reservations if r.status in ("HELD", "COMMITTED")), None)
-
-
