@@ -73,8 +73,10 @@ def service_urls(environ=os.environ) -> dict[str, str]:
         name, variable = service.name, service.env_var
         url = (environ.get(variable) or service.default_url).rstrip("/")
         if urlsplit(url).hostname not in ALLOWED_HOSTS:
-            raise SystemExit(f"{variable}={url}: the lab's load tests only target this machine (127.0.0.1) "
-                             "or the hosts listed in LOAD_ALLOWED_HOSTS.")
+            raise SystemExit(
+                f"{variable}={url}: the lab's load tests only target this machine (127.0.0.1) "
+                "or the hosts listed in LOAD_ALLOWED_HOSTS."
+            )
         urls[name] = url
     return urls
 
@@ -205,7 +207,7 @@ IN_FLIGHT = InFlight()
 def _json(response) -> dict:
     try:
         data = response.json()
-    except Exception:
+    except ValueError:  # not JSON (requests' JSONDecodeError is a ValueError)
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -261,8 +263,17 @@ class ShopUser(FastHttpUser):
 
     # -------------------------------------------------------------- HTTP
 
-    def call(self, method: str, service: str, path: str, *, name: str | None = None, auth: bool = True,
-             headers: dict | None = None, **kwargs):
+    def call(
+        self,
+        method: str,
+        service: str,
+        path: str,
+        *,
+        name: str | None = None,
+        auth: bool = True,
+        headers: dict | None = None,
+        **kwargs,
+    ):
         """One request to ``service`` with a request id (and the user's token when ``auth``)."""
         sent = {"X-Request-ID": f"{self._request_prefix}-{next(self._request_numbers)}", "Accept": "application/json"}
         if auth and self.token:
@@ -311,8 +322,14 @@ class ShopUser(FastHttpUser):
 
     def _log_in(self) -> None:
         email, password = self._account
-        with self.call("POST", "user", "/api/auth/login/", auth=False, json={"email": email, "password": password},
-                       catch_response=True) as r:
+        with self.call(
+            "POST",
+            "user",
+            "/api/auth/login/",
+            auth=False,
+            json={"email": email, "password": password},
+            catch_response=True,
+        ) as r:
             data = _json(r)
             if r.status_code != 200 or "access" not in data:
                 self.judge_failure(r, data, "user")
@@ -347,8 +364,14 @@ class ShopUser(FastHttpUser):
     def refresh_catalog(self) -> None:
         if not CATALOG.stale():
             return
-        with self.call("GET", "inventory", "/api/products/?page_size=100", name="/api/products/?page_size=100",
-                       auth=False, catch_response=True) as r:
+        with self.call(
+            "GET",
+            "inventory",
+            "/api/products/?page_size=100",
+            name="/api/products/?page_size=100",
+            auth=False,
+            catch_response=True,
+        ) as r:
             data = _json(r)
             if r.status_code == 200 and isinstance(data.get("results"), list):
                 CATALOG.update(data["results"])
@@ -359,8 +382,14 @@ class ShopUser(FastHttpUser):
 
     def browse_list(self) -> None:
         page = random.choice((1, 1, 1, 2))
-        with self.call("GET", "inventory", f"/api/products/?page={page}", name="/api/products/?page=[n]",
-                       auth=False, catch_response=True) as r:
+        with self.call(
+            "GET",
+            "inventory",
+            f"/api/products/?page={page}",
+            name="/api/products/?page=[n]",
+            auth=False,
+            catch_response=True,
+        ) as r:
             data = _json(r)
             if r.status_code == 200 and isinstance(data.get("results"), list):
                 if page == 1 and CATALOG.stale():
@@ -371,8 +400,14 @@ class ShopUser(FastHttpUser):
 
     def browse_search(self) -> None:
         term = random.choice(SEARCH_TERMS)
-        with self.call("GET", "inventory", f"/api/products/?search={term}", name="/api/products/?search=[term]",
-                       auth=False, catch_response=True) as r:
+        with self.call(
+            "GET",
+            "inventory",
+            f"/api/products/?search={term}",
+            name="/api/products/?search=[term]",
+            auth=False,
+            catch_response=True,
+        ) as r:
             if r.status_code == 200:
                 r.success()
             else:
@@ -381,8 +416,9 @@ class ShopUser(FastHttpUser):
     def browse_detail(self) -> None:
         self.refresh_catalog()
         sku = CATALOG.any_sku()
-        with self.call("GET", "inventory", f"/api/products/{sku}/", name="/api/products/[sku]/",
-                       auth=False, catch_response=True) as r:
+        with self.call(
+            "GET", "inventory", f"/api/products/{sku}/", name="/api/products/[sku]/", auth=False, catch_response=True
+        ) as r:
             if r.status_code == 200:
                 r.success()
             else:
@@ -404,18 +440,34 @@ class ShopUser(FastHttpUser):
         self.refresh_catalog()
         if decline is None:
             decline = random.random() < DECLINE_SHARE
-        body = {"lines": [{"sku": CATALOG.sku_in_stock(), "quantity": 1}],
-                "payment_method": self.card("declined" if decline else "approved")}
+        body = {
+            "lines": [{"sku": CATALOG.sku_in_stock(), "quantity": 1}],
+            "payment_method": self.card("declined" if decline else "approved"),
+        }
         if draft:
             body["checkout"] = False
         key = f"lt-{uuid.uuid4().hex}"
         self.last_request = {"path": "/api/orders/", "json": body, "headers": {"Idempotency-Key": key}}
         if not draft:  # a draft runs no saga: nothing to settle if the run stops mid-request
-            IN_FLIGHT.add(key, {"method": "POST", "url": URLS["order"] + "/api/orders/", "body": body,
-                                "headers": {"Idempotency-Key": key, "Authorization": f"Bearer {self.token}"}})
+            IN_FLIGHT.add(
+                key,
+                {
+                    "method": "POST",
+                    "url": URLS["order"] + "/api/orders/",
+                    "body": body,
+                    "headers": {"Idempotency-Key": key, "Authorization": f"Bearer {self.token}"},
+                },
+            )
         started = time.perf_counter()
-        with self.call("POST", "order", "/api/orders/", name="/api/orders/" + (" [draft]" if draft else ""),
-                       json=body, headers={"Idempotency-Key": key}, catch_response=True) as r:
+        with self.call(
+            "POST",
+            "order",
+            "/api/orders/",
+            name="/api/orders/" + (" [draft]" if draft else ""),
+            json=body,
+            headers={"Idempotency-Key": key},
+            catch_response=True,
+        ) as r:
             data = _json(r)
             if r.status_code in (200, 201, 202) and "status" in data and "id" in data:
                 IN_FLIGHT.update(key, order_id=data["id"])
@@ -437,9 +489,19 @@ class ShopUser(FastHttpUser):
             return data
         if not FOLLOW_ORDERS:
             return data
-        return self.follow(data, key=key, decline=decline, started=started,
-                           resend={"method": "POST", "path": "/api/orders/", "json": body,
-                                   "headers": {"Idempotency-Key": key}, "name": "/api/orders/ [resume]"})
+        return self.follow(
+            data,
+            key=key,
+            decline=decline,
+            started=started,
+            resend={
+                "method": "POST",
+                "path": "/api/orders/",
+                "json": body,
+                "headers": {"Idempotency-Key": key},
+                "name": "/api/orders/ [resume]",
+            },
+        )
 
     def judge_outcome(self, response, order: dict, *, decline: bool) -> None:
         """Judge an order that reached a final status against what the scenario expected."""
@@ -468,8 +530,15 @@ class ShopUser(FastHttpUser):
             if self._paused(order) and time.monotonic() - last_sent >= RESUME_AFTER:
                 last_sent = time.monotonic()
                 finished = False
-                with self.call(resend["method"], "order", resend["path"], name=resend["name"], json=resend.get("json"),
-                               headers=resend.get("headers"), catch_response=True) as r:
+                with self.call(
+                    resend["method"],
+                    "order",
+                    resend["path"],
+                    name=resend["name"],
+                    json=resend.get("json"),
+                    headers=resend.get("headers"),
+                    catch_response=True,
+                ) as r:
                     data = _json(r)
                     if r.status_code in (200, 201, 202) and "status" in data:
                         order = data
@@ -483,8 +552,9 @@ class ShopUser(FastHttpUser):
                 if finished:
                     return order
                 continue
-            with self.call("GET", "order", f"/api/orders/{order['id']}/", name="/api/orders/[id]/ [poll]",
-                           catch_response=True) as r:
+            with self.call(
+                "GET", "order", f"/api/orders/{order['id']}/", name="/api/orders/[id]/ [poll]", catch_response=True
+            ) as r:
                 data = _json(r)
                 if r.status_code != 200 or "status" not in data:
                     self.judge_failure(r, data, "order")
@@ -496,10 +566,17 @@ class ShopUser(FastHttpUser):
         # Still not final: leave it to the settling at the end of the run.
         label = self.explain(None, order, "order")
         self.environment.events.request.fire(
-            request_type="GET", name="/api/orders/[id]/ [poll]" + (f" [explained: {label}]" if label else ""),
-            response_time=POLL_TIMEOUT * 1000, response_length=0, context={},
-            exception=None if label else Exception(f"order {order['id']} still {order['status']} "
-                                                   f"at step {order.get('saga_step')} after {POLL_TIMEOUT:.0f}s"),
+            request_type="GET",
+            name="/api/orders/[id]/ [poll]" + (f" [explained: {label}]" if label else ""),
+            response_time=POLL_TIMEOUT * 1000,
+            response_length=0,
+            context={},
+            exception=None
+            if label
+            else Exception(
+                f"order {order['id']} still {order['status']} "
+                f"at step {order.get('saga_step')} after {POLL_TIMEOUT:.0f}s"
+            ),
         )
         return order
 
@@ -511,8 +588,7 @@ class ShopUser(FastHttpUser):
 
     def _final(self, order: dict) -> bool:
         """The order reached its final status and nothing is left to undo."""
-        return (order.get("status") in TERMINAL and order.get("saga_step") != "compensating"
-                and not self._paused(order))
+        return order.get("status") in TERMINAL and order.get("saga_step") != "compensating" and not self._paused(order)
 
     @staticmethod
     def _paused(order: dict) -> bool:
@@ -521,8 +597,9 @@ class ShopUser(FastHttpUser):
 
     def view_orders(self) -> None:
         self.ensure_signed_in()
-        with self.call("GET", "order", "/api/orders/?page_size=10", name="/api/orders/?page_size=10",
-                       catch_response=True) as r:
+        with self.call(
+            "GET", "order", "/api/orders/?page_size=10", name="/api/orders/?page_size=10", catch_response=True
+        ) as r:
             if r.status_code == 200:
                 r.success()
             else:
@@ -532,8 +609,9 @@ class ShopUser(FastHttpUser):
         if not self.orders:
             return self.view_orders()
         self.ensure_signed_in()
-        with self.call("GET", "order", f"/api/orders/{random.choice(self.orders)}/", name="/api/orders/[id]/",
-                       catch_response=True) as r:
+        with self.call(
+            "GET", "order", f"/api/orders/{random.choice(self.orders)}/", name="/api/orders/[id]/", catch_response=True
+        ) as r:
             if r.status_code == 200:
                 r.success()
             else:
@@ -547,8 +625,14 @@ class ShopUser(FastHttpUser):
         created = self.last_request
         if random.random() < 0.5:
             lines = [{"sku": CATALOG.sku_in_stock(), "quantity": random.randint(1, 2)}]
-            with self.call("PATCH", "order", f"/api/orders/{draft['id']}/", name="/api/orders/[id]/",
-                           json={"lines": lines}, catch_response=True) as r:
+            with self.call(
+                "PATCH",
+                "order",
+                f"/api/orders/{draft['id']}/",
+                name="/api/orders/[id]/",
+                json={"lines": lines},
+                catch_response=True,
+            ) as r:
                 if r.status_code == 200:
                     r.success()
                 else:
@@ -565,9 +649,16 @@ class ShopUser(FastHttpUser):
         (a replay resumes an interrupted saga; ``/checkout/`` again would be a 409: no longer a draft)."""
         path = f"/api/orders/{draft['id']}/checkout/"
         key = f"draft-{draft['id']}"
-        IN_FLIGHT.add(key, {"method": "POST", "url": URLS["order"] + created["path"], "body": created["json"],
-                            "order_id": draft["id"],
-                            "headers": {**created["headers"], "Authorization": f"Bearer {self.token}"}})
+        IN_FLIGHT.add(
+            key,
+            {
+                "method": "POST",
+                "url": URLS["order"] + created["path"],
+                "body": created["json"],
+                "order_id": draft["id"],
+                "headers": {**created["headers"], "Authorization": f"Bearer {self.token}"},
+            },
+        )
         started = time.perf_counter()
         with self.call("POST", "order", path, name="/api/orders/[id]/checkout/", catch_response=True) as r:
             data = _json(r)
@@ -581,15 +672,34 @@ class ShopUser(FastHttpUser):
                 fire_flow(self.environment, started)
                 return
             r.success()
-        self.follow(data, key=key, decline=False, started=started,
-                    resend={"method": "POST", "path": created["path"], "json": created["json"],
-                            "headers": created["headers"], "name": "/api/orders/ [resume]"})
+        self.follow(
+            data,
+            key=key,
+            decline=False,
+            started=started,
+            resend={
+                "method": "POST",
+                "path": created["path"],
+                "json": created["json"],
+                "headers": created["headers"],
+                "name": "/api/orders/ [resume]",
+            },
+        )
 
     def cancel(self, order_id: int, *, name: str = "/api/orders/[id]/cancel/") -> None:
         path = f"/api/orders/{order_id}/cancel/"
         key = f"cancel-{order_id}"
-        IN_FLIGHT.add(key, {"method": "POST", "url": URLS["order"] + path, "body": None, "order_id": order_id,
-                            "headers": {"Authorization": f"Bearer {self.token}"}, "expect": "CANCELLED"})
+        IN_FLIGHT.add(
+            key,
+            {
+                "method": "POST",
+                "url": URLS["order"] + path,
+                "body": None,
+                "order_id": order_id,
+                "headers": {"Authorization": f"Bearer {self.token}"},
+                "expect": "CANCELLED",
+            },
+        )
         with self.call("POST", "order", path, name=name, catch_response=True) as r:
             data = _json(r)
             if r.status_code == 200 and data.get("status") == "CANCELLED":
@@ -597,8 +707,9 @@ class ShopUser(FastHttpUser):
                 self.confirmed = [i for i in self.confirmed if i != order_id]
                 r.success()
             elif r.status_code in (200, 202) and "status" in data:
-                self.judge_failure(r, data, "order", f"order {order_id} still {data['status']} after cancel "
-                                                     f"({data.get('saga_step')})")
+                self.judge_failure(
+                    r, data, "order", f"order {order_id} still {data['status']} after cancel ({data.get('saga_step')})"
+                )
             else:
                 if r.status_code == 409:  # not cancellable (already cancelled or shipped): nothing to settle
                     IN_FLIGHT.done(key)
@@ -618,8 +729,9 @@ def admin_session(timeout: float = 10.0) -> requests.Session:
     email = os.environ.get("LAB_ADMIN_EMAIL", "admin@lab.local")
     password = os.environ.get("LAB_ADMIN_PASSWORD", "admin-lab-2024")
     session = requests.Session()
-    response = session.post(URLS["user"] + "/api/auth/login/", json={"email": email, "password": password},
-                            timeout=timeout)
+    response = session.post(
+        URLS["user"] + "/api/auth/login/", json={"email": email, "password": password}, timeout=timeout
+    )
     response.raise_for_status()
     session.headers["Authorization"] = f"Bearer {response.json()['access']}"
     return session
@@ -631,13 +743,18 @@ def ensure_stock(floor: int | None = None, *, echo=print) -> int:
     if floor <= 0:
         return 0
     session = admin_session()
-    products = session.get(URLS["inventory"] + "/api/products/", params={"page_size": 100}, timeout=10).json()["results"]
+    products = session.get(URLS["inventory"] + "/api/products/", params={"page_size": 100}, timeout=10).json()[
+        "results"
+    ]
     restocked = 0
     for product in products[:100]:
         missing = floor - product.get("available", 0)
         if product.get("active", True) and missing > 0:
-            response = session.post(URLS["inventory"] + f"/api/products/{product['sku']}/restock/",
-                                    json={"quantity": missing, "note": "load test: stock floor"}, timeout=10)
+            response = session.post(
+                URLS["inventory"] + f"/api/products/{product['sku']}/restock/",
+                json={"quantity": missing, "note": "load test: stock floor"},
+                timeout=10,
+            )
             response.raise_for_status()
             restocked += 1
     if restocked:
@@ -651,7 +768,7 @@ def restock_before_buying(environment, **_kwargs) -> None:
         return
     try:
         ensure_stock()
-    except Exception as exc:  # the run still tells what happens without enough stock
+    except Exception as exc:  # noqa: BLE001 — the run still tells what happens without enough stock
         print(f"[load] could not restock before the run: {exc}", flush=True)
 
 
@@ -676,16 +793,25 @@ def write_final_stats(environment, **_kwargs) -> None:
     for entry in list(stats.entries.values()):
         if not entry.num_requests and not entry.num_failures:
             continue
-        entries.append({
-            "method": entry.method, "name": entry.name,
-            "requests": entry.num_requests, "failures": entry.num_failures,
-            "rps": round(entry.total_rps, 3), "avg_ms": round(entry.avg_response_time, 2),
-            "p50_ms": entry.get_response_time_percentile(0.5), "p95_ms": entry.get_response_time_percentile(0.95),
-            "p99_ms": entry.get_response_time_percentile(0.99),
-            "min_ms": entry.min_response_time, "max_ms": entry.max_response_time,
-        })
-    errors = [{"method": e.method, "name": e.name, "error": str(e.error), "occurrences": e.occurrences}
-              for e in list(stats.errors.values())]
+        entries.append(
+            {
+                "method": entry.method,
+                "name": entry.name,
+                "requests": entry.num_requests,
+                "failures": entry.num_failures,
+                "rps": round(entry.total_rps, 3),
+                "avg_ms": round(entry.avg_response_time, 2),
+                "p50_ms": entry.get_response_time_percentile(0.5),
+                "p95_ms": entry.get_response_time_percentile(0.95),
+                "p99_ms": entry.get_response_time_percentile(0.99),
+                "min_ms": entry.min_response_time,
+                "max_ms": entry.max_response_time,
+            }
+        )
+    errors = [
+        {"method": e.method, "name": e.name, "error": str(e.error), "occurrences": e.occurrences}
+        for e in list(stats.errors.values())
+    ]
     measured = (stats.last_request_timestamp or 0) - (stats.start_time or 0)
     with open(path, "w", encoding="utf-8") as handle:
         json.dump({"entries": entries, "errors": errors, "seconds": round(max(measured, 0.0), 3)}, handle, indent=2)

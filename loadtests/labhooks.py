@@ -7,10 +7,9 @@ the same service URLs the simulated users load (``*_SERVICE_URL``).
 from __future__ import annotations
 
 from chassis import parts
+from common import URLS
 from labctl.config import Paths, find_root
 from labctl.labapi import LabApi, LabApiError
-
-from common import URLS
 
 MODES = parts.SAGA_MODES
 
@@ -48,8 +47,11 @@ class SagaModeSwitch:
             print(f"[load] SAGA_MODE={self.mode} not applied: {exc}", flush=True)
             return
         if current is None:
-            print(f"[load] SAGA_MODE={self.mode} not applied: the order service has no /_lab/saga/ switch "
-                  "yet, so it runs every saga in the request (sync)", flush=True)
+            print(
+                f"[load] SAGA_MODE={self.mode} not applied: the order service has no /_lab/saga/ switch "
+                "yet, so it runs every saga in the request (sync)",
+                flush=True,
+            )
             return
         self.previous = current
         if current != self.mode:

@@ -13,6 +13,7 @@ dashboard's own polling.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -61,7 +62,7 @@ def sample_from_text(text: str, *, ts: float) -> dict:
     buckets: dict[float, float] = {}
     try:
         families = list(text_string_to_metric_families(text))
-    except Exception as exc:  # noqa: BLE001 — the parser raises plain ValueError/TypeError/IndexError
+    except Exception as exc:
         raise ScrapeError(f"unparsable /metrics: {exc}") from exc
     for family in families:
         for s in family.samples:
@@ -175,7 +176,7 @@ def summarize(samples: list[dict], *, now: float, window: float) -> dict:
     out["saga_outcomes"] = {k: v for k, v in _delta_map(last["saga"], first["saga"]).items() if v}
     out["sparkline"] = [
         round(_delta(b["requests"], a["requests"]) / (b["ts"] - a["ts"]), 3)
-        for a, b in zip(recent, recent[1:])
+        for a, b in itertools.pairwise(recent)
         if b["ts"] > a["ts"]
     ]
     return out

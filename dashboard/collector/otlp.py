@@ -188,24 +188,26 @@ def rows(request: ExportTraceServiceRequest) -> tuple[list[dict], int, str]:
                 start, end = int(span.start_time_unix_nano), int(span.end_time_unix_nano)
                 end = max(end, start)
                 attrs = attributes(span.attributes)
-                out.append({
-                    "trace_id": trace_id,
-                    "span_id": span_id,
-                    "parent_span_id": parent if len(parent) == 16 and int(parent, 16) else "",
-                    "service": service,
-                    "name": span.name[:255] or "(unnamed)",
-                    "kind": KINDS.get(span.kind, "unspecified"),
-                    "start_ns": start,
-                    "end_ns": end,
-                    "duration_ms": round((end - start) / 1e6, 3),
-                    "status": STATUSES.get(span.status.code, "unset"),
-                    "status_message": span.status.message[:255],
-                    "request_id": str(attrs.get("lab.request_id") or "")[:64],
-                    "order_id": order_id_from(attrs),
-                    "attributes": attrs,
-                    "events": [
-                        {"name": e.name, "time_ns": int(e.time_unix_nano), "attributes": attributes(e.attributes)}
-                        for e in span.events
-                    ],
-                })
+                out.append(
+                    {
+                        "trace_id": trace_id,
+                        "span_id": span_id,
+                        "parent_span_id": parent if len(parent) == 16 and int(parent, 16) else "",
+                        "service": service,
+                        "name": span.name[:255] or "(unnamed)",
+                        "kind": KINDS.get(span.kind, "unspecified"),
+                        "start_ns": start,
+                        "end_ns": end,
+                        "duration_ms": round((end - start) / 1e6, 3),
+                        "status": STATUSES.get(span.status.code, "unset"),
+                        "status_message": span.status.message[:255],
+                        "request_id": str(attrs.get("lab.request_id") or "")[:64],
+                        "order_id": order_id_from(attrs),
+                        "attributes": attrs,
+                        "events": [
+                            {"name": e.name, "time_ns": int(e.time_unix_nano), "attributes": attributes(e.attributes)}
+                            for e in span.events
+                        ],
+                    }
+                )
     return out, rejected, reason

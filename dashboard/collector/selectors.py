@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from django.db.models import Count, F, Max, Min, Q
@@ -19,7 +19,7 @@ def trace_id_valid(value: str) -> bool:
 
 
 def _iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="milliseconds")
 
 
 def trace_list(
@@ -63,17 +63,19 @@ def trace_list(
         ids = {s["span_id"] for s in spans_of}
         roots = sorted((s for s in spans_of if s["parent_span_id"] not in ids), key=lambda s: s["start_ns"])
         root = roots[0] if roots else None
-        out.append({
-            "trace_id": t["trace_id"],
-            "root": {"name": root["name"], "service": root["service"]} if root else None,
-            "complete": bool(root) and not root["parent_span_id"],
-            "services": sorted({s["service"] for s in spans_of}),
-            "span_count": t["span_count"],
-            "duration_ms": round((t["end"] - t["start"]) / 1e6, 3),
-            "error": t["errors"] > 0,
-            "start": _iso(t["start"]),
-            "start_ns": t["start"],
-        })
+        out.append(
+            {
+                "trace_id": t["trace_id"],
+                "root": {"name": root["name"], "service": root["service"]} if root else None,
+                "complete": bool(root) and not root["parent_span_id"],
+                "services": sorted({s["service"] for s in spans_of}),
+                "span_count": t["span_count"],
+                "duration_ms": round((t["end"] - t["start"]) / 1e6, 3),
+                "error": t["errors"] > 0,
+                "start": _iso(t["start"]),
+                "start_ns": t["start"],
+            }
+        )
     return out
 
 
@@ -85,10 +87,7 @@ def trace_get(*, trace_id: str) -> dict | None:
 def trace_ids_for_request(*, request_id: str) -> list[str]:
     """The traces a request id appears in, oldest first (a flow is usually one)."""
     rows = (
-        Span.objects.filter(request_id=request_id)
-        .values("trace_id")
-        .annotate(start=Min("start_ns"))
-        .order_by("start")
+        Span.objects.filter(request_id=request_id).values("trace_id").annotate(start=Min("start_ns")).order_by("start")
     )
     return [r["trace_id"] for r in rows[:20]]
 
@@ -167,16 +166,18 @@ def waterfall_rows(tree: dict) -> list[dict]:
     def walk(node, depth):
         left = node["offset_ms"] / total * 100
         width = max(node["duration_ms"] / total * 100, 0.3)
-        rows.append({
-            **{k: v for k, v in node.items() if k != "children"},
-            "depth": depth,
-            "label": span_label(node),
-            "left_pct": round(min(left, 99.7), 3),
-            "width_pct": round(min(width, 100 - min(left, 99.7)), 3),
-            "marks": [
-                {**e, "left_pct": round(min(max(e["offset_ms"] / total * 100, 0), 100), 3)} for e in node["events"]
-            ],
-        })
+        rows.append(
+            {
+                **{k: v for k, v in node.items() if k != "children"},
+                "depth": depth,
+                "label": span_label(node),
+                "left_pct": round(min(left, 99.7), 3),
+                "width_pct": round(min(width, 100 - min(left, 99.7)), 3),
+                "marks": [
+                    {**e, "left_pct": round(min(max(e["offset_ms"] / total * 100, 0), 100), 3)} for e in node["events"]
+                ],
+            }
+        )
         for child in node["children"]:
             walk(child, depth + 1)
 

@@ -51,7 +51,7 @@ def spans_prune(*, keep: int | None = None, keep_minutes: int | None = None) -> 
         cutoff = clock() - keep_minutes * 60 * 1_000_000_000
         deleted += Span.objects.filter(start_ns__lt=cutoff).delete()[0]
     if keep:
-        boundary = list(Span.objects.order_by("-id").values_list("id", flat=True)[keep:keep + 1])
+        boundary = list(Span.objects.order_by("-id").values_list("id", flat=True)[keep : keep + 1])
         if boundary:
             deleted += Span.objects.filter(id__lte=boundary[0]).delete()[0]
     return deleted

@@ -66,8 +66,11 @@ def staff_login(request, *, email: str, password: str) -> dict:
     if result.status == 429:
         raise LoginRefused(result.message or "Too many attempts; wait a minute.")
     if not result.ok or not isinstance(result.data, dict) or "access" not in result.data:
-        raise LoginRefused(result.message if result.status and result.status < 500 else
-                           "The user service could not log you in; try again.")
+        raise LoginRefused(
+            result.message
+            if result.status and result.status < 500
+            else "The user service could not log you in; try again."
+        )
     claims = _claims(result.data["access"])
     if not claims.get("staff"):
         raise LoginRefused("This account is not staff: the dashboard's controls are for the lab's instructors.")

@@ -21,8 +21,9 @@ def not_found(request, exception=None):
 
 
 def server_error(request):
-    return _page(request, 500, "Unexpected error", "The dashboard hit an unexpected error; it has been logged.",
-                 "server_error")
+    return _page(
+        request, 500, "Unexpected error", "The dashboard hit an unexpected error; it has been logged.", "server_error"
+    )
 
 
 def forbidden(request, exception=None):

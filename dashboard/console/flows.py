@@ -32,9 +32,9 @@ import dataclasses
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
 
 from django.conf import settings
 from django.core.cache import cache
@@ -75,19 +75,36 @@ class Journey:
     facts: dict = field(default_factory=dict)  # what a flow's expectation checks
     lab: LabState | None = None
 
-    def call(self, service: str, method: str, path: str, *, json=None, params=None, as_customer: bool = True,
-             idempotency_key: str | None = None, note: str = "", headline: bool = False) -> peers.Call:
+    def call(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        *,
+        json=None,
+        params=None,
+        as_customer: bool = True,
+        idempotency_key: str | None = None,
+        note: str = "",
+        headline: bool = False,
+    ) -> peers.Call:
         """Make one hop and record it; ``headline`` marks the hop the lesson is about (its latency is shown big)."""
-        result = peers.call(service, method, path, json=json, params=params,
-                            bearer=self.token if as_customer else None,
-                            idempotency_key=idempotency_key, timeout=self.timeout)
+        result = peers.call(
+            service,
+            method,
+            path,
+            json=json,
+            params=params,
+            bearer=self.token if as_customer else None,
+            idempotency_key=idempotency_key,
+            timeout=self.timeout,
+        )
         self.hops.append({**result.as_hop(), "note": note, **({"headline": True} if headline else {})})
         return result
 
     def expect(self, result: peers.Call, *statuses: int, doing: str) -> dict:
         if result.status not in statuses:
-            raise FlowStop(f"{doing}: {result.service} answered "
-                           f"{result.status or result.state} — {result.message}")
+            raise FlowStop(f"{doing}: {result.service} answered {result.status or result.state} — {result.message}")
         return result.data if isinstance(result.data, dict) else {}
 
 
@@ -127,11 +144,17 @@ class LabState:
         for fault in self.faults.get("payment", []):
             if fault.get("kind") == "outage":
                 return True
-            if (fault.get("kind") == "error" and int(fault.get("status") or 503) >= 500
-                    and float(fault.get("probability", 1.0) or 0) >= 1.0 and not fault.get("path_prefix")):
+            if (
+                fault.get("kind") == "error"
+                and int(fault.get("status") or 503) >= 500
+                and float(fault.get("probability", 1.0) or 0) >= 1.0
+                and not fault.get("path_prefix")
+            ):
                 return True
-        return any(f.get("kind") == "dependency" and f.get("target") == "payment" and f.get("mode", "fail") != "delay"
-                   for f in self.faults.get("order", []))
+        return any(
+            f.get("kind") == "dependency" and f.get("target") == "payment" and f.get("mode", "fail") != "delay"
+            for f in self.faults.get("order", [])
+        )
 
     @property
     def breaker_open(self) -> bool:
@@ -209,15 +232,25 @@ def prepared_forget(card_number: str) -> None:
 def _register(j: Journey) -> tuple[str, str]:
     email = f"flow-{uuid.uuid4().hex[:10]}@lab.local"
     password = f"Flow-{uuid.uuid4().hex[:12]}!"
-    j.expect(j.call("user", "POST", "/api/auth/register/", as_customer=False,
-                    json={"email": email, "password": password, "name": "Flow Customer"}, note="register"),
-             201, doing="registering a customer")
+    j.expect(
+        j.call(
+            "user",
+            "POST",
+            "/api/auth/register/",
+            as_customer=False,
+            json={"email": email, "password": password, "name": "Flow Customer"},
+            note="register",
+        ),
+        201,
+        doing="registering a customer",
+    )
     return email, password
 
 
 def _login(j: Journey, email: str, password: str, *, note: str = "log in") -> peers.Call:
-    result = j.call("user", "POST", "/api/auth/login/", as_customer=False,
-                    json={"email": email, "password": password}, note=note)
+    result = j.call(
+        "user", "POST", "/api/auth/login/", as_customer=False, json={"email": email, "password": password}, note=note
+    )
     if result.status == 200:
         j.token = result.data.get("access") if isinstance(result.data, dict) else None
         j.customer = email
@@ -233,8 +266,11 @@ def register_and_login(j: Journey) -> None:
 
 
 def pick_product(j: Journey) -> dict:
-    page = j.expect(j.call("inventory", "GET", "/api/products/", params={"page_size": 50}, note="browse the catalog"),
-                    200, doing="listing products")
+    page = j.expect(
+        j.call("inventory", "GET", "/api/products/", params={"page_size": 50}, note="browse the catalog"),
+        200,
+        doing="listing products",
+    )
     products = [p for p in page.get("results", []) if p.get("active", True) and (p.get("available") or 0) > 0]
     if not products:
         raise FlowStop("listing products: nothing in stock to order (restock from the browsable API)")
@@ -242,13 +278,20 @@ def pick_product(j: Journey) -> dict:
 
 
 def add_card(j: Journey, number: str) -> str:
-    result = j.call("payment", "POST", "/api/payment-methods/", note=f"save card …{number[-4:]}",
-                    json={"card_number": number, "exp_month": 12, "exp_year": 2035, "cvc": "123"})
+    result = j.call(
+        "payment",
+        "POST",
+        "/api/payment-methods/",
+        note=f"save card …{number[-4:]}",
+        json={"card_number": number, "exp_month": 12, "exp_year": 2035, "cvc": "123"},
+    )
     if result.status != 201 and (result.status is None or result.status >= 500):
         said = "" if result.message in (f"HTTP {result.status}", result.state) else f" ({result.message})"
-        raise FlowStop(f"saving a card: payment answered {result.status or result.state}{said}. "
-                       "Payment is down and no card was saved before the outage: run this flow once while "
-                       "payment is up")
+        raise FlowStop(
+            f"saving a card: payment answered {result.status or result.state}{said}. "
+            "Payment is down and no card was saved before the outage: run this flow once while "
+            "payment is up"
+        )
     card = j.expect(result, 201, doing="saving a card")
     return card["token"]
 
@@ -306,8 +349,9 @@ def _saved_card(j: Journey, card_number: str, saved: dict) -> str:
     if j.lab is not None and j.lab.payment_unavailable:
         j.notes.append(f"reused card …{last4} of {saved['email']}, saved before the outage")
         return saved["card_token"]
-    listed = j.call("payment", "GET", "/api/payment-methods/", params={"page_size": 100},
-                    note=f"check the saved card …{last4}")
+    listed = j.call(
+        "payment", "GET", "/api/payment-methods/", params={"page_size": 100}, note=f"check the saved card …{last4}"
+    )
     if not listed.ok or not isinstance(listed.data, dict):
         j.notes.append(f"could not check card …{last4} (payment answered {listed.status or listed.state}): used it")
         return saved["card_token"]
@@ -320,10 +364,25 @@ def _saved_card(j: Journey, card_number: str, saved: dict) -> str:
     return token
 
 
-def place_order(j: Journey, sku: str, card: str, *, key: str | None = None, note: str = ORDER_HOP,
-                statuses=(200, 201, 202), headline: bool = False) -> peers.Call:
-    result = j.call("order", "POST", "/api/orders/", idempotency_key=key or f"flow-{uuid.uuid4().hex}", note=note,
-                    json={"lines": [{"sku": sku, "quantity": 1}], "payment_method": card}, headline=headline)
+def place_order(
+    j: Journey,
+    sku: str,
+    card: str,
+    *,
+    key: str | None = None,
+    note: str = ORDER_HOP,
+    statuses=(200, 201, 202),
+    headline: bool = False,
+) -> peers.Call:
+    result = j.call(
+        "order",
+        "POST",
+        "/api/orders/",
+        idempotency_key=key or f"flow-{uuid.uuid4().hex}",
+        note=note,
+        json={"lines": [{"sku": sku, "quantity": 1}], "payment_method": card},
+        headline=headline,
+    )
     order = j.expect(result, *statuses, doing="placing the order")
     j.order = order
     return result
@@ -335,8 +394,9 @@ def wait_for_order(j: Journey, order_id, *, seconds: float | None = None) -> dic
     deadline = time.monotonic() + seconds
     polls = 0
     while True:
-        order = j.expect(j.call("order", "GET", f"/api/orders/{order_id}/", note="track the order"),
-                         200, doing="tracking the order")
+        order = j.expect(
+            j.call("order", "GET", f"/api/orders/{order_id}/", note="track the order"), 200, doing="tracking the order"
+        )
         j.order = order
         if order.get("status") in TERMINAL or paused_note(order) or time.monotonic() > deadline:
             if order.get("status") not in TERMINAL and not paused_note(order):
@@ -393,10 +453,16 @@ def flow_register(j: Journey) -> str:
 def flow_browse(j: Journey) -> str:
     register_and_login(j)
     product = pick_product(j)
-    j.expect(j.call("inventory", "GET", "/api/products/", params={"search": product["name"].split()[0]},
-                    note="search"), 200, doing="searching")
-    detail = j.expect(j.call("inventory", "GET", f"/api/products/{product['sku']}/", note="product page"),
-                      200, doing="opening a product")
+    j.expect(
+        j.call("inventory", "GET", "/api/products/", params={"search": product["name"].split()[0]}, note="search"),
+        200,
+        doing="searching",
+    )
+    detail = j.expect(
+        j.call("inventory", "GET", f"/api/products/{product['sku']}/", note="product page"),
+        200,
+        doing="opening a product",
+    )
     return f"{detail.get('sku')} — {detail.get('name')}: {detail.get('available')} available"
 
 
@@ -426,15 +492,31 @@ def flow_checkout_async(j: Journey) -> str:
         raise FlowStop("order_service has no saga mode switch yet (GET /_lab/saga/)")
     previous = mode.data["mode"]
     if previous != "async":
-        j.expect(j.call("order", "PUT", "/_lab/saga/", json={"mode": "async"}, as_customer=False,
-                        note="switch the saga to async"), 200, doing="switching the saga mode")
+        j.expect(
+            j.call(
+                "order",
+                "PUT",
+                "/_lab/saga/",
+                json={"mode": "async"},
+                as_customer=False,
+                note="switch the saga to async",
+            ),
+            200,
+            doing="switching the saga mode",
+        )
         time.sleep(SWITCH_SETTLE_SECONDS)
     try:
         return _status(_checkout(j, APPROVED_CARD))
     finally:
         if previous != "async":
-            j.call("order", "PUT", "/_lab/saga/", json={"mode": previous}, as_customer=False,
-                   note=f"switch the saga back to {previous}")
+            j.call(
+                "order",
+                "PUT",
+                "/_lab/saga/",
+                json={"mode": previous},
+                as_customer=False,
+                note=f"switch the saga back to {previous}",
+            )
 
 
 def flow_declined(j: Journey) -> str:
@@ -450,8 +532,10 @@ def flow_idempotent(j: Journey) -> str:
     second = place_order(j, product["sku"], card, key=key, note="send it again, same Idempotency-Key")
     replayed = str(second.headers.get("Idempotent-Replayed", "")).lower() == "true"
     same = first_order.get("id") == j.order.get("id")
-    j.notes.append(f"first answer HTTP {first.status}, second HTTP {second.status}"
-                   f"{' (Idempotent-Replayed: true)' if replayed else ''}")
+    j.notes.append(
+        f"first answer HTTP {first.status}, second HTTP {second.status}"
+        f"{' (Idempotent-Replayed: true)' if replayed else ''}"
+    )
     j.facts["same_order"] = same
     verdict = "one order" if same else f"TWO orders (#{first_order.get('id')} and #{j.order.get('id')})"
     return f"{verdict}: {_status(j.order)}"
@@ -463,14 +547,21 @@ def flow_cancel_refund(j: Journey) -> str:
         return f"{_status(order)}; nothing to cancel or refund yet"
     if order.get("status") != "CONFIRMED":
         raise FlowStop(f"the order did not confirm, nothing to refund: {_status(order)}")
-    cancelled = j.expect(j.call("order", "POST", f"/api/orders/{order['id']}/cancel/", note="cancel the order"),
-                         200, 202, doing="cancelling")
+    cancelled = j.expect(
+        j.call("order", "POST", f"/api/orders/{order['id']}/cancel/", note="cancel the order"),
+        200,
+        202,
+        doing="cancelling",
+    )
     j.order = cancelled
     if cancelled.get("status") not in TERMINAL:
         cancelled = wait_for_order(j, order["id"])
     payments = j.expect(j.call("payment", "GET", "/api/payments/", note="my payments"), 200, doing="reading payments")
-    refunded = sum(int(p.get("refunded_cents") or 0) for p in payments.get("results", [])
-                   if str(p.get("order_id")) == str(order["id"]))
+    refunded = sum(
+        int(p.get("refunded_cents") or 0)
+        for p in payments.get("results", [])
+        if str(p.get("order_id")) == str(order["id"])
+    )
     j.facts.update(refunded_cents=refunded, total_cents=int(order.get("total_cents") or 0))
     j.notes.append(f"refunded {refunded / 100:.2f} of {j.facts['total_cents'] / 100:.2f}")
     return f"{_status(cancelled)}, {refunded / 100:.2f} refunded"
@@ -479,23 +570,61 @@ def flow_cancel_refund(j: Journey) -> str:
 FLOWS = {
     f.slug: f
     for f in (
-        Flow("register", "Register and log in", "A new customer signs up and logs in (user_service).",
-             "201 then a token pair", flow_register),
-        Flow("browse", "Browse the catalog", "List, search and open a product (inventory_service).",
-             "the catalog answers", flow_browse),
-        Flow("checkout-sync", "Checkout (sync)",
-             "Order one item with a saved card: reserve stock → charge → commit, in the request.",
-             "order CONFIRMED", flow_checkout_sync, card=APPROVED_CARD),
-        Flow("checkout-async", "Checkout (async)",
-             "The same order with the saga on the Celery worker: 202 at once, then poll.",
-             "202, then order CONFIRMED", flow_checkout_async, needs_saga_switch=True, card=APPROVED_CARD),
-        Flow("declined", "Declined card", f"Pay with {DECLINED_CARD}: the saga compensates (releases the stock).",
-             "order CANCELLED (card declined), stock released", flow_declined, card=DECLINED_CARD),
-        Flow("idempotent", "Same order sent twice",
-             "Post the same order twice with one Idempotency-Key: one order, the second answer replayed.",
-             "one order, second answer replayed", flow_idempotent, card=APPROVED_CARD),
-        Flow("cancel-refund", "Cancel and refund", "Order, then cancel: refund and restock.",
-             "order CANCELLED, fully refunded", flow_cancel_refund, card=APPROVED_CARD),
+        Flow(
+            "register",
+            "Register and log in",
+            "A new customer signs up and logs in (user_service).",
+            "201 then a token pair",
+            flow_register,
+        ),
+        Flow(
+            "browse",
+            "Browse the catalog",
+            "List, search and open a product (inventory_service).",
+            "the catalog answers",
+            flow_browse,
+        ),
+        Flow(
+            "checkout-sync",
+            "Checkout (sync)",
+            "Order one item with a saved card: reserve stock → charge → commit, in the request.",
+            "order CONFIRMED",
+            flow_checkout_sync,
+            card=APPROVED_CARD,
+        ),
+        Flow(
+            "checkout-async",
+            "Checkout (async)",
+            "The same order with the saga on the Celery worker: 202 at once, then poll.",
+            "202, then order CONFIRMED",
+            flow_checkout_async,
+            needs_saga_switch=True,
+            card=APPROVED_CARD,
+        ),
+        Flow(
+            "declined",
+            "Declined card",
+            f"Pay with {DECLINED_CARD}: the saga compensates (releases the stock).",
+            "order CANCELLED (card declined), stock released",
+            flow_declined,
+            card=DECLINED_CARD,
+        ),
+        Flow(
+            "idempotent",
+            "Same order sent twice",
+            "Post the same order twice with one Idempotency-Key: one order, the second answer replayed.",
+            "one order, second answer replayed",
+            flow_idempotent,
+            card=APPROVED_CARD,
+        ),
+        Flow(
+            "cancel-refund",
+            "Cancel and refund",
+            "Order, then cancel: refund and restock.",
+            "order CANCELLED, fully refunded",
+            flow_cancel_refund,
+            card=APPROVED_CARD,
+        ),
     )
 }
 
@@ -503,12 +632,16 @@ EXPECTATIONS = {
     "register": lambda j, outcome: outcome.startswith("registered"),
     "browse": lambda j, outcome: bool(outcome),
     "checkout-sync": lambda j, outcome: bool(j.order) and j.order.get("status") == "CONFIRMED",
-    "checkout-async": lambda j, outcome: bool(j.order) and j.order.get("status") == "CONFIRMED"
-    and j.facts.get("accepted_status") == 202,
+    "checkout-async": lambda j, outcome: (
+        bool(j.order) and j.order.get("status") == "CONFIRMED" and j.facts.get("accepted_status") == 202
+    ),
     "declined": lambda j, outcome: bool(j.order) and j.order.get("status") == "CANCELLED",
     "idempotent": lambda j, outcome: j.facts.get("same_order") is True,
-    "cancel-refund": lambda j, outcome: bool(j.order) and j.order.get("status") == "CANCELLED"
-    and j.facts.get("refunded_cents") == j.facts.get("total_cents"),
+    "cancel-refund": lambda j, outcome: (
+        bool(j.order)
+        and j.order.get("status") == "CANCELLED"
+        and j.facts.get("refunded_cents") == j.facts.get("total_cents")
+    ),
 }
 
 # The flows whose order's saga charges a card, hence pauses while payment is unavailable.
@@ -520,7 +653,7 @@ def expectation(flow: Flow, state: LabState) -> tuple[str, Callable[[Journey, st
     if flow.slug not in PAYMENT_FLOWS or not state.payment_unavailable:
         return flow.expected, EXPECTATIONS[flow.slug]
     if flow.slug == "checkout-async":
-        text = ("202 at once; the worker's saga pauses (paused: payment unavailable) and resumes when payment is back")
+        text = "202 at once; the worker's saga pauses (paused: payment unavailable) and resumes when payment is back"
     else:
         pause = "the saga pauses (202 PENDING, paused: payment unavailable)"
         if state.breaker_enabled is False:
@@ -529,8 +662,12 @@ def expectation(flow: Flow, state: LabState) -> tuple[str, Callable[[Journey, st
             text = f"{pause} at once: the breaker order → payment is open and fails fast"
         else:
             breaker = state.breaker or {}
-            counted = (f" ({breaker.get('fail_counter', 0)}/{breaker.get('fail_max', '?')} before, opens at "
-                       f"{breaker.get('fail_max', '?')})" if breaker else "")
+            counted = (
+                f" ({breaker.get('fail_counter', 0)}/{breaker.get('fail_max', '?')} before, opens at "
+                f"{breaker.get('fail_max', '?')})"
+                if breaker
+                else ""
+            )
             text = f"{pause} and the breaker order → payment counts the failure{counted}"
     return text[:200], lambda j, outcome: bool(paused_note(j.order)) and j.facts.get("accepted_status") == 202
 
@@ -574,13 +711,24 @@ def _run(flow: Flow, request_id: str) -> FlowResult:
             outcome, ok = f"stopped while {stop}", False
     duration_ms = round((time.perf_counter() - started) * 1000, 1)
     if watch_breaker:
-        j.notes.append(f"breaker order → payment: {_breaker_line(state.breaker, state.breaker_enabled)} before, "
-                       f"{breaker_now()} after")
+        j.notes.append(
+            f"breaker order → payment: {_breaker_line(state.breaker, state.breaker_enabled)} before, "
+            f"{breaker_now()} after"
+        )
     order = j.order
     if order:
         # Computed here so the flow's page can show it; order_service's own fields are left as they came.
         order = {**order, "saga_duration_ms": saga_duration_ms(order)}
     # services.flow_run_record stores ``flow.expected``: hand it the flow as it ran, with the expectation used.
-    return FlowResult(flow=dataclasses.replace(flow, expected=expected), request_id=request_id, trace_id=trace_id,
-                      ok=ok, outcome=outcome, hops=j.hops, order=order, customer=j.customer, notes=j.notes,
-                      duration_ms=duration_ms)
+    return FlowResult(
+        flow=dataclasses.replace(flow, expected=expected),
+        request_id=request_id,
+        trace_id=trace_id,
+        ok=ok,
+        outcome=outcome,
+        hops=j.hops,
+        order=order,
+        customer=j.customer,
+        notes=j.notes,
+        duration_ms=duration_ms,
+    )

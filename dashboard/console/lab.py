@@ -40,7 +40,9 @@ def fault_clear(service: str, fault_id: str | None = None) -> peers.Call:
 def faults_clear_all() -> dict[str, peers.Call]:
     """DELETE every service's faults (in parallel); each answer by service."""
     results = peers.gather({s: (fault_clear, s) for s in peers.SERVICES})
-    return {s: results[s] or peers.Call(s, "DELETE", "/_lab/faults/", "timeout", error="no answer") for s in peers.SERVICES}
+    return {
+        s: results[s] or peers.Call(s, "DELETE", "/_lab/faults/", "timeout", error="no answer") for s in peers.SERVICES
+    }
 
 
 def _number(data, name: str, errors: dict, *, cast=int, scale: float = 1.0):
@@ -121,15 +123,34 @@ class Preset:
 PRESETS = {
     p.slug: p
     for p in (
-        Preset("payment-outage", "Payment outage", "payment_service answers 503 to everything for 2 minutes.",
-               "payment", {"kind": "outage", "ttl_seconds": 120}),
-        Preset("slow-inventory", "Slow inventory 800 ms", "Every inventory request waits 800 ms ± 100 ms.",
-               "inventory", {"kind": "latency", "delay_ms": 800, "jitter_ms": 100}),
-        Preset("flaky-inventory", "Flaky network: 30% errors on inventory",
-               "Three inventory requests in ten answer 503.", "inventory",
-               {"kind": "error", "status": 503, "probability": 0.3}),
-        Preset("orders-db-down", "Database down on orders", "Every query of order_service fails.",
-               "order", {"kind": "database", "mode": "fail"}),
+        Preset(
+            "payment-outage",
+            "Payment outage",
+            "payment_service answers 503 to everything for 2 minutes.",
+            "payment",
+            {"kind": "outage", "ttl_seconds": 120},
+        ),
+        Preset(
+            "slow-inventory",
+            "Slow inventory 800 ms",
+            "Every inventory request waits 800 ms ± 100 ms.",
+            "inventory",
+            {"kind": "latency", "delay_ms": 800, "jitter_ms": 100},
+        ),
+        Preset(
+            "flaky-inventory",
+            "Flaky network: 30% errors on inventory",
+            "Three inventory requests in ten answer 503.",
+            "inventory",
+            {"kind": "error", "status": 503, "probability": 0.3},
+        ),
+        Preset(
+            "orders-db-down",
+            "Database down on orders",
+            "Every query of order_service fails.",
+            "order",
+            {"kind": "database", "mode": "fail"},
+        ),
         Preset("kill-worker", "Kill the worker", "SIGKILL to the Celery worker; the process manager starts it again."),
     )
 }
@@ -231,8 +252,10 @@ def worker_kill() -> tuple[bool, str]:
         lines = facade.program_kill(settings.LAB_ROOT, name)
     except facade.ProcessFaultError as exc:
         if "has no program named" in str(exc):
-            return False, (f"There is no '{name}' program under the process manager yet: the Celery worker "
-                           f"arrives with the asynchronous saga. ({exc})")
+            return False, (
+                f"There is no '{name}' program under the process manager yet: the Celery worker "
+                f"arrives with the asynchronous saga. ({exc})"
+            )
         return False, f"Could not kill the worker: {exc}"
     except Exception as exc:  # noqa: BLE001 — supervisord gone mid-call, a socket error...
         return False, f"The process manager could not be reached: {type(exc).__name__}: {exc}"

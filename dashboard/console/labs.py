@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import markdown
@@ -173,7 +173,7 @@ def render_sections(lab: LabDef) -> tuple:
     sections, start = [], 0
     for match in _SLOT.finditer(html):
         # The lab's own text from the repository, written by its authors: its HTML is meant to be kept.
-        sections.append({"html": mark_safe(html[start:match.start()])})
+        sections.append({"html": mark_safe(html[start : match.start()])})
         sections.append({"step": match.group(1)} if match.group(1) else {"questions": True})
         start = match.end()
     sections.append({"html": mark_safe(html[start:])})
@@ -192,7 +192,7 @@ def when(value: str | None) -> str:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return value
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def step_view(lab: LabDef, progress: dict, key: str) -> dict:
@@ -246,7 +246,7 @@ def question_view(lab: LabDef, progress: dict, key: str, *, fresh=None, error: s
 
 
 def summary_text(summary: dict) -> str:
-    """"3/6 steps, 1/3 answers", or "finished"."""
+    """ "3/6 steps, 1/3 answers", or "finished"."""
     if summary["finished"]:
         return "finished"
     text = f"{summary['passed']}/{summary['total']} steps"

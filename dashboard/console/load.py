@@ -73,9 +73,15 @@ def start(request: StartRequest) -> tuple[str | None, str]:
     """(run id, "") or (None, why it did not start). The run targets the services this dashboard watches."""
     try:
         with tracing.untraced():  # its health check before starting is the dashboard's, not traffic
-            return facade.load_start(settings.LAB_ROOT, scenario=request.scenario, users=request.users,
-                                     spawn_rate=request.spawn_rate, duration=request.duration,
-                                     workers=request.workers, urls=settings.CHASSIS["PEERS"]), ""
+            return facade.load_start(
+                settings.LAB_ROOT,
+                scenario=request.scenario,
+                users=request.users,
+                spawn_rate=request.spawn_rate,
+                duration=request.duration,
+                workers=request.workers,
+                urls=settings.CHASSIS["PEERS"],
+            ), ""
     except facade.LoadError as exc:
         return None, str(exc)
     except Exception as exc:  # noqa: BLE001
@@ -84,8 +90,11 @@ def start(request: StartRequest) -> tuple[str | None, str]:
 
 def stop(run_id: str) -> tuple[bool, str]:
     try:
-        return (True, "Asked the run to stop; Locust writes its report first.") \
-            if facade.load_stop(settings.LAB_ROOT, run_id) else (False, "The run is not running.")
+        return (
+            (True, "Asked the run to stop; Locust writes its report first.")
+            if facade.load_stop(settings.LAB_ROOT, run_id)
+            else (False, "The run is not running.")
+        )
     except facade.LoadError as exc:
         return False, str(exc)
 

@@ -81,13 +81,16 @@ class Call:
 
 def DashboardClient(peer: str, *, read_timeout: float, connect_timeout: float) -> ServiceClient:
     """The chassis client with a fixed policy instead of the lab's run-time switches."""
-    return ServiceClient(peer, policy={
-        "timeouts": {"enabled": True, "connect": connect_timeout, "read": read_timeout},
-        "retries": {"enabled": False, "attempts": 1, "backoff": 0.0},
-        "breaker": {"enabled": False},
-        "bulkhead": {"enabled": False},
-        "fallback": {"enabled": False},
-    })
+    return ServiceClient(
+        peer,
+        policy={
+            "timeouts": {"enabled": True, "connect": connect_timeout, "read": read_timeout},
+            "retries": {"enabled": False, "attempts": 1, "backoff": 0.0},
+            "breaker": {"enabled": False},
+            "bulkhead": {"enabled": False},
+            "fallback": {"enabled": False},
+        },
+    )
 
 
 def base_url(service: str) -> str:
@@ -112,8 +115,9 @@ def call(
     started = time.perf_counter()
     try:
         with tracing.quiet():
-            response = client.request(method, path, json=json, params=params, bearer=bearer,
-                                      idempotency_key=idempotency_key)
+            response = client.request(
+                method, path, json=json, params=params, bearer=bearer, idempotency_key=idempotency_key
+            )
     except PeerUnavailable as exc:
         elapsed = (time.perf_counter() - started) * 1000
         timed_out = "timed out" in exc.reason or "Timeout" in exc.reason
@@ -124,8 +128,16 @@ def call(
         return Call(service, method, path, "down", error=f"{type(exc).__name__}: {str(exc)[:160]}", latency_ms=elapsed)
     elapsed = (time.perf_counter() - started) * 1000
     state = "ok" if response.status < 400 else "error"
-    return Call(service, method, path, state, status=response.status, data=response.data,
-                latency_ms=elapsed, headers=dict(response.headers))
+    return Call(
+        service,
+        method,
+        path,
+        state,
+        status=response.status,
+        data=response.data,
+        latency_ms=elapsed,
+        headers=dict(response.headers),
+    )
 
 
 def probe(service: str, path: str, *, timeout: float | None = None) -> Call:
@@ -136,14 +148,29 @@ def probe(service: str, path: str, *, timeout: float | None = None) -> Call:
     started = time.perf_counter()
     try:
         with tracing.untraced():
-            response = requests.get(f"{base_url(service)}{path}", headers=headers,
-                                    timeout=(min(settings.DASHBOARD_CONNECT_TIMEOUT, read), read))
+            response = requests.get(
+                f"{base_url(service)}{path}",
+                headers=headers,
+                timeout=(min(settings.DASHBOARD_CONNECT_TIMEOUT, read), read),
+            )
     except requests.Timeout as exc:
-        return Call(service, "GET", path, "timeout", error=f"no answer within {read:g} s ({type(exc).__name__})",
-                    latency_ms=(time.perf_counter() - started) * 1000)
+        return Call(
+            service,
+            "GET",
+            path,
+            "timeout",
+            error=f"no answer within {read:g} s ({type(exc).__name__})",
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
     except requests.RequestException as exc:
-        return Call(service, "GET", path, "down", error=f"unreachable ({type(exc).__name__})",
-                    latency_ms=(time.perf_counter() - started) * 1000)
+        return Call(
+            service,
+            "GET",
+            path,
+            "down",
+            error=f"unreachable ({type(exc).__name__})",
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
     elapsed = (time.perf_counter() - started) * 1000
     data = None
     if "json" in response.headers.get("Content-Type", ""):
@@ -151,8 +178,16 @@ def probe(service: str, path: str, *, timeout: float | None = None) -> Call:
             data = response.json()
         except ValueError:
             data = None
-    return Call(service, "GET", path, "ok" if response.status_code < 400 else "error", status=response.status_code,
-                data=data, text=response.text if data is None else "", latency_ms=elapsed)
+    return Call(
+        service,
+        "GET",
+        path,
+        "ok" if response.status_code < 400 else "error",
+        status=response.status_code,
+        data=data,
+        text=response.text if data is None else "",
+        latency_ms=elapsed,
+    )
 
 
 def fetch_metrics_text(service: str) -> str:

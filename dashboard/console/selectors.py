@@ -37,7 +37,12 @@ def health_state(result: peers.Call | None) -> dict:
         return {"state": "outage", "detail": "injected outage: 503 to everything", "checks": {}, "faults": faults}
     failing = [name for name, check in checks.items() if isinstance(check, dict) and check.get("status") != "ok"]
     if failing:
-        return {"state": "degraded", "detail": f"{', '.join(failing)} check failing", "checks": checks, "faults": faults}
+        return {
+            "state": "degraded",
+            "detail": f"{', '.join(failing)} check failing",
+            "checks": checks,
+            "faults": faults,
+        }
     return {"state": "error", "detail": result.message, "checks": checks, "faults": faults}
 
 
@@ -84,17 +89,19 @@ def lab_overview() -> dict:
         for fault in faults or []:
             active_faults.append({"service": service, **fault})
         m = summary["services"].get(service, {})
-        cards.append({
-            "name": service,
-            "label": peers.LABELS[service],
-            "url": peers.base_url(service),
-            **health,
-            "bad": health["state"] in BAD_STATES,
-            "faults": faults or [],
-            "faults_error": faults_error,
-            "metrics": m,
-            "sparkline": sparkline_points(m.get("sparkline") or []),
-        })
+        cards.append(
+            {
+                "name": service,
+                "label": peers.LABELS[service],
+                "url": peers.base_url(service),
+                **health,
+                "bad": health["state"] in BAD_STATES,
+                "faults": faults or [],
+                "faults_error": faults_error,
+                "metrics": m,
+                "sparkline": sparkline_points(m.get("sparkline") or []),
+            }
+        )
 
     resilience = results.get("resilience:order")
     breakers, breakers_error = {}, ""
@@ -157,13 +164,15 @@ def faults_page() -> dict:
     for service in SERVICES:
         result = results.get(service)
         ok = result is not None and result.ok and isinstance(result.data, dict)
-        out.append({
-            "name": service,
-            "label": peers.LABELS[service],
-            "faults": result.data.get("faults", []) if ok else [],
-            "error": "" if ok else (result.message if result is not None else "no answer in time"),
-            "state": result.state if result is not None else "timeout",
-        })
+        out.append(
+            {
+                "name": service,
+                "label": peers.LABELS[service],
+                "faults": result.data.get("faults", []) if ok else [],
+                "error": "" if ok else (result.message if result is not None else "no answer in time"),
+                "state": result.state if result is not None else "timeout",
+            }
+        )
     return {"services": out}
 
 
@@ -175,13 +184,15 @@ def resilience_page() -> dict:
     for service in SERVICES:
         result = results.get(service)
         ok = result is not None and result.ok and isinstance(result.data, dict)
-        out.append({
-            "name": service,
-            "label": peers.LABELS[service],
-            "switches": result.data.get("switches", {}) if ok else {},
-            "breakers": result.data.get("breakers", {}) if ok else {},
-            "error": "" if ok else (result.message if result is not None else "no answer in time"),
-        })
+        out.append(
+            {
+                "name": service,
+                "label": peers.LABELS[service],
+                "switches": result.data.get("switches", {}) if ok else {},
+                "breakers": result.data.get("breakers", {}) if ok else {},
+                "error": "" if ok else (result.message if result is not None else "no answer in time"),
+            }
+        )
     saga = results.get("saga")
     return {
         "services": out,
@@ -194,18 +205,27 @@ def data_page(token: str) -> dict:
     """Recent rows of each service's main tables, read through its API as the logged-in admin."""
     reads = {
         "user": [("Users", "/api/users/", ("id", "email", "name", "is_staff", "date_joined"))],
-        "inventory": [("Products", "/api/products/", ("sku", "name", "price_cents", "currency", "available", "active"))],
-        "order": [("Orders", "/api/orders/", ("id", "customer_id", "status", "status_reason", "total_cents", "created_at"))],
+        "inventory": [
+            ("Products", "/api/products/", ("sku", "name", "price_cents", "currency", "available", "active"))
+        ],
+        "order": [
+            ("Orders", "/api/orders/", ("id", "customer_id", "status", "status_reason", "total_cents", "created_at"))
+        ],
         "payment": [
-            ("Payments", "/api/payments/", ("order_id", "status", "amount_cents", "refunded_cents", "card_last4", "created_at")),
+            (
+                "Payments",
+                "/api/payments/",
+                ("order_id", "status", "amount_cents", "refunded_cents", "card_last4", "created_at"),
+            ),
             ("Ledger", "/api/ledger/", ("kind", "order_id", "amount_cents", "currency", "created_at")),
         ],
     }
     tasks = {f"health:{s}": (peers.probe, s, "/health/") for s in SERVICES}
     for service, tables in reads.items():
         for title, path, _ in tables:
-            tasks[f"{service}:{title}"] = (functools.partial(peers.call, service, "GET", path,
-                                                             params={"page_size": 8}, bearer=token),)
+            tasks[f"{service}:{title}"] = (
+                functools.partial(peers.call, service, "GET", path, params={"page_size": 8}, bearer=token),
+            )
     results = peers.gather(tasks, timeout=settings.DASHBOARD_READ_TIMEOUT + 1.0)
     out = []
     for service in SERVICES:
@@ -225,15 +245,19 @@ def data_page(token: str) -> dict:
                 rows = [[_cell(r.get(c), c) for c in columns] for r in raw]
             else:
                 error = result.message if result is not None else "no answer in time"
-            tables.append({"title": title, "path": path, "columns": columns, "rows": rows, "error": error, "count": count})
-        out.append({
-            "name": service,
-            "label": peers.LABELS[service],
-            "engine": database.get("engine", "?"),
-            "schema": database.get("name", "?"),
-            "database_ok": database.get("status") == "ok",
-            "tables": tables,
-        })
+            tables.append(
+                {"title": title, "path": path, "columns": columns, "rows": rows, "error": error, "count": count}
+            )
+        out.append(
+            {
+                "name": service,
+                "label": peers.LABELS[service],
+                "engine": database.get("engine", "?"),
+                "schema": database.get("name", "?"),
+                "database_ok": database.get("status") == "ok",
+                "tables": tables,
+            }
+        )
     return {"services": out}
 
 

@@ -30,10 +30,8 @@ _installed = threading.Event()
 
 def install() -> bool:
     """Trace this process as ``dashboard`` (requests client spans + flow roots). False when disabled."""
-    try:
-        from chassis import telemetry
-    except ImportError:  # a chassis without tracing: flows still run, without a waterfall of their own
-        return False
+    from chassis import telemetry
+
     if telemetry.setup("dashboard", exporter=DatabaseSpanExporter(), instrument_django=False):
         _installed.set()
         return True
@@ -47,10 +45,14 @@ def installed() -> bool:
 @contextlib.contextmanager
 def untraced():
     """Calls inside carry a not-sampled trace context: nobody records spans for them."""
-    parent = NonRecordingSpan(SpanContext(
-        trace_id=secrets.randbits(128) or 1, span_id=secrets.randbits(64) or 1, is_remote=False,
-        trace_flags=TraceFlags(TraceFlags.DEFAULT),
-    ))
+    parent = NonRecordingSpan(
+        SpanContext(
+            trace_id=secrets.randbits(128) or 1,
+            span_id=secrets.randbits(64) or 1,
+            is_remote=False,
+            trace_flags=TraceFlags(TraceFlags.DEFAULT),
+        )
+    )
     token = otel_context.attach(trace.set_span_in_context(parent))
     try:
         yield
@@ -72,7 +74,9 @@ def flow_span(name: str, **attributes):
     """A new trace rooted at ``flow.<name>``; yields its trace id in hex ("" when tracing is off)."""
     tracer = trace.get_tracer("lab.dashboard")
     with tracer.start_as_current_span(
-        f"{FLOW_PREFIX}{name}", context=otel_context.Context(), kind=trace.SpanKind.INTERNAL,
+        f"{FLOW_PREFIX}{name}",
+        context=otel_context.Context(),
+        kind=trace.SpanKind.INTERNAL,
         attributes={k: v for k, v in attributes.items() if v is not None},
     ) as span:
         ctx = span.get_span_context()
@@ -90,7 +94,7 @@ class DatabaseSpanExporter(SpanExporter):
         rows = [row for row in (span_row(s) for s in spans) if row]
         try:
             spans_ingest(rows=rows)
-        except Exception:  # noqa: BLE001 — losing a span must never fail the flow that made it
+        except Exception:
             log.warning("could not store %d dashboard span(s)", len(rows), exc_info=True)
             return SpanExportResult.FAILURE
         finally:
@@ -103,8 +107,11 @@ class DatabaseSpanExporter(SpanExporter):
 
 
 _KINDS = {
-    trace.SpanKind.INTERNAL: "internal", trace.SpanKind.SERVER: "server", trace.SpanKind.CLIENT: "client",
-    trace.SpanKind.PRODUCER: "producer", trace.SpanKind.CONSUMER: "consumer",
+    trace.SpanKind.INTERNAL: "internal",
+    trace.SpanKind.SERVER: "server",
+    trace.SpanKind.CLIENT: "client",
+    trace.SpanKind.PRODUCER: "producer",
+    trace.SpanKind.CONSUMER: "consumer",
 }
 _STATUSES = {"UNSET": "unset", "OK": "ok", "ERROR": "error"}
 
@@ -140,7 +147,11 @@ def span_row(span) -> dict | None:
         "order_id": order_id_from(attrs),
         "attributes": attrs,
         "events": [
-            {"name": e.name, "time_ns": int(e.timestamp), "attributes": {k: _plain(v) for k, v in (e.attributes or {}).items()}}
+            {
+                "name": e.name,
+                "time_ns": int(e.timestamp),
+                "attributes": {k: _plain(v) for k, v in (e.attributes or {}).items()},
+            }
             for e in span.events
         ],
     }

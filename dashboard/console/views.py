@@ -14,11 +14,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-
-from labctl.facade import LabNotFound
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from collector import selectors as traces
+from labctl.facade import LabNotFound
 
 from . import auth, flows, lab, links, peers, selectors, tracing
 from . import labs as lab_pages
@@ -28,9 +27,19 @@ from .models import FlowRun
 from .services import flow_run_record
 
 HTMX_STOP_POLLING = 286
-FAULT_FORM_DEFAULTS = {"kind": "latency", "probability": "100", "delay_ms": "500", "jitter_ms": "0", "status": "503",
-                       "db_mode": "fail", "dep_mode": "delay", "target": "", "path_prefix": "", "method": "",
-                       "ttl_seconds": ""}
+FAULT_FORM_DEFAULTS = {
+    "kind": "latency",
+    "probability": "100",
+    "delay_ms": "500",
+    "jitter_ms": "0",
+    "status": "503",
+    "db_mode": "fail",
+    "dep_mode": "delay",
+    "target": "",
+    "path_prefix": "",
+    "method": "",
+    "ttl_seconds": "",
+}
 
 
 def _service_or_404(service: str) -> str:
@@ -118,7 +127,9 @@ def faults_clear_all(request):
     failed = {s: r for s, r in results.items() if not r.ok}
     cleared = sum(int((r.data or {}).get("cleared", 0)) for r in results.values() if r.ok and isinstance(r.data, dict))
     if failed:
-        messages.error(request, "Could not clear: " + "; ".join(f"{s} ({r.state}: {r.message})" for s, r in failed.items()))
+        messages.error(
+            request, "Could not clear: " + "; ".join(f"{s} ({r.state}: {r.message})" for s, r in failed.items())
+        )
     messages.success(request, f"Cleared {cleared} fault(s) on {len(results) - len(failed)} of {len(results)} services.")
     return redirect(_back(request, "console:faults"))
 
@@ -144,8 +155,9 @@ def _back(request, default: str) -> str:
 @require_GET
 @auth.read_view
 def resilience(request):
-    return render(request, "console/resilience.html", {"page": "resilience", "res": selectors.resilience_page(),
-                                                       "errors": {}})
+    return render(
+        request, "console/resilience.html", {"page": "resilience", "res": selectors.resilience_page(), "errors": {}}
+    )
 
 
 @require_GET
@@ -203,12 +215,16 @@ def saga_mode(request):
 @auth.read_view
 def flows_page(request):
     saga = lab.saga_get()
-    return render(request, "console/flows.html", {
-        "page": "flows",
-        "flows": flows.FLOWS.values(),
-        "saga": saga.data if lab.saga_available(saga) else None,
-        "runs": FlowRun.objects.all()[:15],
-    })
+    return render(
+        request,
+        "console/flows.html",
+        {
+            "page": "flows",
+            "flows": flows.FLOWS.values(),
+            "saga": saga.data if lab.saga_available(saga) else None,
+            "runs": FlowRun.objects.all()[:15],
+        },
+    )
 
 
 @require_POST
@@ -226,12 +242,16 @@ def flow_run(request, slug: str):
 def flow_detail(request, run_id):
     run = get_object_or_404(FlowRun, id=run_id)
     history = (run.order or {}).get("history") or []
-    return render(request, "console/flow_detail.html", {
-        "page": "flows",
-        "run": run,
-        "history": [{**h, "kind": _history_kind(h)} for h in history],
-        "counts": _history_counts(history),
-    })
+    return render(
+        request,
+        "console/flow_detail.html",
+        {
+            "page": "flows",
+            "run": run,
+            "history": [{**h, "kind": _history_kind(h)} for h in history],
+            "counts": _history_counts(history),
+        },
+    )
 
 
 def _history_kind(entry: dict) -> str:
@@ -268,12 +288,16 @@ def flow_trace(request, run_id):
     except ValueError:
         seen, tries = -1, 0
     settled = (count > 0 and count == seen and tries >= 3) or tries >= 12
-    return render(request, "console/_waterfall.html", {
-        "tree": tree,
-        "rows": traces.waterfall_rows(tree) if tree else [],
-        "poll": None if settled else {"seen": count, "tries": tries + 1},
-        "run": run,
-    })
+    return render(
+        request,
+        "console/_waterfall.html",
+        {
+            "tree": tree,
+            "rows": traces.waterfall_rows(tree) if tree else [],
+            "poll": None if settled else {"seen": count, "tries": tries + 1},
+            "run": run,
+        },
+    )
 
 
 def _trace_filters(request) -> dict:
@@ -286,7 +310,9 @@ def _trace_filters(request) -> dict:
     except ValueError:
         limit = 50
     return {
-        "service": request.GET.get("service", "") if request.GET.get("service", "") in (*peers.SERVICES, "dashboard", "worker") else "",
+        "service": request.GET.get("service", "")
+        if request.GET.get("service", "") in (*peers.SERVICES, "dashboard", "worker")
+        else "",
         "errors_only": request.GET.get("status") == "error",
         "min_duration_ms": min_duration,
         "request_id": request.GET.get("request_id", "")[:64],
@@ -299,13 +325,17 @@ def _trace_filters(request) -> dict:
 @auth.read_view
 def traces_page(request):
     filters = _trace_filters(request)
-    return render(request, "console/traces.html", {
-        "page": "traces",
-        "traces": traces.trace_list(**filters),
-        "filters": filters,
-        "query": request.GET.urlencode(),
-        "services": (*peers.SERVICES, "worker", "dashboard"),
-    })
+    return render(
+        request,
+        "console/traces.html",
+        {
+            "page": "traces",
+            "traces": traces.trace_list(**filters),
+            "filters": filters,
+            "query": request.GET.urlencode(),
+            "services": (*peers.SERVICES, "worker", "dashboard"),
+        },
+    )
 
 
 @require_GET
@@ -318,15 +348,21 @@ def traces_partial(request):
 @auth.read_view
 def trace_detail(request, trace_id: str):
     if not traces.trace_id_valid(trace_id):
-        return render(request, "console/trace_detail.html", {"page": "traces", "trace_id": trace_id,
-                                                             "invalid": True}, status=400)
+        return render(
+            request, "console/trace_detail.html", {"page": "traces", "trace_id": trace_id, "invalid": True}, status=400
+        )
     tree = traces.trace_get(trace_id=trace_id)
-    return render(request, "console/trace_detail.html", {
-        "page": "traces",
-        "trace_id": trace_id,
-        "tree": tree,
-        "rows": traces.waterfall_rows(tree) if tree else [],
-    }, status=200 if tree else 404)
+    return render(
+        request,
+        "console/trace_detail.html",
+        {
+            "page": "traces",
+            "trace_id": trace_id,
+            "tree": tree,
+            "rows": traces.waterfall_rows(tree) if tree else [],
+        },
+        status=200 if tree else 404,
+    )
 
 
 # --- data, audit, load, labs ---------------------------------------------------------------
@@ -358,13 +394,17 @@ def audit_partial(request):
 @auth.read_view
 def load(request):
     directory = links.loadtests_dir()
-    return render(request, "console/load.html", {
-        "page": "load",
-        "loadtests": directory is not None,
-        "scenarios": load_runs.scenarios(),
-        "runs": load_runs.runs(),
-        "form": request.GET,
-    })
+    return render(
+        request,
+        "console/load.html",
+        {
+            "page": "load",
+            "loadtests": directory is not None,
+            "scenarios": load_runs.scenarios(),
+            "runs": load_runs.runs(),
+            "form": request.GET,
+        },
+    )
 
 
 @require_POST
@@ -469,8 +509,9 @@ def labs(request):
     entries = []
     for lab_def in engine.labs():
         summary = engine.summary(lab_def) if logged_in else None
-        entries.append({"lab": lab_def, "summary": summary,
-                        "progress": lab_pages.summary_text(summary) if summary else ""})
+        entries.append(
+            {"lab": lab_def, "summary": summary, "progress": lab_pages.summary_text(summary) if summary else ""}
+        )
     return render(request, "console/labs.html", {"page": "labs", "entries": entries, "broken": engine.broken})
 
 
@@ -494,9 +535,16 @@ def _lab_page_context(request, engine, lab_def, *, question_errors: dict | None 
         if "step" in section:
             sections.append({"step": lab_pages.step_view(lab_def, progress, section["step"])})
         elif "questions" in section:
-            sections.append({"questions": [
-                lab_pages.question_view(lab_def, progress, q.key, fresh=flash.get(q.key), error=errors.get(q.key, ""))
-                for q in lab_def.questions]})
+            sections.append(
+                {
+                    "questions": [
+                        lab_pages.question_view(
+                            lab_def, progress, q.key, fresh=flash.get(q.key), error=errors.get(q.key, "")
+                        )
+                        for q in lab_def.questions
+                    ]
+                }
+            )
         else:
             sections.append(section)
     summary = engine.summary(lab_def) if logged_in else None
@@ -558,8 +606,13 @@ def lab_answer(request, name: str, key: str):
     recorded = answer.correct or answer.expected is not None
     fresh = {"correct": answer.correct, "message": answer.message}
     if _htmx(request):
-        view = lab_pages.question_view(lab_def, engine.progress(lab_def), question.key,
-                                       fresh=fresh if recorded else None, error="" if recorded else answer.message)
+        view = lab_pages.question_view(
+            lab_def,
+            engine.progress(lab_def),
+            question.key,
+            fresh=fresh if recorded else None,
+            error="" if recorded else answer.message,
+        )
         return render(request, "console/_lab_question.html", {"qv": view}, status=200 if recorded else 400)
     if not recorded:
         context = _lab_page_context(request, engine, lab_def, question_errors={question.key: answer.message})
@@ -574,8 +627,10 @@ def lab_reset(request, name: str):
     engine, lab_def = _lab_or_404(request, name)
     with tracing.untraced():
         outcome = engine.reset(lab_def)
-    restored = ("Reset: cleared every fault, put every resilience switch and the saga mode back to their defaults "
-                "and closed every breaker" + (", then ran this lab's clean-up" if lab_def.cleanup else "") + ". ")
+    restored = (
+        "Reset: cleared every fault, put every resilience switch and the saga mode back to their defaults "
+        "and closed every breaker" + (", then ran this lab's clean-up" if lab_def.cleanup else "") + ". "
+    )
     if outcome.passed:
         messages.success(request, f"{restored}Steady state: PASS — {outcome.message}")
     else:
@@ -588,8 +643,11 @@ def lab_reset(request, name: str):
 def lab_forget(request, name: str):
     engine, lab_def = _lab_or_404(request, name)
     engine.forget(lab_def)
-    messages.success(request, f"Forgot your progress in lab {lab_def.number}: every step and answer starts over. "
-                              "The lab itself was not touched (use “Reset this lab” for that).")
+    messages.success(
+        request,
+        f"Forgot your progress in lab {lab_def.number}: every step and answer starts over. "
+        "The lab itself was not touched (use “Reset this lab” for that).",
+    )
     return redirect(_lab_url(lab_def))
 
 
@@ -637,8 +695,9 @@ def login(request):
             else:
                 messages.success(request, f"Logged in as {who['email']}.")
                 return redirect(next_url)
-    return render(request, "console/login.html", {"page": "login", "error": error, "email": email, "next": next_url},
-                  status=200)
+    return render(
+        request, "console/login.html", {"page": "login", "error": error, "email": email, "next": next_url}, status=200
+    )
 
 
 @require_POST

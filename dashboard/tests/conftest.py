@@ -26,12 +26,20 @@ def _fresh_state():
 
 def healthy(service: str, fake: FakeService) -> None:
     """Routes every healthy service answers."""
-    fake.on("GET", "/health/", 200, {
-        "service": service, "status": "ok",
-        "checks": {"database": {"status": "ok", "engine": "mysql", "name": f"lab_{service}"},
-                   "cache": {"status": "ok", "backend": "RedisCache"}},
-        "faults": [],
-    })
+    fake.on(
+        "GET",
+        "/health/",
+        200,
+        {
+            "service": service,
+            "status": "ok",
+            "checks": {
+                "database": {"status": "ok", "engine": "mysql", "name": f"lab_{service}"},
+                "cache": {"status": "ok", "backend": "RedisCache"},
+            },
+            "faults": [],
+        },
+    )
     fake.on("GET", "/_lab/faults/", 200, {"service": service, "faults": []})
     fake.on("PUT", "/_lab/faults/", 201, {"service": service, "faults": [], "added": {"id": "f-1"}})
     fake.on("DELETE", "/_lab/faults/", 200, {"service": service, "faults": [], "cleared": 1})
@@ -45,7 +53,10 @@ def lab(settings):
     fakes = {name: FakeService() for name in SERVICES}
     for name, fake in fakes.items():
         healthy(name, fake)
-    settings.CHASSIS = {**settings.CHASSIS, "PEERS": {**settings.CHASSIS["PEERS"], **{n: f.url for n, f in fakes.items()}}}
+    settings.CHASSIS = {
+        **settings.CHASSIS,
+        "PEERS": {**settings.CHASSIS["PEERS"], **{n: f.url for n, f in fakes.items()}},
+    }
     yield fakes
     for fake in fakes.values():
         fake.close()

@@ -23,13 +23,20 @@ class FakeService:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 path = self.path.split("?", 1)[0]
-                fake.requests.append({
-                    "method": self.command, "path": path, "query": self.path.partition("?")[2],
-                    "headers": dict(self.headers), "json": json.loads(raw) if raw else None,
-                })
+                fake.requests.append(
+                    {
+                        "method": self.command,
+                        "path": path,
+                        "query": self.path.partition("?")[2],
+                        "headers": dict(self.headers),
+                        "json": json.loads(raw) if raw else None,
+                    }
+                )
                 if fake.delay:
                     time.sleep(fake.delay)
-                status, body = fake.routes.get((self.command, path), (404, {"code": "not_found", "message": "no route"}))
+                status, body = fake.routes.get(
+                    (self.command, path), (404, {"code": "not_found", "message": "no route"})
+                )
                 if isinstance(body, (dict, list)):
                     payload, kind = json.dumps(body).encode(), "application/json"
                 else:
@@ -50,8 +57,7 @@ class FakeService:
         # A client that gave up (the dashboard's timeout, on purpose) is not an error worth a traceback.
         self.server.handle_error = lambda request, client_address: None
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     def on(self, method: str, path: str, status: int, body: object = None) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 os.environ.setdefault("DJANGO_SECRET_KEY", "dashboard-tests")
 os.environ["OTEL_SDK_DISABLED"] = "true"  # tests install their own tracer where they need one
 
-from config.settings import *  # noqa: E402,F403
+from config.settings import *  # noqa: F403
 
 CHASSIS = {**CHASSIS, "KEYS_DIR": Path(tempfile.mkdtemp(prefix="dashboard-tests-keys-"))}  # noqa: F405
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "dashboard-tests"}}

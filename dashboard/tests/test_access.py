@@ -73,9 +73,14 @@ def test_without_public_read_everything_needs_a_login(client, lab, settings):
 
 def _login(client, lab, *, staff: bool, status: int = 200):
     token = user_token(user_id=9, email="who@lab.local", staff=staff)
-    lab["user"].on("POST", "/api/auth/login/", status,
-                   {"access": token, "refresh": "r-1", "token_type": "Bearer", "expires_in": 900} if status == 200
-                   else {"code": "invalid_credentials", "message": "Email or password is wrong."})
+    lab["user"].on(
+        "POST",
+        "/api/auth/login/",
+        status,
+        {"access": token, "refresh": "r-1", "token_type": "Bearer", "expires_in": 900}
+        if status == 200
+        else {"code": "invalid_credentials", "message": "Email or password is wrong."},
+    )
     return client.post("/login/", {"email": "who@lab.local", "password": "pw", "next": "/faults/"})
 
 
@@ -107,7 +112,9 @@ def test_a_wrong_password_shows_the_services_message(client, lab):
 
 def test_a_forged_token_is_refused(client, lab):
     """Ensure a token that does not verify with the user service's key opens nothing."""
-    lab["user"].on("POST", "/api/auth/login/", 200, {"access": "eyJhbGciOiJub25lIn0.eyJzdGFmZiI6dHJ1ZX0.", "refresh": ""})
+    lab["user"].on(
+        "POST", "/api/auth/login/", 200, {"access": "eyJhbGciOiJub25lIn0.eyJzdGFmZiI6dHJ1ZX0.", "refresh": ""}
+    )
     response = client.post("/login/", {"email": "x@lab.local", "password": "pw"})
     assert response.status_code == 200
     assert b"could not be verified" in response.content

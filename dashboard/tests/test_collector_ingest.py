@@ -44,15 +44,30 @@ def export(service: str, spans: list[Span]) -> ExportTraceServiceRequest:
     return request
 
 
-def span(span_id: str, *, parent: str = "", name: str = "GET /api/orders/", start_ms: int = 0, duration_ms: int = 10,
-         error: bool = False, trace_id: str = TRACE, **attributes) -> Span:
+def span(
+    span_id: str,
+    *,
+    parent: str = "",
+    name: str = "GET /api/orders/",
+    start_ms: int = 0,
+    duration_ms: int = 10,
+    error: bool = False,
+    trace_id: str = TRACE,
+    **attributes,
+) -> Span:
     base = BASE
     out = Span(
-        trace_id=bytes.fromhex(trace_id), span_id=bytes.fromhex(span_id),
-        parent_span_id=bytes.fromhex(parent) if parent else b"", name=name, kind=Span.SPAN_KIND_SERVER,
-        start_time_unix_nano=base + start_ms * 1_000_000, end_time_unix_nano=base + (start_ms + duration_ms) * 1_000_000,
+        trace_id=bytes.fromhex(trace_id),
+        span_id=bytes.fromhex(span_id),
+        parent_span_id=bytes.fromhex(parent) if parent else b"",
+        name=name,
+        kind=Span.SPAN_KIND_SERVER,
+        start_time_unix_nano=base + start_ms * 1_000_000,
+        end_time_unix_nano=base + (start_ms + duration_ms) * 1_000_000,
     )
-    out.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR if error else Status.STATUS_CODE_OK, message="boom" if error else ""))
+    out.status.CopyFrom(
+        Status(code=Status.STATUS_CODE_ERROR if error else Status.STATUS_CODE_OK, message="boom" if error else "")
+    )
     out.attributes.extend(kv(k.replace("__", "."), v) for k, v in attributes.items())
     return out
 
@@ -64,8 +79,9 @@ def post(client, body: bytes, content_type: str, **headers):
 def test_protobuf_export_is_stored(client):
     """Ensure a protobuf export is stored span by span and answered with an empty protobuf response."""
     root = span(ROOT, name="POST /api/orders/", duration_ms=40, lab__request_id="rid-1", url__path="/api/orders/17/")
-    root.events.add(name="lab.fault", time_unix_nano=root.start_time_unix_nano + 5_000_000,
-                    attributes=[kv("kind", "latency")])
+    root.events.add(
+        name="lab.fault", time_unix_nano=root.start_time_unix_nano + 5_000_000, attributes=[kv("kind", "latency")]
+    )
     child = span(CHILD, parent=ROOT, name="saga.reserve", start_ms=5, duration_ms=20, error=True)
     response = post(client, export("order", [root, child]).SerializeToString(), "application/x-protobuf")
 
@@ -90,17 +106,34 @@ def test_protobuf_export_is_stored(client):
 def test_json_export_with_hex_ids_is_stored(client):
     """Ensure OTLP JSON (ids in hex, lowerCamelCase, int64 as strings) is understood."""
     body = {
-        "resourceSpans": [{
-            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "payment"}}]},
-            "scopeSpans": [{"spans": [{
-                "traceId": TRACE, "spanId": ROOT, "parentSpanId": "", "name": "POST /internal/charges/",
-                "kind": 2, "startTimeUnixNano": str(BASE), "endTimeUnixNano": str(BASE + 25_000_000),
-                "attributes": [{"key": "http.status_code", "value": {"intValue": "402"}},
-                               {"key": "retry", "value": {"boolValue": True}}],
-                "status": {"code": 2},
-                "events": [{"name": "lab.retry", "timeUnixNano": str(BASE + 10_000_000), "attributes": []}],
-            }]}],
-        }]
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "payment"}}]},
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": TRACE,
+                                "spanId": ROOT,
+                                "parentSpanId": "",
+                                "name": "POST /internal/charges/",
+                                "kind": 2,
+                                "startTimeUnixNano": str(BASE),
+                                "endTimeUnixNano": str(BASE + 25_000_000),
+                                "attributes": [
+                                    {"key": "http.status_code", "value": {"intValue": "402"}},
+                                    {"key": "retry", "value": {"boolValue": True}},
+                                ],
+                                "status": {"code": 2},
+                                "events": [
+                                    {"name": "lab.retry", "timeUnixNano": str(BASE + 10_000_000), "attributes": []}
+                                ],
+                            }
+                        ]
+                    }
+                ],
+            }
+        ]
     }
     response = post(client, json.dumps(body).encode(), "application/json")
 
@@ -123,14 +156,17 @@ def test_gzip_body_is_accepted(client):
     assert StoredSpan.objects.count() == 1
 
 
-@pytest.mark.parametrize("body, content_type, words", [
-    (b"\xff\xff\xff\xff not protobuf", "application/x-protobuf", "protobuf"),
-    (b"{not json", "application/json", "JSON"),
-    (b'{"resourceSpans": {"a": 1}}', "application/json", "list"),
-    (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}', "application/json", "hex"),
-    (b"[1, 2]", "application/json", "resourceSpans"),
-    (b"spans", "text/plain", "Content-Type"),
-])
+@pytest.mark.parametrize(
+    "body, content_type, words",
+    [
+        (b"\xff\xff\xff\xff not protobuf", "application/x-protobuf", "protobuf"),
+        (b"{not json", "application/json", "JSON"),
+        (b'{"resourceSpans": {"a": 1}}', "application/json", "list"),
+        (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}', "application/json", "hex"),
+        (b"[1, 2]", "application/json", "resourceSpans"),
+        (b"spans", "text/plain", "Content-Type"),
+    ],
+)
 def test_malformed_payload_is_400_and_the_collector_keeps_serving(client, body, content_type, words):
     """Ensure garbage gets a 400 that says what is wrong, and the next good export is stored."""
     response = post(client, body, content_type)
@@ -197,5 +233,8 @@ def test_receiver_needs_no_csrf_token(client):
 def test_spans_older_than_the_retention_window_are_dropped_on_arrival(client):
     """Ensure a span from before the retention window does not linger (the first export of a process prunes)."""
     old = span(ROOT, start_ms=-2 * 3600 * 1000)
-    assert post(client, export("user", [old, span(CHILD)]).SerializeToString(), "application/x-protobuf").status_code == 200
+    assert (
+        post(client, export("user", [old, span(CHILD)]).SerializeToString(), "application/x-protobuf").status_code
+        == 200
+    )
     assert list(StoredSpan.objects.values_list("span_id", flat=True)) == [CHILD]

@@ -14,14 +14,36 @@ pytestmark = pytest.mark.django_db
 NOW = time.time_ns()
 
 
-def row(trace: int, span: int, *, parent: int = 0, service: str = "order", name: str = "op", start_ms: float = 0,
-        duration_ms: float = 10, status: str = "ok", request_id: str = "", order_id: str = "", events=None) -> dict:
+def row(
+    trace: int,
+    span: int,
+    *,
+    parent: int = 0,
+    service: str = "order",
+    name: str = "op",
+    start_ms: float = 0,
+    duration_ms: float = 10,
+    status: str = "ok",
+    request_id: str = "",
+    order_id: str = "",
+    events=None,
+) -> dict:
     start = NOW + int(start_ms * 1_000_000)
     return {
-        "trace_id": f"{trace:032x}", "span_id": f"{span:016x}", "parent_span_id": f"{parent:016x}" if parent else "",
-        "service": service, "name": name, "kind": "server", "start_ns": start,
-        "end_ns": start + int(duration_ms * 1_000_000), "duration_ms": duration_ms, "status": status,
-        "status_message": "", "request_id": request_id, "order_id": order_id, "attributes": {"k": "v"},
+        "trace_id": f"{trace:032x}",
+        "span_id": f"{span:016x}",
+        "parent_span_id": f"{parent:016x}" if parent else "",
+        "service": service,
+        "name": name,
+        "kind": "server",
+        "start_ns": start,
+        "end_ns": start + int(duration_ms * 1_000_000),
+        "duration_ms": duration_ms,
+        "status": status,
+        "status_message": "",
+        "request_id": request_id,
+        "order_id": order_id,
+        "attributes": {"k": "v"},
         "events": events or [],
     }
 
@@ -55,15 +77,26 @@ def test_ingestion_prunes_every_so_many_spans(settings):
 
 def test_trace_tree_nests_children_with_offsets():
     """Ensure a trace comes back as a tree: children under parents, offsets from the trace start, events placed."""
-    services.spans_ingest(rows=[
-        row(7, 1, name="flow.checkout", service="dashboard", duration_ms=100),
-        row(7, 2, parent=1, name="POST", service="dashboard", start_ms=10, duration_ms=80),
-        row(7, 3, parent=2, name="POST /api/orders/", start_ms=12, duration_ms=70),
-        row(7, 5, parent=3, name="saga.charge", start_ms=50, duration_ms=20, service="order", status="error",
-            events=[{"name": "lab.retry", "time_ns": NOW + 60_000_000, "attributes": {}}]),
-        row(7, 4, parent=3, name="saga.reserve", start_ms=20, duration_ms=20),
-        row(7, 6, parent=99, name="late orphan", start_ms=30, service="payment"),
-    ])
+    services.spans_ingest(
+        rows=[
+            row(7, 1, name="flow.checkout", service="dashboard", duration_ms=100),
+            row(7, 2, parent=1, name="POST", service="dashboard", start_ms=10, duration_ms=80),
+            row(7, 3, parent=2, name="POST /api/orders/", start_ms=12, duration_ms=70),
+            row(
+                7,
+                5,
+                parent=3,
+                name="saga.charge",
+                start_ms=50,
+                duration_ms=20,
+                service="order",
+                status="error",
+                events=[{"name": "lab.retry", "time_ns": NOW + 60_000_000, "attributes": {}}],
+            ),
+            row(7, 4, parent=3, name="saga.reserve", start_ms=20, duration_ms=20),
+            row(7, 6, parent=99, name="late orphan", start_ms=30, service="payment"),
+        ]
+    )
     tree = selectors.trace_get(trace_id=f"{7:032x}")
 
     assert tree["span_count"] == 6
@@ -87,12 +120,23 @@ def test_trace_tree_nests_children_with_offsets():
 
 def test_trace_list_summarises_and_filters():
     """Ensure the list shows each trace's root, services, size, duration and error flag, and filters work."""
-    services.spans_ingest(rows=[
-        row(1, 1, name="GET /api/products/", service="inventory", duration_ms=5),
-        row(2, 1, name="POST /api/orders/", service="order", start_ms=100, duration_ms=300, request_id="rid-2"),
-        row(2, 2, parent=1, name="POST /internal/charges/", service="payment", start_ms=150, duration_ms=50,
-            status="error", order_id="42"),
-    ])
+    services.spans_ingest(
+        rows=[
+            row(1, 1, name="GET /api/products/", service="inventory", duration_ms=5),
+            row(2, 1, name="POST /api/orders/", service="order", start_ms=100, duration_ms=300, request_id="rid-2"),
+            row(
+                2,
+                2,
+                parent=1,
+                name="POST /internal/charges/",
+                service="payment",
+                start_ms=150,
+                duration_ms=50,
+                status="error",
+                order_id="42",
+            ),
+        ]
+    )
     traces = selectors.trace_list()
     assert [t["trace_id"] for t in traces] == [f"{2:032x}", f"{1:032x}"]  # newest first
     checkout = traces[0]

@@ -10,12 +10,23 @@ from console import lab as lab_controls
 pytestmark = pytest.mark.django_db
 
 
-@pytest.mark.parametrize("slug, service, body", [
-    ("payment-outage", "payment", {"id": "preset-payment-outage", "kind": "outage", "ttl_seconds": 120}),
-    ("slow-inventory", "inventory", {"id": "preset-slow-inventory", "kind": "latency", "delay_ms": 800, "jitter_ms": 100}),
-    ("flaky-inventory", "inventory", {"id": "preset-flaky-inventory", "kind": "error", "status": 503, "probability": 0.3}),
-    ("orders-db-down", "order", {"id": "preset-orders-db-down", "kind": "database", "mode": "fail"}),
-])
+@pytest.mark.parametrize(
+    "slug, service, body",
+    [
+        ("payment-outage", "payment", {"id": "preset-payment-outage", "kind": "outage", "ttl_seconds": 120}),
+        (
+            "slow-inventory",
+            "inventory",
+            {"id": "preset-slow-inventory", "kind": "latency", "delay_ms": 800, "jitter_ms": 100},
+        ),
+        (
+            "flaky-inventory",
+            "inventory",
+            {"id": "preset-flaky-inventory", "kind": "error", "status": 503, "probability": 0.3},
+        ),
+        ("orders-db-down", "order", {"id": "preset-orders-db-down", "kind": "database", "mode": "fail"}),
+    ],
+)
 def test_preset_sends_the_right_fault(staff, lab, slug, service, body):
     """Ensure each preset PUTs exactly its fault on exactly its service, as the dashboard."""
     response = staff.post(f"/faults/presets/{slug}/")
@@ -107,24 +118,56 @@ def form(**values) -> QueryDict:
     return data
 
 
-@pytest.mark.parametrize("values, body", [
-    ({"kind": "latency", "probability": "50", "delay_ms": "300", "jitter_ms": "20", "status": "500",
-      "path_prefix": "/api/", "method": "GET", "ttl_seconds": "60"},
-     {"kind": "latency", "probability": 0.5, "delay_ms": 300, "jitter_ms": 20, "path_prefix": "/api/", "method": "GET",
-      "ttl_seconds": 60}),
-    ({"kind": "error", "probability": "100", "status": "500", "delay_ms": "300"},
-     {"kind": "error", "probability": 1.0, "status": 500}),
-    ({"kind": "outage", "probability": "30", "ttl_seconds": "120", "delay_ms": "300"},
-     {"kind": "outage", "ttl_seconds": 120}),
-    ({"kind": "database", "db_mode": "slow", "delay_ms": "250", "probability": "100"},
-     {"kind": "database", "mode": "slow", "delay_ms": 250, "probability": 1.0}),
-    ({"kind": "database", "db_mode": "fail", "delay_ms": "250", "probability": "100"},
-     {"kind": "database", "mode": "fail", "probability": 1.0}),
-    ({"kind": "dependency", "target": "payment", "dep_mode": "hang", "delay_ms": "250", "path_prefix": "/x"},
-     {"kind": "dependency", "target": "payment", "mode": "hang"}),
-    ({"kind": "dependency", "target": "inventory", "dep_mode": "delay", "delay_ms": "250", "jitter_ms": ""},
-     {"kind": "dependency", "target": "inventory", "mode": "delay", "delay_ms": 250}),
-])
+@pytest.mark.parametrize(
+    "values, body",
+    [
+        (
+            {
+                "kind": "latency",
+                "probability": "50",
+                "delay_ms": "300",
+                "jitter_ms": "20",
+                "status": "500",
+                "path_prefix": "/api/",
+                "method": "GET",
+                "ttl_seconds": "60",
+            },
+            {
+                "kind": "latency",
+                "probability": 0.5,
+                "delay_ms": 300,
+                "jitter_ms": 20,
+                "path_prefix": "/api/",
+                "method": "GET",
+                "ttl_seconds": 60,
+            },
+        ),
+        (
+            {"kind": "error", "probability": "100", "status": "500", "delay_ms": "300"},
+            {"kind": "error", "probability": 1.0, "status": 500},
+        ),
+        (
+            {"kind": "outage", "probability": "30", "ttl_seconds": "120", "delay_ms": "300"},
+            {"kind": "outage", "ttl_seconds": 120},
+        ),
+        (
+            {"kind": "database", "db_mode": "slow", "delay_ms": "250", "probability": "100"},
+            {"kind": "database", "mode": "slow", "delay_ms": 250, "probability": 1.0},
+        ),
+        (
+            {"kind": "database", "db_mode": "fail", "delay_ms": "250", "probability": "100"},
+            {"kind": "database", "mode": "fail", "probability": 1.0},
+        ),
+        (
+            {"kind": "dependency", "target": "payment", "dep_mode": "hang", "delay_ms": "250", "path_prefix": "/x"},
+            {"kind": "dependency", "target": "payment", "mode": "hang"},
+        ),
+        (
+            {"kind": "dependency", "target": "inventory", "dep_mode": "delay", "delay_ms": "250", "jitter_ms": ""},
+            {"kind": "dependency", "target": "inventory", "mode": "delay", "delay_ms": 250},
+        ),
+    ],
+)
 def test_form_becomes_the_fault_body(values, body):
     """Ensure the form sends only what the chosen kind uses, probability as 0..1."""
     assert lab_controls.fault_body_from_form(form(**values)) == (body, {})
@@ -138,10 +181,16 @@ def test_form_catches_what_is_not_a_number():
 
 def test_the_services_validation_errors_are_shown_next_to_the_form(staff, lab):
     """Ensure a 400 from the service is shown on the page, beside the form that caused it."""
-    lab["inventory"].on("PUT", "/_lab/faults/", 400, {
-        "code": "invalid", "message": "Invalid input. delay_ms: A latency fault needs delay_ms > 0.",
-        "fields": {"delay_ms": ["A latency fault needs delay_ms > 0."]},
-    })
+    lab["inventory"].on(
+        "PUT",
+        "/_lab/faults/",
+        400,
+        {
+            "code": "invalid",
+            "message": "Invalid input. delay_ms: A latency fault needs delay_ms > 0.",
+            "fields": {"delay_ms": ["A latency fault needs delay_ms > 0."]},
+        },
+    )
     response = staff.post("/faults/inventory/add/", {"kind": "latency", "delay_ms": "0", "probability": "100"})
     assert response.status_code == 200
     html = response.content.decode()
@@ -165,12 +214,21 @@ def test_unknown_service_is_404(staff, lab):
 def test_switches_form_sends_a_partial_update(staff, lab):
     """Ensure the resilience form sends every section with its switch and numbers."""
     lab["order"].on("PUT", "/_lab/resilience/", 200, {"switches": {}, "breakers": {}})
-    response = staff.post("/resilience/order/", {
-        "timeouts.enabled": "on", "timeouts.connect": "0.5", "timeouts.read": "2",
-        "retries.attempts": "3", "retries.backoff": "0.1",
-        "breaker.enabled": "on", "breaker.fail_max": "4", "breaker.reset_timeout": "15",
-        "bulkhead.enabled": "on", "bulkhead.max_concurrent": "8",
-    })
+    response = staff.post(
+        "/resilience/order/",
+        {
+            "timeouts.enabled": "on",
+            "timeouts.connect": "0.5",
+            "timeouts.read": "2",
+            "retries.attempts": "3",
+            "retries.backoff": "0.1",
+            "breaker.enabled": "on",
+            "breaker.fail_max": "4",
+            "breaker.reset_timeout": "15",
+            "bulkhead.enabled": "on",
+            "bulkhead.max_concurrent": "8",
+        },
+    )
     assert response.status_code == 302
     (put,) = lab["order"].sent("PUT", "/_lab/resilience/")
     assert put["json"] == {

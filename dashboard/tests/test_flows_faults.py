@@ -10,8 +10,12 @@ from console.models import FlowRun
 PAUSED = [
     {"status": "PENDING", "step": "received", "note": "order received", "at": "2026-01-01T10:00:00.000000Z"},
     {"status": "PENDING", "step": "reserved", "note": "stock reserved", "at": "2026-01-01T10:00:00.040000Z"},
-    {"status": "PENDING", "step": "paused", "note": "paused: payment unavailable (circuit open: failing fast)",
-     "at": "2026-01-01T10:00:00.052000Z"},
+    {
+        "status": "PENDING",
+        "step": "paused",
+        "note": "paused: payment unavailable (circuit open: failing fast)",
+        "at": "2026-01-01T10:00:00.052000Z",
+    },
 ]
 CONFIRMED = [
     {"status": "PENDING", "step": "received", "note": "order received", "at": "2026-01-01T10:00:00.000000Z"},
@@ -23,8 +27,9 @@ def shop(lab, *, order_status: int, order: dict) -> None:
     """Routes of a shop that logs in, lists one product, holds the prepared card and answers the order."""
     lab["user"].on("POST", "/api/auth/register/", 201, {"id": 7, "email": "x@lab.local"})
     lab["user"].on("POST", "/api/auth/login/", 200, {"access": "tok", "refresh": "r", "expires_in": 900})
-    lab["inventory"].on("GET", "/api/products/", 200, {"results": [
-        {"sku": "MUG-1", "name": "Lab mug", "active": True, "available": 9}]})
+    lab["inventory"].on(
+        "GET", "/api/products/", 200, {"results": [{"sku": "MUG-1", "name": "Lab mug", "active": True, "available": 9}]}
+    )
     lab["payment"].on("POST", "/api/payment-methods/", 201, {"token": "pm_new", "last4": "4242"})
     lab["payment"].on("GET", "/api/payment-methods/", 200, {"results": [{"token": "pm_saved"}]})
     lab["order"].on("POST", "/api/orders/", order_status, order)
@@ -32,17 +37,29 @@ def shop(lab, *, order_status: int, order: dict) -> None:
 
 
 def payment_outage(lab, *, breaker: dict | None = None) -> None:
-    lab["payment"].on("GET", "/_lab/faults/", 200, {"service": "payment", "faults": [
-        {"id": "preset-payment-outage", "kind": "outage", "ttl_seconds": 120}]})
+    lab["payment"].on(
+        "GET",
+        "/_lab/faults/",
+        200,
+        {"service": "payment", "faults": [{"id": "preset-payment-outage", "kind": "outage", "ttl_seconds": 120}]},
+    )
     lab["payment"].on("POST", "/api/payment-methods/", 503, {"code": "service_outage", "message": "Injected fault"})
     lab["payment"].on("GET", "/api/payment-methods/", 503, {"code": "service_outage", "message": "Injected fault"})
-    lab["order"].on("GET", "/_lab/resilience/", 200, {"switches": {"breaker": {"enabled": True}}, "breakers": {
-        "payment": breaker or {"state": "closed", "fail_counter": 0, "fail_max": 5}}})
+    lab["order"].on(
+        "GET",
+        "/_lab/resilience/",
+        200,
+        {
+            "switches": {"breaker": {"enabled": True}},
+            "breakers": {"payment": breaker or {"state": "closed", "fail_counter": 0, "fail_max": 5}},
+        },
+    )
 
 
 def prepare(card: str = flows.APPROVED_CARD) -> None:
-    flows.prepared_put(card, {"email": "flow-prep@lab.local", "password": "pw", "card_token": "pm_saved",
-                              "card_last4": card[-4:]})
+    flows.prepared_put(
+        card, {"email": "flow-prep@lab.local", "password": "pw", "card_token": "pm_saved", "card_last4": card[-4:]}
+    )
 
 
 def test_checkout_reuses_the_prepared_card_while_payment_is_down(lab):
@@ -69,8 +86,10 @@ def test_a_sync_202_paused_order_is_reported_at_once(lab):
     payment_outage(lab, breaker={"state": "open", "fail_counter": 5, "fail_max": 5})
     result = flows.flow_run("checkout-sync")
     assert lab["order"].sent("GET", "/api/orders/12/") == []
-    assert result.outcome == ("order #12 PENDING — paused: payment unavailable (circuit open: failing fast); "
-                              "the worker will finish it when payment is back")
+    assert result.outcome == (
+        "order #12 PENDING — paused: payment unavailable (circuit open: failing fast); "
+        "the worker will finish it when payment is back"
+    )
     assert result.duration_ms < 5000
     assert result.order["saga_duration_ms"] == 52.0
 
@@ -117,8 +136,10 @@ def test_without_a_prepared_card_the_outage_stop_says_what_to_do(lab):
     payment_outage(lab)
     result = flows.flow_run("checkout-sync")
     assert not result.ok
-    assert result.outcome == ("stopped while saving a card: payment answered 503. Payment is down and no card "
-                              "was saved before the outage: run this flow once while payment is up")
+    assert result.outcome == (
+        "stopped while saving a card: payment answered 503. Payment is down and no card "
+        "was saved before the outage: run this flow once while payment is up"
+    )
     assert lab["order"].sent("POST", "/api/orders/") == []
     assert flows.prepared_get(flows.APPROVED_CARD)["card_token"] == ""  # the account is kept for next time
 
@@ -129,12 +150,21 @@ def test_a_first_checkout_prepares_the_customer_and_the_next_reuses_it(lab):
     lab["payment"].on("GET", "/api/payment-methods/", 200, {"results": [{"token": "pm_new"}]})
     first = flows.flow_run("checkout-sync")
     assert first.ok, first.outcome
-    assert [h["note"] for h in first.hops] == ["register", "log in", "save card …4242", "browse the catalog",
-                                               "place the order"]
+    assert [h["note"] for h in first.hops] == [
+        "register",
+        "log in",
+        "save card …4242",
+        "browse the catalog",
+        "place the order",
+    ]
     second = flows.flow_run("checkout-sync")
     assert second.ok, second.outcome
-    assert [h["note"] for h in second.hops] == ["log in (prepared customer)", "check the saved card …4242",
-                                                "browse the catalog", "place the order"]
+    assert [h["note"] for h in second.hops] == [
+        "log in (prepared customer)",
+        "check the saved card …4242",
+        "browse the catalog",
+        "place the order",
+    ]
     assert second.customer == first.customer
     assert lab["order"].sent("POST", "/api/orders/")[1]["json"]["payment_method"] == "pm_new"
 
@@ -200,10 +230,20 @@ def test_an_async_order_is_polled_for_a_bounded_time(lab, monkeypatch):
 def test_the_declined_page_explains_the_trace_errors(lab, staff):
     """Ensure the declined flow, cancelled as it should be, says its trace errors are the lesson, not a failure."""
     prepare(flows.DECLINED_CARD)
-    cancelled = [*CONFIRMED[:1], {"status": "CANCELLED", "step": "cancelled", "note": "cancelled: card declined",
-                                  "at": "2026-01-01T10:00:00.120000Z"}]
-    shop(lab, order_status=201, order={"id": 4, "status": "CANCELLED", "status_reason": "card declined",
-                                        "history": cancelled})
+    cancelled = [
+        *CONFIRMED[:1],
+        {
+            "status": "CANCELLED",
+            "step": "cancelled",
+            "note": "cancelled: card declined",
+            "at": "2026-01-01T10:00:00.120000Z",
+        },
+    ]
+    shop(
+        lab,
+        order_status=201,
+        order={"id": 4, "status": "CANCELLED", "status_reason": "card declined", "history": cancelled},
+    )
     lab["payment"].on("GET", "/api/payment-methods/", 200, {"results": [{"token": "pm_saved"}]})
     response = staff.post("/flows/declined/run/")
     page = staff.get(response["Location"]).content.decode()

@@ -177,8 +177,17 @@ def test_anonymous_readers_get_no_buttons_but_a_login_link(client, demo):
 def test_staff_get_check_show_me_reset_and_report(staff, demo):
     """Ensure a logged-in student has every control, and Show me says it marks the step as shown."""
     html = staff.get("/labs/01-demo/").content.decode()
-    for testid in ("check-outage", "solve-outage", "check-steady-state", "lab-reset", "lab-forget", "report-md",
-                   "report-json", "answer-form-count", "answer-form-state"):
+    for testid in (
+        "check-outage",
+        "solve-outage",
+        "check-steady-state",
+        "lab-reset",
+        "lab-forget",
+        "report-md",
+        "report-json",
+        "answer-form-count",
+        "answer-form-state",
+    ):
         assert f'data-testid="{testid}"' in html, testid
     assert "your report will mark it as <em>shown</em>" in html
     assert 'hx-indicator="#working-outage"' in html and "working…" in html
@@ -218,8 +227,10 @@ def test_the_db_store_round_trips_the_engines_document():
     store.save(STUDENT, LAB, {"steps": {"a": {"observed": {"p95_ms": 12.5}}}, "answers": {}})
     store.save(STUDENT, LAB, {"steps": {"a": {"observed": {"p95_ms": 14.0}}}, "answers": {"q": {"correct": True}}})
     store.save("bob@lab.local", LAB, {"steps": {}})
-    assert store.load(STUDENT, LAB) == {"steps": {"a": {"observed": {"p95_ms": 14.0}}},
-                                        "answers": {"q": {"correct": True}}}
+    assert store.load(STUDENT, LAB) == {
+        "steps": {"a": {"observed": {"p95_ms": 14.0}}},
+        "answers": {"q": {"correct": True}},
+    }
     assert LabProgress.objects.filter(student=STUDENT).count() == 1
     store.delete(STUDENT, LAB)
     assert store.load(STUDENT, LAB) is None
@@ -325,15 +336,23 @@ def test_a_question_computed_from_the_students_data(staff, demo):
     html = staff.get("/labs/01-demo/").content.decode()
     assert 'data-testid="answer-message-count"' in html and "Right: your data says 1" in html
     assert 'data-testid="answer-verdict-count">right<' in html
-    assert progress()["answers"]["count"] == {"answer": "1", "correct": True, "expected": 1, "attempts": 2,
-                                              "at": progress()["answers"]["count"]["at"]}
+    assert progress()["answers"]["count"] == {
+        "answer": "1",
+        "correct": True,
+        "expected": 1,
+        "attempts": 2,
+        "at": progress()["answers"]["count"]["at"],
+    }
 
 
-@pytest.mark.parametrize("question, answer, message", [
-    ("count", "many", "Answer with a number (in faults)."),
-    ("count", "", "Give an answer first."),
-    ("state", "404", "Choose one of: 200, 503."),
-])
+@pytest.mark.parametrize(
+    "question, answer, message",
+    [
+        ("count", "many", "Answer with a number (in faults)."),
+        ("count", "", "Give an answer first."),
+        ("state", "404", "Choose one of: 200, 503."),
+    ],
+)
 def test_what_is_not_an_answer_is_refused_and_not_recorded(staff, demo, question, answer, message):
     """Ensure a non-number or a non-choice gets the engine's message as a 400, and nothing is recorded."""
     payment_down(demo)
@@ -381,9 +400,16 @@ def test_the_reports_download_with_the_students_figures(staff, demo):
 # --- access and bad input ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/labs/01-demo/steps/outage/check/", "/labs/01-demo/steps/outage/solve/",
-                                  "/labs/01-demo/questions/count/answer/", "/labs/01-demo/reset/",
-                                  "/labs/01-demo/forget/"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/labs/01-demo/steps/outage/check/",
+        "/labs/01-demo/steps/outage/solve/",
+        "/labs/01-demo/questions/count/answer/",
+        "/labs/01-demo/reset/",
+        "/labs/01-demo/forget/",
+    ],
+)
 def test_anonymous_visitors_cannot_act(client, demo, path):
     """Ensure every action needs a staff login and leaves the services and the progress alone."""
     assert client.post(path, {"answer": "1"}).status_code == 403
@@ -396,23 +422,26 @@ def test_anonymous_visitors_are_sent_to_log_in_for_the_report(client, demo):
     assert response.status_code == 302 and response["Location"].startswith("/login/?next=")
 
 
-@pytest.mark.parametrize("method, path, status", [
-    ("get", "/labs/no-such-lab/", 404),
-    ("get", "/labs/99/", 404),
-    ("get", "/labs/no-such-lab/report.md", 404),
-    ("get", "/labs/no-such-lab/report.json", 404),
-    ("post", "/labs/no-such-lab/steps/outage/check/", 404),
-    ("post", "/labs/01-demo/steps/no-such-step/check/", 404),
-    ("post", "/labs/01-demo/steps/99/check/", 404),
-    ("post", "/labs/01-demo/steps/no-such-step/solve/", 404),
-    ("post", "/labs/01-demo/questions/no-such-question/answer/", 404),
-    ("post", "/labs/no-such-lab/reset/", 404),
-    ("post", "/labs/no-such-lab/forget/", 404),
-    ("get", "/labs/01-demo/steps/outage/check/", 405),
-    ("get", "/labs/01-demo/reset/", 405),
-    ("post", "/labs/01-demo/report.md", 405),
-    ("post", "/labs/01-demo/", 405),
-])
+@pytest.mark.parametrize(
+    "method, path, status",
+    [
+        ("get", "/labs/no-such-lab/", 404),
+        ("get", "/labs/99/", 404),
+        ("get", "/labs/no-such-lab/report.md", 404),
+        ("get", "/labs/no-such-lab/report.json", 404),
+        ("post", "/labs/no-such-lab/steps/outage/check/", 404),
+        ("post", "/labs/01-demo/steps/no-such-step/check/", 404),
+        ("post", "/labs/01-demo/steps/99/check/", 404),
+        ("post", "/labs/01-demo/steps/no-such-step/solve/", 404),
+        ("post", "/labs/01-demo/questions/no-such-question/answer/", 404),
+        ("post", "/labs/no-such-lab/reset/", 404),
+        ("post", "/labs/no-such-lab/forget/", 404),
+        ("get", "/labs/01-demo/steps/outage/check/", 405),
+        ("get", "/labs/01-demo/reset/", 405),
+        ("post", "/labs/01-demo/report.md", 405),
+        ("post", "/labs/01-demo/", 405),
+    ],
+)
 def test_bad_requests_are_refused_not_crashed(staff, demo, method, path, status):
     """Ensure nothing a client can send turns into a 500."""
     assert getattr(staff, method)(path).status_code == status

@@ -9,18 +9,45 @@ load = pytest.importorskip("labctl.load")
 pytestmark = pytest.mark.django_db
 
 RUN_ID = "20260101-120000-checkout"
-HISTORY = [{"t": i, "users": 10, "rps": 20.0 + i, "failures_per_s": 0.0, "p50_ms": 12.0, "p95_ms": 40.0 + i,
-            "p99_ms": 80.0, "requests": 20 * i, "failures": 0} for i in range(5)]
+HISTORY = [
+    {
+        "t": i,
+        "users": 10,
+        "rps": 20.0 + i,
+        "failures_per_s": 0.0,
+        "p50_ms": 12.0,
+        "p95_ms": 40.0 + i,
+        "p99_ms": 80.0,
+        "requests": 20 * i,
+        "failures": 0,
+    }
+    for i in range(5)
+]
 
 
 def status(state: str) -> dict:
     return {
-        "run_id": RUN_ID, "scenario": "checkout", "state": state, "started_at": "2026-01-01T12:00:00+00:00",
-        "finished_at": None, "exit_code": None,
+        "run_id": RUN_ID,
+        "scenario": "checkout",
+        "state": state,
+        "started_at": "2026-01-01T12:00:00+00:00",
+        "finished_at": None,
+        "exit_code": None,
         "parameters": {"scenario": "checkout", "users": 10, "spawn_rate": 5, "duration": "60s", "workers": 0},
-        "current": HISTORY[-1], "history": HISTORY,
-        "endpoints": [{"method": "POST", "name": "/api/orders/", "requests": 80, "failures": 0, "rps": 20.0,
-                       "p50_ms": 12.0, "p95_ms": 44.0, "p99_ms": 80.0}],
+        "current": HISTORY[-1],
+        "history": HISTORY,
+        "endpoints": [
+            {
+                "method": "POST",
+                "name": "/api/orders/",
+                "requests": 80,
+                "failures": 0,
+                "rps": 20.0,
+                "p50_ms": 12.0,
+                "p95_ms": 44.0,
+                "p99_ms": 80.0,
+            }
+        ],
         "report": None,
     }
 
@@ -35,8 +62,9 @@ def test_start_sends_the_form_and_the_dashboards_service_urls(staff, lab, monkey
 
     monkeypatch.setattr(load, "start_run", start_run)
     monkeypatch.setattr(load, "run_status", lambda run_id, paths=None, **kw: status("running"))
-    response = staff.post("/load/start/", {"scenario": "checkout", "users": "10", "spawn_rate": "5",
-                                           "duration": "60s", "workers": "0"})
+    response = staff.post(
+        "/load/start/", {"scenario": "checkout", "users": "10", "spawn_rate": "5", "duration": "60s", "workers": "0"}
+    )
     assert response.status_code == 302 and response["Location"] == f"/load/{RUN_ID}/"
     spec = started["spec"]
     assert (spec.scenario, spec.users, spec.spawn_rate, spec.duration, spec.workers) == ("checkout", 10, 5.0, "60s", 0)
@@ -68,10 +96,20 @@ def test_an_unknown_run_is_404(client):
 
 
 def test_the_load_page_lists_runs(client, monkeypatch):
-    monkeypatch.setattr(load, "list_runs", lambda paths=None, limit=100: [{
-        "run_id": RUN_ID, "scenario": "checkout", "state": "finished", "started_at": "x",
-        "parameters": {"users": 10}, "totals": {"requests": 1200, "rps": 19.8, "failures": 3, "failure_ratio": 0.0025},
-    }])
+    monkeypatch.setattr(
+        load,
+        "list_runs",
+        lambda paths=None, limit=100: [
+            {
+                "run_id": RUN_ID,
+                "scenario": "checkout",
+                "state": "finished",
+                "started_at": "x",
+                "parameters": {"users": 10},
+                "totals": {"requests": 1200, "rps": 19.8, "failures": 3, "failure_ratio": 0.0025},
+            }
+        ],
+    )
     html = client.get("/load/").content.decode()
     assert RUN_ID in html and "1200" in html and "19.8" in html
 
@@ -80,8 +118,13 @@ def test_a_running_load_shows_on_the_service_map(client, lab, monkeypatch):
     """Ensure the map's load generator node is up while a Locust run runs, idle otherwise."""
     monkeypatch.setattr(load, "list_runs", lambda paths=None, limit=100: [])
     assert 'data-node="load" data-state="idle"' in client.get("/partials/overview/").content.decode()
-    monkeypatch.setattr(load, "list_runs", lambda paths=None, limit=100: [
-        {"run_id": RUN_ID, "scenario": "checkout", "state": "running", "parameters": {"users": 25}}])
+    monkeypatch.setattr(
+        load,
+        "list_runs",
+        lambda paths=None, limit=100: [
+            {"run_id": RUN_ID, "scenario": "checkout", "state": "running", "parameters": {"users": 25}}
+        ],
+    )
     html = client.get("/partials/overview/").content.decode()
     assert 'data-node="load" data-state="up"' in html
     assert "checkout, 25 users" in html

@@ -8,8 +8,9 @@ from django.core.cache import cache
 from collector import metrics
 
 
-def scrape(*, ok: int, errors: int, health: int, buckets: dict, total_sum: float, breaker: int = 0,
-           retries: int = 0) -> str:
+def scrape(
+    *, ok: int, errors: int, health: int, buckets: dict, total_sum: float, breaker: int = 0, retries: int = 0
+) -> str:
     """Prometheus text as a service serves it (two routes; /health/ must not count)."""
     lines = [
         "# HELP lab_http_requests_total Requests served, by route and status.",
@@ -39,12 +40,20 @@ def scrape(*, ok: int, errors: int, health: int, buckets: dict, total_sum: float
     return "\n".join(lines) + "\n"
 
 
-FIRST = scrape(ok=100, errors=0, health=50, total_sum=1.0,
-               buckets={"0.01": 10, "0.05": 50, "0.1": 90, "0.25": 100, "+Inf": 100})
+FIRST = scrape(
+    ok=100, errors=0, health=50, total_sum=1.0, buckets={"0.01": 10, "0.05": 50, "0.1": 90, "0.25": 100, "+Inf": 100}
+)
 # Ten seconds later: 60 more successes, 20 failures; of the 80 new requests 20 took ≤ 10 ms,
 # 40 more ≤ 50 ms, 16 more ≤ 100 ms and the last 4 ≤ 250 ms. /health/ was polled 10 more times.
-SECOND = scrape(ok=160, errors=20, health=60, total_sum=5.0, breaker=2, retries=6,
-                buckets={"0.01": 30, "0.05": 110, "0.1": 166, "0.25": 180, "+Inf": 180})
+SECOND = scrape(
+    ok=160,
+    errors=20,
+    health=60,
+    total_sum=5.0,
+    breaker=2,
+    retries=6,
+    buckets={"0.01": 30, "0.05": 110, "0.1": 166, "0.25": 180, "+Inf": 180},
+)
 
 
 def test_two_scrapes_give_rate_error_ratio_and_percentiles():
@@ -73,8 +82,9 @@ def test_one_sample_is_not_enough():
 
 def test_a_restarted_service_does_not_give_negative_rates():
     """Ensure a counter reset (the service restarted) counts from zero instead of going negative."""
-    restarted = scrape(ok=8, errors=2, health=1, total_sum=0.1,
-                       buckets={"0.01": 10, "0.05": 10, "0.1": 10, "0.25": 10, "+Inf": 10})
+    restarted = scrape(
+        ok=8, errors=2, health=1, total_sum=0.1, buckets={"0.01": 10, "0.05": 10, "0.1": 10, "0.25": 10, "+Inf": 10}
+    )
     samples = [metrics.sample_from_text(SECOND, ts=1000.0), metrics.sample_from_text(restarted, ts=1005.0)]
     out = metrics.summarize(samples, now=1005.0, window=60)
     assert out["req_per_s"] == 2.0
@@ -83,8 +93,11 @@ def test_a_restarted_service_does_not_give_negative_rates():
 
 def test_samples_outside_the_window_are_ignored():
     """Ensure the summary only compares samples of the last window."""
-    samples = [metrics.sample_from_text(FIRST, ts=900.0), metrics.sample_from_text(FIRST, ts=1000.0),
-               metrics.sample_from_text(SECOND, ts=1010.0)]
+    samples = [
+        metrics.sample_from_text(FIRST, ts=900.0),
+        metrics.sample_from_text(FIRST, ts=1000.0),
+        metrics.sample_from_text(SECOND, ts=1010.0),
+    ]
     out = metrics.summarize(samples, now=1010.0, window=60)
     assert out["req_per_s"] == 8.0
     assert out["samples"] == 2

@@ -11,9 +11,23 @@ from console.models import FlowRun
 
 pytestmark = pytest.mark.django_db
 
-PAGES = ["/", "/partials/overview/", "/faults/", "/partials/faults/", "/resilience/", "/partials/resilience/",
-         "/flows/", "/traces/", "/partials/traces/", "/audit/", "/partials/audit/", "/load/", "/data/", "/login/",
-         "/labs/"]
+PAGES = [
+    "/",
+    "/partials/overview/",
+    "/faults/",
+    "/partials/faults/",
+    "/resilience/",
+    "/partials/resilience/",
+    "/flows/",
+    "/traces/",
+    "/partials/traces/",
+    "/audit/",
+    "/partials/audit/",
+    "/load/",
+    "/data/",
+    "/login/",
+    "/labs/",
+]
 
 
 @pytest.mark.parametrize("path", PAGES)
@@ -44,9 +58,16 @@ def test_a_slow_service_shows_as_timeout_and_does_not_hang_the_page(client, lab)
 
 def test_an_injected_outage_turns_the_card_red_and_is_listed(client, lab):
     """Ensure payment's outage shows on its card and in the fault banner."""
-    fault = {"id": "preset-payment-outage", "kind": "outage", "created_at": time.time(),
-             "expires_at": time.time() + 100, "probability": 1.0}
-    lab["payment"].on("GET", "/health/", 503, {"code": "service_outage", "message": "Injected fault: this service is down."})
+    fault = {
+        "id": "preset-payment-outage",
+        "kind": "outage",
+        "created_at": time.time(),
+        "expires_at": time.time() + 100,
+        "probability": 1.0,
+    }
+    lab["payment"].on(
+        "GET", "/health/", 503, {"code": "service_outage", "message": "Injected fault: this service is down."}
+    )
     lab["payment"].on("GET", "/_lab/faults/", 200, {"service": "payment", "faults": [fault]})
     html = client.get("/partials/overview/").content.decode()
     assert '<article class="card is-bad" data-service="payment" data-state="outage">' in html
@@ -57,10 +78,17 @@ def test_an_injected_outage_turns_the_card_red_and_is_listed(client, lab):
 
 def test_a_failing_database_check_is_degraded(client, lab):
     """Ensure a 503 health with a failing check names the check."""
-    lab["order"].on("GET", "/health/", 503, {
-        "service": "order", "status": "down", "faults": [],
-        "checks": {"database": {"status": "down", "error": "OperationalError"}, "cache": {"status": "ok"}},
-    })
+    lab["order"].on(
+        "GET",
+        "/health/",
+        503,
+        {
+            "service": "order",
+            "status": "down",
+            "faults": [],
+            "checks": {"database": {"status": "down", "error": "OperationalError"}, "cache": {"status": "ok"}},
+        },
+    )
     html = client.get("/partials/overview/").content.decode()
     assert 'data-service="order" data-state="degraded"' in html
     assert "database check failing" in html
@@ -68,10 +96,18 @@ def test_a_failing_database_check_is_degraded(client, lab):
 
 def test_breaker_states_are_drawn_on_the_edges(client, lab):
     """Ensure order's breakers colour the order → inventory and order → payment edges."""
-    lab["order"].on("GET", "/_lab/resilience/", 200, {"switches": {}, "breakers": {
-        "inventory": {"state": "closed", "fail_counter": 0, "fail_max": 5},
-        "payment": {"state": "open", "fail_counter": 5, "fail_max": 5},
-    }})
+    lab["order"].on(
+        "GET",
+        "/_lab/resilience/",
+        200,
+        {
+            "switches": {},
+            "breakers": {
+                "inventory": {"state": "closed", "fail_counter": 0, "fail_max": 5},
+                "payment": {"state": "open", "fail_counter": 5, "fail_max": 5},
+            },
+        },
+    )
     html = client.get("/partials/overview/").content.decode()
     assert 'data-edge="order-inventory" data-state="closed"' in html
     assert 'data-edge="order-payment" data-state="open"' in html
@@ -99,12 +135,27 @@ def test_the_flow_waterfall_polls_until_spans_settle(staff, dead_lab):
     first = staff.get(f"/flows/runs/{run.id}/trace/").content.decode()
     assert 'data-settled="false"' in first and "hx-trigger" in first
     now = time.time_ns()
-    collector_services.spans_ingest(rows=[{
-        "trace_id": "1" * 32, "span_id": "2" * 16, "parent_span_id": "", "service": "inventory",
-        "name": "GET /api/products/", "kind": "server", "start_ns": now, "end_ns": now + 5_000_000,
-        "duration_ms": 5.0, "status": "ok", "status_message": "", "request_id": "flow-browse-1", "order_id": "",
-        "attributes": {}, "events": [],
-    }])
+    collector_services.spans_ingest(
+        rows=[
+            {
+                "trace_id": "1" * 32,
+                "span_id": "2" * 16,
+                "parent_span_id": "",
+                "service": "inventory",
+                "name": "GET /api/products/",
+                "kind": "server",
+                "start_ns": now,
+                "end_ns": now + 5_000_000,
+                "duration_ms": 5.0,
+                "status": "ok",
+                "status_message": "",
+                "request_id": "flow-browse-1",
+                "order_id": "",
+                "attributes": {},
+                "events": [],
+            }
+        ]
+    )
     polling = staff.get(f"/flows/runs/{run.id}/trace/?seen=0&tries=3").content.decode()
     assert 'data-spans="1"' in polling and 'data-settled="false"' in polling
     settled = staff.get(f"/flows/runs/{run.id}/trace/?seen=1&tries=3").content.decode()

@@ -42,14 +42,17 @@ class Service:
         """Name of the variable that gives peers this service's base URL."""
         return f"{self.short.upper()}_SERVICE_URL"
 
-
     @classmethod
     def of(cls, part: parts.Part, browse_path: str, **extra) -> Service:
         return cls(part.name, part.directory, part.port, part.schema, part.redis_db, browse_path, **extra)
 
 
-BROWSE_PATHS = {"user": "/api/auth/login/", "order": "/api/orders/", "inventory": "/api/products/",
-                "payment": "/api/payment-methods/"}
+BROWSE_PATHS = {
+    "user": "/api/auth/login/",
+    "order": "/api/orders/",
+    "inventory": "/api/products/",
+    "payment": "/api/payment-methods/",
+}
 SERVICES: tuple[Service, ...] = tuple(Service.of(p, BROWSE_PATHS[p.name]) for p in parts.SERVICES)
 
 SERVICE_BY_NAME = {s.short: s for s in SERVICES}
@@ -78,12 +81,18 @@ class Worker:
 
 # The order service's Celery worker (the asynchronous saga) and its scheduler.
 WORKERS: tuple[Worker, ...] = (
-    Worker("worker", SERVICE_BY_NAME["order"],
-           "{bin}/celery -A config worker --loglevel INFO --concurrency 4 "
-           "--hostname order-worker@%h --queues saga,beat", "config/celery.py"),
-    Worker("beat", SERVICE_BY_NAME["order"],
-           "{bin}/celery -A config beat --loglevel INFO --schedule {run}/celerybeat-schedule",
-           "config/celery.py"),
+    Worker(
+        "worker",
+        SERVICE_BY_NAME["order"],
+        "{bin}/celery -A config worker --loglevel INFO --concurrency 4 --hostname order-worker@%h --queues saga,beat",
+        "config/celery.py",
+    ),
+    Worker(
+        "beat",
+        SERVICE_BY_NAME["order"],
+        "{bin}/celery -A config beat --loglevel INFO --schedule {run}/celerybeat-schedule",
+        "config/celery.py",
+    ),
 )
 
 DEFAULT_MYSQL_ADMIN_URL = "mysql://root@127.0.0.1:3306"
@@ -184,8 +193,7 @@ class Paths:
         return (self.service_dir(service) / "manage.py").is_file()
 
     def worker_present(self, worker: Worker) -> bool:
-        return (self.service_present(worker.app)
-                and (self.service_dir(worker.app) / worker.marker).is_file())
+        return self.service_present(worker.app) and (self.service_dir(worker.app) / worker.marker).is_file()
 
     def present_workers(self) -> list[Worker]:
         return [w for w in WORKERS if self.worker_present(w)]

@@ -32,9 +32,28 @@ from .load import LoadError
 from .process import ProcessFaultError
 
 __all__ = [
-    "CHECK_MARKER", "QUESTIONS_MARKER", "CheckError", "Engine", "LabApi", "LabApiError", "LabContext", "LabDef",
-    "LabNotFound", "LoadError", "Paths", "ProcessFaultError", "lab_paths", "load_lab", "load_runs",
-    "load_scenarios", "load_start", "load_status", "load_stop", "program_kill", "run_audit", "supervisor_programs",
+    "CHECK_MARKER",
+    "QUESTIONS_MARKER",
+    "CheckError",
+    "Engine",
+    "LabApi",
+    "LabApiError",
+    "LabContext",
+    "LabDef",
+    "LabNotFound",
+    "LoadError",
+    "Paths",
+    "ProcessFaultError",
+    "lab_paths",
+    "load_lab",
+    "load_runs",
+    "load_scenarios",
+    "load_start",
+    "load_status",
+    "load_stop",
+    "program_kill",
+    "run_audit",
+    "supervisor_programs",
 ]
 
 
@@ -97,8 +116,9 @@ def load_start(
 
     Raises :class:`LoadError` when the run is refused (unknown scenario, the lab not healthy...).
     """
-    spec = load.RunSpec(scenario=scenario, users=users, spawn_rate=spawn_rate, duration=duration,
-                        workers=workers, urls=dict(urls))
+    spec = load.RunSpec(
+        scenario=scenario, users=users, spawn_rate=spawn_rate, duration=duration, workers=workers, urls=dict(urls)
+    )
     return load.start_run(spec, lab_paths(root))
 
 

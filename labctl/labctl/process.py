@@ -79,8 +79,7 @@ def _write_state(paths: Paths, state: dict) -> None:
 def _proxy(paths: Paths):
     if not supervisor.is_running(paths):
         raise ProcessFaultError(
-            f"The lab is not running: supervisord does not answer on {paths.supervisor_socket} "
-            "(start it with make up)."
+            f"The lab is not running: supervisord does not answer on {paths.supervisor_socket} (start it with make up)."
         )
     return supervisor.rpc(paths)
 
@@ -89,8 +88,11 @@ def programs_of(paths: Paths, program: str, proxy=None) -> list[Program]:
     """The supervisord processes of ``program`` (a program or group name); raises if there is none."""
     proxy = proxy or _proxy(paths)
     infos = proxy.supervisor.getAllProcessInfo()
-    found = [Program(i["group"], i["name"], i["statename"], int(i.get("pid") or 0))
-             for i in infos if program in (i["group"], i["name"])]
+    found = [
+        Program(i["group"], i["name"], i["statename"], int(i.get("pid") or 0))
+        for i in infos
+        if program in (i["group"], i["name"])
+    ]
     if not found:
         known = sorted({i["group"] for i in infos})
         raise ProcessFaultError(
@@ -118,7 +120,9 @@ def process_fault(paths: Paths, *, program: str, action: str, ttl: int | None = 
     if action not in ACTIONS:
         raise ProcessFaultError(f"--action must be one of {', '.join(ACTIONS)}, not {action!r}.")
     if ttl is not None and action != "stop":
-        raise ProcessFaultError("--ttl only applies to --action stop (kill and restart bring the program back by themselves).")
+        raise ProcessFaultError(
+            "--ttl only applies to --action stop (kill and restart bring the program back by themselves)."
+        )
     proxy = _proxy(paths)
     processes = programs_of(paths, program, proxy)
     lines = []
@@ -171,7 +175,10 @@ def schedule_start(paths: Paths, program: str, ttl: int) -> int:
     with (paths.log / "labctl-process-faults.log").open("ab") as log:
         child = subprocess.Popen(
             [sys.executable, "-m", "labctl", "_start-after", str(ttl), program],
-            env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # outlives the labctl command and its terminal
         )
     return child.pid

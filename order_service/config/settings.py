@@ -10,6 +10,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from chassis import parts
 from chassis.settings import build
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -48,9 +49,9 @@ ORDER_SAGA_TASK_LEASE_SECONDS = env.int("ORDER_SAGA_TASK_LEASE_SECONDS", default
 # In "async" mode POST /api/orders/ answers 202 at once and the Celery worker
 # runs the saga; the lab admin switches it at run time (GET/PUT /_lab/saga/),
 # these are only the values in force until someone does.
-ORDER_SAGA_MODE = env.str("ORDER_SAGA_MODE", default="sync")
-if ORDER_SAGA_MODE not in ("sync", "async"):
-    raise ImproperlyConfigured(f"ORDER_SAGA_MODE is {ORDER_SAGA_MODE!r}: use sync or async.")
+ORDER_SAGA_MODE = env.str("ORDER_SAGA_MODE", default=parts.DEFAULT_SAGA_MODE)
+if ORDER_SAGA_MODE not in parts.SAGA_MODES:
+    raise ImproperlyConfigured(f"ORDER_SAGA_MODE is {ORDER_SAGA_MODE!r}: use {' or '.join(parts.SAGA_MODES)}.")
 # How long the worker keeps retrying a saga whose peer is down before it gives
 # up and compensates (counted from the order's creation).
 ORDER_SAGA_DEADLINE_SECONDS = env.int("ORDER_SAGA_DEADLINE_SECONDS", default=120)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from chassis import parts
 from chassis.lab import store
 
 STORE_KEY = "saga"
-MODES = ("sync", "async")
+MODES = parts.SAGA_MODES
 DEADLINE_MIN, DEADLINE_MAX = 30, 3600
 
 

@@ -12,7 +12,13 @@ def clean() -> dict:
         "orders": [
             {"id": "1", "status": "CONFIRMED", "saga_step": "done", "total_cents": 500, "updated_at": NOW.isoformat()},
             {"id": "2", "status": "CANCELLED", "saga_step": "done", "total_cents": 300, "updated_at": NOW.isoformat()},
-            {"id": "3", "status": "PENDING", "saga_step": "none", "total_cents": 100, "updated_at": (NOW - timedelta(days=1)).isoformat()},
+            {
+                "id": "3",
+                "status": "PENDING",
+                "saga_step": "none",
+                "total_cents": 100,
+                "updated_at": (NOW - timedelta(days=1)).isoformat(),
+            },
         ],
         "charges": [
             {"id": "c1", "order_id": "1", "status": "CAPTURED", "amount_cents": 500, "refunded_cents": 0},
@@ -41,7 +47,9 @@ def test_clean_data_passes():
 def test_confirmed_order_charged_twice_fails():
     """Ensure a double capture is caught with the ids involved."""
     data = clean()
-    data["charges"].append({"id": "c9", "order_id": "1", "status": "CAPTURED", "amount_cents": 500, "refunded_cents": 0})
+    data["charges"].append(
+        {"id": "c9", "order_id": "1", "status": "CAPTURED", "amount_cents": 500, "refunded_cents": 0}
+    )
     result = check(data, now=NOW)
     assert failing(result) == {"confirmed_paid_and_committed"}
     violation = result["checks"][0]["violations"][0]
@@ -89,8 +97,12 @@ def test_order_stuck_past_the_deadline_fails():
 def test_money_or_stock_for_unknown_order_fails():
     """Ensure a capture or a held reservation for an order nobody knows is caught."""
     data = clean()
-    data["charges"].append({"id": "c7", "order_id": "77", "status": "CAPTURED", "amount_cents": 10, "refunded_cents": 0})
-    data["reservations"].append({"id": "r7", "order_id": "78", "status": "HELD", "lines": [{"sku": "A", "quantity": 1}]})
+    data["charges"].append(
+        {"id": "c7", "order_id": "77", "status": "CAPTURED", "amount_cents": 10, "refunded_cents": 0}
+    )
+    data["reservations"].append(
+        {"id": "r7", "order_id": "78", "status": "HELD", "lines": [{"sku": "A", "quantity": 1}]}
+    )
     data["stock"][0].update(available=10, reserved=1)
     result = check(data, now=NOW)
     assert failing(result) == {"no_orphans"}

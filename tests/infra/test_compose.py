@@ -136,8 +136,7 @@ def test_one_app_service_per_lab_service(compose):
 
 def test_each_app_uses_its_own_schema_and_user(compose, init_sql):
     """Ensure DATABASE_URL names the app's own schema, user and that user's password."""
-    passwords = dict(re.findall(r"CREATE USER IF NOT EXISTS '(\w+)'@'%' IDENTIFIED BY '([^']*)'",
-                                init_sql))
+    passwords = dict(re.findall(r"CREATE USER IF NOT EXISTS '(\w+)'@'%' IDENTIFIED BY '([^']*)'", init_sql))
     redis_dbs = set()
     for service in config.APPS:
         app = compose["services"][compose_name(service)]
@@ -174,8 +173,7 @@ def test_init_sql_grants_each_user_its_own_schema_only(init_sql):
     """Ensure the only grants in the init script give each user its own schema."""
     grants = re.findall(r"^GRANT .*$", init_sql, flags=re.MULTILINE)
     expected = {
-        f"GRANT ALL PRIVILEGES ON `{s.schema.replace('_', chr(92) + '_')}`.* TO '{s.schema}'@'%';"
-        for s in config.APPS
+        f"GRANT ALL PRIVILEGES ON `{s.schema.replace('_', chr(92) + '_')}`.* TO '{s.schema}'@'%';" for s in config.APPS
     }
     assert len(grants) == len(expected)
     assert set(grants) == expected
@@ -199,14 +197,18 @@ def test_init_sql_really_walls_users_in(mysql_admin, init_sql):
         # The mariadb image feeds the script to the command-line client; so do we.
         proc = subprocess.run(
             [client, "--protocol=tcp", "-h", target.host, "-P", str(target.port), "-u", target.user],
-            input=sql, capture_output=True, text=True, timeout=60,
+            input=sql,
+            capture_output=True,
+            text=True,
+            timeout=60,
             env={**os.environ, "MYSQL_PWD": target.password},
         )
         assert proc.returncode == 0, proc.stderr
         for schema in schemas:
             password = f"{schema}_pw"
-            user = MySQLdb.connect(host=target.host, port=target.port, user=schema,
-                                   passwd=password, db=schema, connect_timeout=3)
+            user = MySQLdb.connect(
+                host=target.host, port=target.port, user=schema, passwd=password, db=schema, connect_timeout=3
+            )
             cur = user.cursor()
             cur.execute("CREATE TABLE t (v INT)")
             for other in schemas:
@@ -266,14 +268,16 @@ def test_key_owners_match_the_users_in_the_dockerfiles(compose):
 
 def test_keys_job_creates_a_key_for_each_signing_identity(compose, tmp_path):
     """Ensure the keys job, run for real into a directory, writes a key pair per identity that signs."""
-    entrypoint = re.search(r"^ENTRYPOINT (.*)$", (ROOT / "deploy" / "keys" / "Dockerfile").read_text(),
-                           flags=re.MULTILINE)
+    entrypoint = re.search(
+        r"^ENTRYPOINT (.*)$", (ROOT / "deploy" / "keys" / "Dockerfile").read_text(), flags=re.MULTILINE
+    )
     argv = ast.literal_eval(entrypoint.group(1))
     assert argv[:3] == ["python", "-m", "labctl"]
     assert argv[-2:] == ["--dir", "/keys"]
     # --owner chowns (root only in the job); the keys are the same without it.
-    subprocess.run([sys.executable, *argv[1:-1], str(tmp_path)], cwd=ROOT, check=True,
-                   capture_output=True, text=True, timeout=60)
+    subprocess.run(
+        [sys.executable, *argv[1:-1], str(tmp_path)], cwd=ROOT, check=True, capture_output=True, text=True, timeout=60
+    )
     for identity in signing_identities():
         assert (tmp_path / f"{identity}.private.pem").stat().st_mode & 0o077 == 0, identity
         assert (tmp_path / f"{identity}.public.pem").is_file(), identity
@@ -336,7 +340,10 @@ def test_dashboard_links_browsers_to_the_published_ports(compose):
     # labctl (Audit, Load pages) reads the dashboard's key from $LAB_ROOT/var/keys.
     assert env["LAB_KEYS_DIR"] == f"{env['LAB_ROOT']}/var/keys"
     dockerfile = (ROOT / "dashboard" / "Dockerfile").read_text()
-    assert "COPY labctl/ /app/labctl/" in dockerfile and "-r requirements.txt" in re.search(r"pip install .*", dockerfile)[0]
+    assert (
+        "COPY labctl/ /app/labctl/" in dockerfile
+        and "-r requirements.txt" in re.search(r"pip install .*", dockerfile)[0]
+    )
     # The dashboard declares labctl (and the chassis it needs), relative to its WORKDIR /app/dashboard.
     requirements = (ROOT / "dashboard" / "requirements.txt").read_text().splitlines()
     assert "-e ../labctl" in requirements and "-e ../chassis" in requirements

@@ -18,8 +18,9 @@ def test_the_dashboard_imports_labctl_only_through_the_facade():
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "labctl":
                 names = [alias.name for alias in node.names]
                 imports.append(path.name)
-                assert node.module == "labctl.facade" or (node.module == "labctl" and names == ["facade"]), \
+                assert node.module == "labctl.facade" or (node.module == "labctl" and names == ["facade"]), (
                     f"{path}: from {node.module} import {', '.join(names)}"
+                )
             elif isinstance(node, ast.Import):
                 for alias in node.names:
                     assert alias.name.split(".")[0] != "labctl", f"{path}: import {alias.name}"

@@ -39,10 +39,17 @@ class FakeService:
             def _answer(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                fake.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
-                                      "json": json.loads(body) if body else None})
-                status, data = fake.answers.get((self.command, self.path.split("?")[0]),
-                                                (404, {"code": "not_found", "message": "No route."}))
+                fake.requests.append(
+                    {
+                        "method": self.command,
+                        "path": self.path,
+                        "headers": dict(self.headers),
+                        "json": json.loads(body) if body else None,
+                    }
+                )
+                status, data = fake.answers.get(
+                    (self.command, self.path.split("?")[0]), (404, {"code": "not_found", "message": "No route."})
+                )
                 payload = json.dumps(data).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -88,8 +95,20 @@ def run(lab_paths, monkeypatch, capsys):
 
 
 def a_fault(**extra):
-    base = {"id": "f-1", "kind": "latency", "probability": 1.0, "path_prefix": "", "method": "", "delay_ms": 0,
-            "jitter_ms": 0, "status": 503, "mode": "", "target": "", "created_at": NOW, "expires_at": None}
+    base = {
+        "id": "f-1",
+        "kind": "latency",
+        "probability": 1.0,
+        "path_prefix": "",
+        "method": "",
+        "delay_ms": 0,
+        "jitter_ms": 0,
+        "status": 503,
+        "mode": "",
+        "target": "",
+        "created_at": NOW,
+        "expires_at": None,
+    }
     return {**base, **extra}
 
 
@@ -98,13 +117,20 @@ def a_fault(**extra):
 
 def test_urls_come_from_option_then_lab_urls_then_service_variables():
     """Ensure --urls beats LAB_URLS, which beats <NAME>_SERVICE_URL, which beats the default port."""
-    environ = {"ORDER_SERVICE_URL": "http://127.0.0.1:7002/", "PAYMENT_SERVICE_URL": "http://127.0.0.1:7004",
-               "LAB_URLS": "payment=http://127.0.0.1:6004,inventory=http://127.0.0.1:6003"}
+    environ = {
+        "ORDER_SERVICE_URL": "http://127.0.0.1:7002/",
+        "PAYMENT_SERVICE_URL": "http://127.0.0.1:7004",
+        "LAB_URLS": "payment=http://127.0.0.1:6004,inventory=http://127.0.0.1:6003",
+    }
 
     urls = faultcli.resolve_urls("inventory=http://127.0.0.1:5003", environ)
 
-    assert urls == {"user": "http://127.0.0.1:8001", "order": "http://127.0.0.1:7002",
-                    "inventory": "http://127.0.0.1:5003", "payment": "http://127.0.0.1:6004"}
+    assert urls == {
+        "user": "http://127.0.0.1:8001",
+        "order": "http://127.0.0.1:7002",
+        "inventory": "http://127.0.0.1:5003",
+        "payment": "http://127.0.0.1:6004",
+    }
 
 
 @pytest.mark.parametrize("text", ["order", "shop=http://127.0.0.1:1", "order=127.0.0.1:8002", "order="])
@@ -119,11 +145,34 @@ def test_bad_urls_are_refused_with_the_expected_form(text):
 
 def test_fault_add_options_become_the_request_body():
     """Ensure each option lands in its field, method upper-cased, --ttl as ttl_seconds, nothing else sent."""
-    args = parse("fault", "add", "inventory", "latency", "--delay-ms", "300", "--jitter-ms", "50",
-                 "--probability", "0.5", "--path-prefix", "/api/", "--method", "get", "--ttl", "60")
+    args = parse(
+        "fault",
+        "add",
+        "inventory",
+        "latency",
+        "--delay-ms",
+        "300",
+        "--jitter-ms",
+        "50",
+        "--probability",
+        "0.5",
+        "--path-prefix",
+        "/api/",
+        "--method",
+        "get",
+        "--ttl",
+        "60",
+    )
 
-    assert faultcli.fault_body(args) == {"kind": "latency", "delay_ms": 300, "jitter_ms": 50, "probability": 0.5,
-                                         "path_prefix": "/api/", "method": "GET", "ttl_seconds": 60}
+    assert faultcli.fault_body(args) == {
+        "kind": "latency",
+        "delay_ms": 300,
+        "jitter_ms": 50,
+        "probability": 0.5,
+        "path_prefix": "/api/",
+        "method": "GET",
+        "ttl_seconds": 60,
+    }
 
 
 def test_fault_add_dependency_body():
@@ -158,9 +207,16 @@ def test_fault_add_sends_put_as_the_dashboard_and_reports_the_fault(run, fake):
 
 def test_fault_add_prints_the_services_validation_error_with_its_field(run, fake):
     """Ensure a 400 from the service is printed plainly, field by field, with exit 1."""
-    fake.answer("PUT", "/_lab/faults/", 400, {
-        "code": "invalid", "message": "Invalid input.",
-        "fields": {"delay_ms": ["A latency fault needs delay_ms > 0."], "status": ["Too small."]}})
+    fake.answer(
+        "PUT",
+        "/_lab/faults/",
+        400,
+        {
+            "code": "invalid",
+            "message": "Invalid input.",
+            "fields": {"delay_ms": ["A latency fault needs delay_ms > 0."], "status": ["Too small."]},
+        },
+    )
 
     code, out, err = run("fault", "add", "order", "latency", "--urls", f"order={fake.url}")
 
@@ -180,14 +236,17 @@ def test_fault_add_to_a_service_that_does_not_answer(run, closed_port):
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["fault", "add", "payment", "process"], "needs --action"),
-    (["fault", "add", "payment", "process", "--action", "kill", "--delay-ms", "5"], "not --delay-ms"),
-    (["fault", "add", "payment", "outage", "--action", "kill"], "--action belongs to process faults"),
-    (["fault", "add", "worker", "latency", "--delay-ms", "5"], "takes process faults only"),
-    (["fault", "clear"], "say which"),
-    (["fault", "clear", "order", "--all"], "say which"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["fault", "add", "payment", "process"], "needs --action"),
+        (["fault", "add", "payment", "process", "--action", "kill", "--delay-ms", "5"], "not --delay-ms"),
+        (["fault", "add", "payment", "outage", "--action", "kill"], "--action belongs to process faults"),
+        (["fault", "add", "worker", "latency", "--delay-ms", "5"], "takes process faults only"),
+        (["fault", "clear"], "say which"),
+        (["fault", "clear", "order", "--all"], "say which"),
+    ],
+)
 def test_mistakes_are_explained_without_calling_anything(run, argv, message):
     """Ensure option mistakes are caught before any call, with a sentence that says what to do."""
     code, out, err = run(*argv, "--urls", "order=http://127.0.0.1:1")
@@ -202,8 +261,18 @@ def test_mistakes_are_explained_without_calling_anything(run, argv, message):
 def test_fault_table_describes_each_kind():
     """Ensure the table shows id, service, kind, parameters, scope and time left for each fault."""
     faults = [
-        {**a_fault(id="f-lat", delay_ms=300, jitter_ms=50, probability=0.5, path_prefix="/api/", method="GET",
-                   expires_at=NOW + 45), "service": "inventory"},
+        {
+            **a_fault(
+                id="f-lat",
+                delay_ms=300,
+                jitter_ms=50,
+                probability=0.5,
+                path_prefix="/api/",
+                method="GET",
+                expires_at=NOW + 45,
+            ),
+            "service": "inventory",
+        },
         {**a_fault(id="f-err", kind="error", status=502, probability=0.25), "service": "user"},
         {**a_fault(id="f-db", kind="database", mode="slow", delay_ms=200, expires_at=NOW + 600), "service": "order"},
         {**a_fault(id="f-dep", kind="dependency", target="payment", mode="hang"), "service": "order"},
@@ -233,8 +302,7 @@ def test_empty_fault_table_says_so():
 def test_fault_list_reads_every_service_and_names_the_silent_ones(run, fake, closed_port):
     """Ensure `fault list` shows the faults of each service that answers and names the one that does not (exit 1)."""
     fake.answer("GET", "/_lab/faults/", 200, {"service": "x", "faults": [a_fault(id="f-seen", kind="outage")]})
-    urls = (f"user={fake.url},order={fake.url},inventory={fake.url},"
-            f"payment=http://127.0.0.1:{closed_port}")
+    urls = f"user={fake.url},order={fake.url},inventory={fake.url},payment=http://127.0.0.1:{closed_port}"
 
     code, out, err = run("fault", "list", "--urls", urls)
 
@@ -265,18 +333,26 @@ def test_fault_clear_one_and_all(run, fake):
 
 def test_set_options_become_a_partial_update():
     """Ensure --set values are grouped by switch and typed (booleans, integers, floats)."""
-    changes = faultcli.parse_set(["breaker.fail_max=3", "retries.enabled=false", "timeouts.read=0.5",
-                                  "bulkhead.enabled=on"])
+    changes = faultcli.parse_set(
+        ["breaker.fail_max=3", "retries.enabled=false", "timeouts.read=0.5", "bulkhead.enabled=on"]
+    )
 
-    assert changes == {"breaker": {"fail_max": 3}, "retries": {"enabled": False}, "timeouts": {"read": 0.5},
-                       "bulkhead": {"enabled": True}}
+    assert changes == {
+        "breaker": {"fail_max": 3},
+        "retries": {"enabled": False},
+        "timeouts": {"read": 0.5},
+        "bulkhead": {"enabled": True},
+    }
 
 
-@pytest.mark.parametrize("item, message", [
-    ("breaker=3", "SWITCH.SETTING=VALUE"),
-    ("breaker.fail_max", "SWITCH.SETTING=VALUE"),
-    ("brakes.fail_max=3", "unknown switch 'brakes'"),
-])
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("breaker=3", "SWITCH.SETTING=VALUE"),
+        ("breaker.fail_max", "SWITCH.SETTING=VALUE"),
+        ("brakes.fail_max=3", "unknown switch 'brakes'"),
+    ],
+)
 def test_bad_set_options(item, message):
     """Ensure a malformed --set names the expected form or the known switches."""
     with pytest.raises(CliError, match=message):
@@ -286,12 +362,22 @@ def test_bad_set_options(item, message):
 def _resilience(fail_counter=0, state="closed"):
     return {
         "service": "order",
-        "switches": {"timeouts": {"enabled": True, "connect": 1.0, "read": 5.0},
-                     "retries": {"enabled": False, "attempts": 3, "backoff": 0.1},
-                     "breaker": {"enabled": True, "fail_max": 3, "reset_timeout": 2},
-                     "bulkhead": {"enabled": True, "max_concurrent": 16}, "fallback": {"enabled": True}},
-        "breakers": {"payment": {"state": state, "fail_counter": fail_counter, "fail_max": 3, "reset_timeout": 2.0,
-                                 "opened_at": "2026-01-01T12:00:00+00:00"}},
+        "switches": {
+            "timeouts": {"enabled": True, "connect": 1.0, "read": 5.0},
+            "retries": {"enabled": False, "attempts": 3, "backoff": 0.1},
+            "breaker": {"enabled": True, "fail_max": 3, "reset_timeout": 2},
+            "bulkhead": {"enabled": True, "max_concurrent": 16},
+            "fallback": {"enabled": True},
+        },
+        "breakers": {
+            "payment": {
+                "state": state,
+                "fail_counter": fail_counter,
+                "fail_max": 3,
+                "reset_timeout": 2.0,
+                "opened_at": "2026-01-01T12:00:00+00:00",
+            }
+        },
     }
 
 
@@ -317,20 +403,38 @@ def test_resilience_set_checks_every_name_before_changing_anything(run, fake):
     assert [r["method"] for r in fake.requests] == ["GET"]
 
     fake.requests.clear()
-    code, out, err = run("resilience", "order", "--set", "breaker.fail_max=3", "--set", "retries.enabled=false",
-                         "--reset-breakers", "--urls", f"order={fake.url}")
+    code, out, err = run(
+        "resilience",
+        "order",
+        "--set",
+        "breaker.fail_max=3",
+        "--set",
+        "retries.enabled=false",
+        "--reset-breakers",
+        "--urls",
+        f"order={fake.url}",
+    )
     assert code == 0, err
     put = [r for r in fake.requests if r["method"] == "PUT"]
-    assert [r["json"] for r in put] == [{"breaker": {"fail_max": 3}, "retries": {"enabled": False},
-                                         "reset_breakers": True}]
+    assert [r["json"] for r in put] == [
+        {"breaker": {"fail_max": 3}, "retries": {"enabled": False}, "reset_breakers": True}
+    ]
     assert "payment" in out and "closed" in out
 
 
 def test_resilience_prints_a_nested_validation_error(run, fake):
     """Ensure a refused value is printed as switch.setting: message."""
     fake.answer("GET", "/_lab/resilience/", 200, _resilience())
-    fake.answer("PUT", "/_lab/resilience/", 400, {"code": "invalid", "message": "Invalid input.",
-                                                  "fields": {"breaker": {"fail_max": ["Ensure this value is >= 1."]}}})
+    fake.answer(
+        "PUT",
+        "/_lab/resilience/",
+        400,
+        {
+            "code": "invalid",
+            "message": "Invalid input.",
+            "fields": {"breaker": {"fail_max": ["Ensure this value is >= 1."]}},
+        },
+    )
 
     code, _, err = run("resilience", "order", "--set", "breaker.fail_max=0", "--urls", f"order={fake.url}")
 
@@ -356,8 +460,11 @@ def test_audit_exit_codes(run, fake):
     code, out, _ = run("audit", "--urls", urls)
     assert code == 0 and "All invariants hold." in out
 
-    _reconciliation(fake, orders=[], charges=[{"id": "ch-9", "order_id": "77", "status": "CAPTURED",
-                                               "amount_cents": 500, "refunded_cents": 0}])
+    _reconciliation(
+        fake,
+        orders=[],
+        charges=[{"id": "ch-9", "order_id": "77", "status": "CAPTURED", "amount_cents": 500, "refunded_cents": 0}],
+    )
     code, out, _ = run("audit", "--urls", urls)
     assert code == 1 and "500 cents captured for unknown order 77" in out
 
@@ -403,10 +510,12 @@ class FakeSupervisor:
 
 @pytest.fixture
 def fake_supervisor(monkeypatch):
-    proxy = FakeSupervisor([
-        {"group": "payment", "name": "payment", "statename": "RUNNING", "pid": 4242},
-        {"group": "worker", "name": "worker", "statename": "STOPPED", "pid": 0},
-    ])
+    proxy = FakeSupervisor(
+        [
+            {"group": "payment", "name": "payment", "statename": "RUNNING", "pid": 4242},
+            {"group": "worker", "name": "worker", "statename": "STOPPED", "pid": 0},
+        ]
+    )
     monkeypatch.setattr(supervisor, "is_running", lambda paths: True)
     monkeypatch.setattr(supervisor, "rpc", lambda paths: proxy)
     return proxy

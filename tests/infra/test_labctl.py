@@ -105,8 +105,9 @@ def test_env_file_names_every_peer_and_is_private(lab_paths):
 
 def test_child_env_drops_what_env_files_decide(lab_paths):
     """Ensure a DATABASE_URL exported in the shell cannot override the env file."""
-    env = provision.child_env(lab_paths, {"DATABASE_URL": "sqlite:///x", "PATH": "/bin",
-                                          "ORDER_SERVICE_URL": "http://elsewhere"})
+    env = provision.child_env(
+        lab_paths, {"DATABASE_URL": "sqlite:///x", "PATH": "/bin", "ORDER_SERVICE_URL": "http://elsewhere"}
+    )
 
     assert "DATABASE_URL" not in env and "ORDER_SERVICE_URL" not in env
     assert env["PATH"] == "/bin"
@@ -155,8 +156,10 @@ def test_lab_db_rejects_unknown_values():
 def test_setup_without_services_reports_sqlite_and_missing_redis(lab_paths, closed_port):
     """Ensure setup says plainly which database and Redis mode it chose."""
     lines = []
-    env = {"LAB_MYSQL_ADMIN_URL": f"mysql://root@127.0.0.1:{closed_port}",
-           "REDIS_URL": f"redis://127.0.0.1:{closed_port}"}
+    env = {
+        "LAB_MYSQL_ADMIN_URL": f"mysql://root@127.0.0.1:{closed_port}",
+        "REDIS_URL": f"redis://127.0.0.1:{closed_port}",
+    }
 
     result = provision.setup(lab_paths, echo=lines.append, env=env)
 
@@ -196,8 +199,7 @@ def connect_as(target, user, password, database=None):
     import MySQLdb
 
     kwargs = {"db": database} if database else {}
-    return MySQLdb.connect(host=target.host, port=target.port, user=user, passwd=password,
-                           connect_timeout=3, **kwargs)
+    return MySQLdb.connect(host=target.host, port=target.port, user=user, passwd=password, connect_timeout=3, **kwargs)
 
 
 def test_mysql_user_sees_only_its_own_schema(mysql_admin, throwaway_schemas):
@@ -223,8 +225,12 @@ def test_mysql_user_sees_only_its_own_schema(mysql_admin, throwaway_schemas):
         cur.execute(f"CREATE DATABASE `test_{own}_it`")
         cur.execute(f"DROP DATABASE `test_{own}_it`")
 
-        for forbidden in (f"SELECT * FROM `{other}`.secret", f"USE `{other}`",
-                          f"USE `{lookalike}`", "CREATE DATABASE labt_not_mine"):
+        for forbidden in (
+            f"SELECT * FROM `{other}`.secret",
+            f"USE `{other}`",
+            f"USE `{lookalike}`",
+            "CREATE DATABASE labt_not_mine",
+        ):
             with pytest.raises(MySQLdb.OperationalError) as excinfo:
                 cur.execute(forbidden)
             assert excinfo.value.args[0] in (1044, 1142), forbidden  # access denied
@@ -303,8 +309,9 @@ def test_supervisor_config_runs_gunicorn_per_service(lab_paths):
 
 def test_gunicorn_accepts_the_flags_we_pass():
     """Ensure every gunicorn option labctl uses exists in the installed gunicorn."""
-    help_text = subprocess.run([sys.executable, "-m", "gunicorn", "--help"],
-                               capture_output=True, text=True, check=True).stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     for flag in supervisor.GUNICORN_ARGS.split() + ["--control-socket", "--no-control-socket"]:
         if flag.startswith("--"):
             assert flag in help_text, flag
@@ -352,8 +359,12 @@ def test_supervisor_starts_checks_and_stops_services(lab_paths, monkeypatch):
     """Ensure up-to-shutdown works with real supervisord, gunicorn and a background worker."""
     service = Service("fake", "fake_service", free_port(), "lab_fake", 0, "/")
     # A worker whose command holds a "%", which supervisor's config would read as interpolation.
-    worker = config.Worker("fakeworker", service, '{bin}/python -c "import time; '
-                           "print('worker@%h', flush=True); time.sleep(600)\"", "config/wsgi.py")
+    worker = config.Worker(
+        "fakeworker",
+        service,
+        "{bin}/python -c \"import time; print('worker@%h', flush=True); time.sleep(600)\"",
+        "config/wsgi.py",
+    )
     monkeypatch.setattr(config, "WORKERS", (worker,))
     app_dir = lab_paths.root / "fake_service" / "config"
     app_dir.mkdir(parents=True)
@@ -407,7 +418,8 @@ def test_database_label_reads_the_env_file(lab_paths):
 def test_report_totals_every_suite(tmp_path, capsys):
     """Ensure the summary adds up test cases and fails when any suite failed."""
     (tmp_path / "a.xml").write_text(
-        '<testsuites><testsuite tests="5" failures="1" errors="1" skipped="1"/></testsuites>')
+        '<testsuites><testsuite tests="5" failures="1" errors="1" skipped="1"/></testsuites>'
+    )
     (tmp_path / "b.xml").write_text('<testsuite tests="3" failures="0" errors="0" skipped="0"/>')
 
     code = testreport.main([str(tmp_path), "a=failed", "b=passed", "c=missing", "d=no-tests"])
