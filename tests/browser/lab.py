@@ -14,8 +14,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -23,9 +21,9 @@ from urllib.parse import urlparse
 import requests
 
 try:  # under pytest, tests/ itself is on sys.path; run as a module, the repository root is
-    from integration.harness import ROOT, Lab, free_port, read_env_file, start_lab
+    from integration.harness import ROOT, Lab, free_port, read_env_file, start_django, start_lab
 except ImportError:
-    from tests.integration.harness import ROOT, Lab, free_port, read_env_file, start_lab
+    from tests.integration.harness import ROOT, Lab, free_port, read_env_file, start_django, start_lab
 
 DASHBOARD_DIR = ROOT / "dashboard"
 DASHBOARD_REDIS_DB = 10  # the real lab uses 0-4, the harness 11-15 (15: the worker's broker)
@@ -77,44 +75,16 @@ def start_dashboard(lab: Lab, workdir: Path, port: int) -> None:
         # The overview polls every 2 s; a summary over 20 s shows a burst of traffic at once.
         "METRICS_WINDOW_SECONDS": "20",
     }
-    for command in (["migrate", "--noinput"], ["collectstatic", "--noinput"]):
-        subprocess.run(
-            [sys.executable, "manage.py", *command],
-            cwd=DASHBOARD_DIR,
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            timeout=300,
-        )
-    log = workdir / "dashboard.log"
-    lab.logs["dashboard"] = log
-    lab.processes["dashboard"] = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "config.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--config",
-            "python:chassis.gunicorn_conf",
-            "--workers",
-            "2",
-            "--threads",
-            "8",
-            "--worker-class",
-            "gthread",
-            "--timeout",
-            "60",
-            "--graceful-timeout",
-            "5",
-        ],
+    start_django(
+        lab,
+        "dashboard",
         cwd=DASHBOARD_DIR,
         env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        port=port,
+        log=workdir / "dashboard.log",
+        setup=(["migrate", "--noinput"], ["collectstatic", "--noinput"]),
+        workers=2,
+        threads=8,
     )
     lab.urls["dashboard"] = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

@@ -235,6 +235,33 @@ class Lab:
         raise RuntimeError(f"{name} not ready in {timeout:.0f} s:\n{self.log_tail(name)}")
 
 
+def start_django(lab: Lab, name: str, *, cwd: Path, env: dict, port: int, log: Path, setup, workers: int, threads: int):
+    """Run ``manage.py`` for each command of ``setup``, then serve the project with gunicorn on ``port``."""
+    for command in setup:
+        subprocess.run(
+            [sys.executable, "manage.py", *command],
+            cwd=cwd,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=300,
+        )
+    lab.logs[name] = log
+    lab.processes[name] = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}"),
+            *("--config", "python:chassis.gunicorn_conf", "--workers", str(workers), "--threads", str(threads)),
+            *("--worker-class", "gthread", "--timeout", "60", "--graceful-timeout", "5"),
+        ],
+        cwd=cwd,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 def start_lab(workdir: Path, *, workers: int = 2, threads: int = 4) -> Lab:
     workdir.mkdir(parents=True, exist_ok=True)
     ports = {name: free_port() for name in SERVICES}
@@ -282,45 +309,16 @@ def start_lab(workdir: Path, *, workers: int = 2, threads: int = 4) -> Lab:
                 env.update(_broker_env(redis_url, workdir))
             lab.database_urls[name] = database_url
             lab.envs[name] = env
-            cwd = ROOT / directory
-            for command in (["migrate", "--noinput"], ["collectstatic", "--noinput"], ["seed_lab"]):
-                subprocess.run(
-                    [sys.executable, "manage.py", *command],
-                    cwd=cwd,
-                    env=env,
-                    check=True,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    timeout=300,
-                )
-            log = workdir / f"{name}.log"
-            lab.logs[name] = log
-            lab.processes[name] = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    "config.wsgi:application",
-                    "--bind",
-                    f"127.0.0.1:{ports[name]}",
-                    "--config",
-                    "python:chassis.gunicorn_conf",
-                    "--workers",
-                    str(workers),
-                    "--threads",
-                    str(threads),
-                    "--worker-class",
-                    "gthread",
-                    "--timeout",
-                    "60",
-                    "--graceful-timeout",
-                    "5",
-                ],
-                cwd=cwd,
+            start_django(
+                lab,
+                name,
+                cwd=ROOT / directory,
                 env=env,
-                stdout=log.open("wb"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+                port=ports[name],
+                log=workdir / f"{name}.log",
+                setup=(["migrate", "--noinput"], ["collectstatic", "--noinput"], ["seed_lab"]),
+                workers=workers,
+                threads=threads,
             )
         wait_healthy(lab)
     except BaseException:
