@@ -31,7 +31,13 @@ from .harness import Lab
 MIN_ORDERS = 200
 PHASE_SECONDS = 15  # each phase places its orders over about this long, so that they meet many faults
 SLOT_SECONDS = 2  # how long each fault of the rotation lasts
-SETTLE_SECONDS = 90
+# A checkout whose request died mid-saga (say, under the order database fault)
+# keeps its request lease (ORDER_SAGA_LEASE_SECONDS of the order service, 120 s
+# by default; WORKER_ENV shortens only the worker's): nobody may resume it
+# before that lease ends. Settling must outlast it, or such an order is still
+# PENDING when the test gives up, and the next audit sees it past its deadline.
+REQUEST_LEASE_SECONDS = 120
+SETTLE_SECONDS = REQUEST_LEASE_SECONDS + 45
 CAN_RUN_WORKER = hasattr(Lab, "start_worker")
 # As in test_async_saga: a killed worker's sagas come back within seconds, not minutes.
 WORKER_ENV = {
