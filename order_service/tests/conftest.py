@@ -4,8 +4,9 @@ The fakes replace the functions of ``orders.clients.inventory`` and
 ``orders.clients.payment`` (the only place order_service talks to its peers)
 with in-memory services that behave as docs/contracts.md says: stock that
 moves between available, reserved and sold; reservations HELD, COMMITTED,
-RELEASED, RETURNED; charges CAPTURED or DECLINED; refunds; and idempotency
-keys that replay the first answer. ``fail(...)`` makes the next calls of one
+RELEASED, RETURNED; charges CAPTURED or DECLINED; refunds; settlements by
+charge key (what the key captured is refunded, or the key is voided and a
+charge with it refused); and idempotency keys that replay the first answer. ``fail(...)`` makes the next calls of one
 operation raise ``PeerUnavailable``, before acting (nothing happened) or after
 (it happened and the answer was lost).
 
@@ -29,7 +30,7 @@ from chassis.testing import bearer, service_token, user_token
 from orders import lab, tasks
 from orders.clients import PeerRefused, inventory, payment
 from orders.clients.inventory import InsufficientStock, Product, Reservation, ReservationLine, Shortage
-from orders.clients.payment import CardDeclined, Charge, Refund
+from orders.clients.payment import CardDeclined, Charge, Refund, Settlement
 from orders.models import Order, OrderEvent, OrderLine, OrderStatus, SagaStep
 
 ALICE, BOB, ADMIN = 1001, 1002, 1900
@@ -233,6 +234,7 @@ class FakePayment:
         self.charges: dict[str, FakeCharge] = {}
         self.answers: dict[str, tuple[tuple, object]] = {}  # key → (body, charge or CardDeclined)
         self.refund_answers: dict[str, tuple[tuple, Refund]] = {}
+        self.settlements: dict[str, Settlement] = {}  # charge key → the first settlement
         self.calls: list[tuple[str, object]] = []
         self.on_refund = None  # a hook tests use to hold a refund in flight
         self._ids = itertools.count(1)
@@ -251,6 +253,9 @@ class FakePayment:
         with self.lock:
             self.calls.append(("charge", body + (idempotency_key,)))
             lose = self.failures.before("charge")
+            voided = self.settlements.get(idempotency_key)
+            if voided is not None and voided.outcome == "VOIDED":
+                raise PeerRefused("payment", 409, "charge_voided", "This key was settled before the charge arrived.")
             if idempotency_key in self.answers:
                 first_body, answer = self.answers[idempotency_key]
                 if first_body != body:
@@ -294,6 +299,28 @@ class FakePayment:
             self.failures.after("refund", lose)
             return refund
 
+    def settle(self, *, order_id, charge_key, reason, idempotency_key):
+        """Refund what ``charge_key`` captured, or void the key (a charge with it is refused from now on)."""
+        with self.lock:
+            self.calls.append(("settle", (order_id, charge_key, idempotency_key)))
+            lose = self.failures.before("settle")
+            if charge_key not in self.settlements:
+                _, answer = self.answers.get(charge_key, (None, None))
+                if answer is None:
+                    settlement = Settlement("VOIDED", "", "", 0)
+                elif isinstance(answer, CardDeclined):
+                    settlement = Settlement("NOT_CAPTURED", "", "", 0)
+                elif answer.status == "REFUNDED":
+                    settlement = Settlement("ALREADY_REFUNDED", answer.id, "", 0)
+                else:
+                    refund = Refund(f"rf-{next(self._ids)}", answer.amount_cents)
+                    answer.refunds.append(refund)
+                    answer.status = "REFUNDED"
+                    settlement = Settlement("REFUNDED", answer.id, refund.id, refund.amount_cents)
+                self.settlements[charge_key] = settlement
+            self.failures.after("settle", lose)
+            return self.settlements[charge_key]
+
 
 @pytest.fixture
 def fake_inventory():
@@ -324,6 +351,7 @@ def fake_peers(request, monkeypatch, settings, fake_inventory, fake_payment):
     monkeypatch.setattr(payment, "payment_charge", fake_payment.charge)
     monkeypatch.setattr(payment, "payment_charges_for_order", fake_payment.charges_for_order)
     monkeypatch.setattr(payment, "payment_refund", fake_payment.refund)
+    monkeypatch.setattr(payment, "payment_settle", fake_payment.settle)
 
 
 @pytest.fixture(autouse=True)

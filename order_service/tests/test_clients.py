@@ -349,6 +349,38 @@ def test_charges_for_order_reads_lists_and_pages(peer, paginated):
     assert peer.requests[0]["query"] == {"order_id": ["7"]}
 
 
+def test_settle_posts_the_charge_key_and_reads_the_outcome(peer):
+    """Ensure a settlement POSTs the charge key and order id with its own key, and reads what payment did."""
+    peer.answer(
+        "POST /internal/settlements/",
+        (201, {"outcome": "REFUNDED", "charge": "ch_9", "refund": "rf_4", "refunded_cents": 20300}),
+    )
+
+    settled = payment.payment_settle(
+        order_id=7, charge_key="order-7-charge", reason="Gave up", idempotency_key="order-7-settle"
+    )
+
+    assert (settled.outcome, settled.charge_id, settled.refund_id, settled.refunded) == (
+        "REFUNDED",
+        "ch_9",
+        "rf_4",
+        True,
+    )
+    [request] = peer.requests
+    assert request["body"] == {"charge_key": "order-7-charge", "order_id": "7", "reason": "Gave up"}
+    assert request["headers"]["Idempotency-Key"] == "order-7-settle"
+    assert_service_call(request, audience="payment")
+
+
+def test_a_voided_settlement_has_no_charge(peer):
+    """Ensure a VOIDED answer (nothing was charged under the key) reads as no charge and no refund."""
+    peer.answer("POST /internal/settlements/", (201, {"outcome": "VOIDED", "charge": None, "refund": None}))
+
+    settled = payment.payment_settle(order_id=7, charge_key="order-7-charge", reason="x", idempotency_key="order-7-s")
+
+    assert (settled.outcome, settled.charge_id, settled.refund_id, settled.refunded) == ("VOIDED", "", "", False)
+
+
 def test_refund_posts_to_the_charge_with_its_key(peer):
     """Ensure a refund POSTs amount and reason to the charge's refunds with its Idempotency-Key."""
     peer.answer("POST /internal/charges/ch_9/refunds/", (201, {"id": "rf_3", "amount_cents": 20300}))

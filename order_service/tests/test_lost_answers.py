@@ -80,3 +80,46 @@ def test_a_reserve_our_breaker_refused_cancels_without_a_lookup(alice, fake_inve
     assert (response.data["status"], response.data["status_reason"]) == ("CANCELLED", REASON)
     assert fake_inventory.calls_to("reservations_for_order") == []
     assert Order.objects.get(pk=response.data["id"]).status_reason_code == "inventory_unavailable"
+
+
+def test_a_charge_without_an_answer_is_settled_by_its_key_before_cancelling(alice, fake_inventory, fake_payment):
+    """Ensure a charge with no answer and nothing found is settled at payment by its key before CANCELLED.
+
+    The charge may still be on its way to payment: a lookup that finds nothing
+    proves nothing, so the compensation settles ``order-<id>-charge`` (payment
+    voids it) and only then releases the stock and cancels.
+    """
+    fake_payment.fail("charge")  # no answer; payment has not acted (yet)
+
+    response = place(alice)
+
+    order_id = response.data["id"]
+    assert response.status_code == 201
+    assert response.data["status"] == "CANCELLED"
+    assert fake_payment.calls_to("settle") == [(order_id, f"order-{order_id}-charge", f"order-{order_id}-settle")]
+    assert fake_payment.settlements[f"order-{order_id}-charge"].outcome == "VOIDED"
+    assert notes(order_id)[-4:] == [
+        "compensating: Payment service unavailable; nothing was charged.",
+        f"nothing was charged under order-{order_id}-charge; payment will refuse a charge arriving late",
+        "stock released",
+        "cancelled: Payment service unavailable; nothing was charged.",
+    ]
+    order = Order.objects.get(pk=order_id)
+    assert (order.status_reason_code, order.charge_outcome_unknown, order.charge_id) == (
+        "payment_unavailable",
+        False,
+        "",
+    )
+
+
+def test_when_payment_cannot_settle_the_order_waits_in_compensation(alice, fake_inventory, fake_payment):
+    """Ensure a settlement payment cannot answer leaves the order compensating with its stock held, not CANCELLED."""
+    fake_payment.fail("charge")
+    fake_payment.fail("settle")
+
+    response = place(alice)
+
+    assert response.status_code == 202
+    assert (response.data["status"], response.data["saga_step"]) == ("PENDING", "compensating")
+    assert fake_inventory.reservation_of(response.data["id"]).status == "HELD"
+    assert Order.objects.get(pk=response.data["id"]).charge_outcome_unknown is True

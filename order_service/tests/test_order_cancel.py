@@ -126,7 +126,7 @@ def test_cancel_while_a_run_holds_the_order_is_a_conflict(alice, fake_payment):
 
 
 def test_cancel_an_interrupted_checkout_undoes_what_it_did(alice, fake_inventory, fake_payment):
-    """Ensure cancelling an order stuck mid-checkout finds the lost capture, refunds it and releases the stock."""
+    """Ensure cancelling an order stuck mid-checkout settles the lost capture by its key and releases the stock."""
     fake_payment.fail("charge", after=True)
     fake_payment.fail("charges_for_order")
     order = place(alice).data
@@ -138,4 +138,7 @@ def test_cancel_an_interrupted_checkout_undoes_what_it_did(alice, fake_inventory
     assert response.data["status"] == "CANCELLED"
     assert fake_payment.captured()[0].status == "REFUNDED"
     assert fake_inventory.reservation_of(order["id"]).status == "RELEASED"
-    assert "a capture was found after a lost answer; it will be refunded" in notes(order["id"])
+    assert "a capture made after its answer was lost was refunded (203.00 EUR)" in notes(order["id"])
+    assert fake_payment.calls_to("settle") == [
+        (order["id"], f"order-{order['id']}-charge", f"order-{order['id']}-settle")
+    ]

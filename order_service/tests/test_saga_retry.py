@@ -124,7 +124,7 @@ def test_past_the_deadline_the_saga_gives_up_and_compensates(
     order_id = place(alice).data["id"]
     [(_, runner)] = queued.sent
     fake_payment.fail("charge", times=100)
-    fake_payment.fail("charges_for_order", times=2)  # ...but the compensation's lookup gets an answer
+    fake_payment.fail("charges_for_order", times=2)  # ...but the compensation's settlement gets an answer
 
     wait = background.order_saga_work(order_id=order_id, runner=runner, attempt=0)
     assert wait is not None
@@ -138,8 +138,9 @@ def test_past_the_deadline_the_saga_gives_up_and_compensates(
     assert fake_inventory.reservation_of(order_id).status == "RELEASED"
     assert fake_inventory.products["KB-001"].available == 10
     assert fake_payment.captured() == []
-    assert notes(order_id)[-3:] == [
+    assert notes(order_id)[-4:] == [
         "compensating: Gave up after 120 s: payment unavailable",
+        f"nothing was charged under order-{order_id}-charge; payment will refuse a charge arriving late",
         "stock released",
         "cancelled: Gave up after 120 s: payment unavailable",
     ]
@@ -161,7 +162,7 @@ def test_giving_up_refunds_a_capture_whose_answer_was_lost(alice, async_saga, qu
     assert order.status == OrderStatus.CANCELLED
     [charge] = fake_payment.captured()
     assert charge.status == "REFUNDED" and charge.refunds[0].amount_cents == order.total_cents
-    assert "a capture was found after a lost answer; it will be refunded" in notes(order_id)
+    assert "a capture made after its answer was lost was refunded (203.00 EUR)" in notes(order_id)
 
 
 def test_a_compensation_waits_for_inventory_instead_of_cancelling_with_stock_held(

@@ -99,6 +99,43 @@ class Refund(models.Model):
         return f"refund {self.id} of {self.amount_cents} on {self.charge_id}"
 
 
+class ChargeSettlement(models.Model):
+    """How a charge whose answer order_service never learnt was settled, by the charge's ``Idempotency-Key``.
+
+    One row per key (``charge_key``), written by ``POST /internal/settlements/``:
+
+    * ``VOIDED``: nothing had been charged under the key. The key is spent: a
+      charge that arrives later with it (a request still in flight) is refused
+      with a 409 ``charge_voided`` and charges nothing.
+    * ``REFUNDED``: the key had captured; what remained of the charge was refunded (``refund``).
+    * ``NOT_CAPTURED``: the charge under the key was declined: nothing to give back.
+    * ``ALREADY_REFUNDED``: the charge under the key had been refunded in full already.
+
+    A settlement and a charge with the same key never both win: each writes its
+    own row first, then reads the other's with a lock (see ``services.charge_settle``).
+    """
+
+    class Outcome(models.TextChoices):
+        VOIDED = "VOIDED"
+        REFUNDED = "REFUNDED"
+        NOT_CAPTURED = "NOT_CAPTURED"
+        ALREADY_REFUNDED = "ALREADY_REFUNDED"
+
+    charge_key = models.CharField(max_length=128, unique=True)
+    order_id = models.CharField(max_length=64, db_index=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    charge = models.ForeignKey(Charge, null=True, blank=True, on_delete=models.PROTECT, related_name="settlements")
+    refund = models.OneToOneField(Refund, null=True, blank=True, on_delete=models.PROTECT, related_name="settlement")
+    reason = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"settlement of {self.charge_key}: {self.outcome}"
+
+
 class AppendOnlyError(RuntimeError):
     """Raised on any attempt to change or remove a ledger entry."""
 

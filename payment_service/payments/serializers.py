@@ -15,7 +15,7 @@ from rest_framework import serializers
 from chassis.errors import ErrorOutput
 
 from . import cards
-from .models import Charge, LedgerEntry, PaymentMethod, Refund
+from .models import Charge, ChargeSettlement, LedgerEntry, PaymentMethod, Refund
 
 MAX_AMOUNT_CENTS = 10**9
 MAX_CUSTOMER_ID = 2**63 - 1
@@ -91,6 +91,17 @@ class RefundCreateInput(serializers.Serializer):
     reason = serializers.CharField(max_length=200)
 
 
+class ChargeSettleInput(serializers.Serializer):
+    charge_key = serializers.RegexField(
+        r"^[A-Za-z0-9._:-]{8,128}$",
+        max_length=128,
+        help_text="The Idempotency-Key the charge was (or may have been) sent with.",
+        error_messages={"invalid": "Use 8 to 128 characters among letters, digits, '.', '_', ':' and '-'."},
+    )
+    order_id = OrderIdField()
+    reason = serializers.CharField(max_length=200)
+
+
 class OrderIdQuery(serializers.Serializer):
     order_id = OrderIdField(required=False)
 
@@ -161,6 +172,22 @@ class ChargeReconciliationOutput(serializers.ModelSerializer):
     class Meta:
         model = Charge
         fields = ["id", "order_id", "status", "amount_cents", "refunded_cents", "currency", "created_at"]
+
+
+class ChargeSettlementOutput(serializers.ModelSerializer):
+    """What a settlement did: VOIDED (nothing was charged), REFUNDED, NOT_CAPTURED or ALREADY_REFUNDED."""
+
+    charge = serializers.UUIDField(source="charge_id", allow_null=True)
+    refund = serializers.UUIDField(source="refund_id", allow_null=True)
+    refunded_cents = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ChargeSettlement
+        fields = ["charge_key", "order_id", "outcome", "charge", "refund", "refunded_cents", "reason", "created_at"]
+
+    def get_refunded_cents(self, settlement: ChargeSettlement) -> int:
+        """What this settlement gave back (0 unless REFUNDED)."""
+        return settlement.refund.amount_cents if settlement.refund_id else 0
 
 
 class LedgerEntryOutput(serializers.ModelSerializer):

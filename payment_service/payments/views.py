@@ -31,6 +31,8 @@ from .serializers import (
     ChargeOutput,
     ChargeReconciliationOutput,
     ChargeResultOutput,
+    ChargeSettleInput,
+    ChargeSettlementOutput,
     DeclinedOutput,
     LedgerEntryOutput,
     OrderIdQuery,
@@ -255,6 +257,39 @@ class RefundInternalApi(GenericAPIView):
         )
         headers = {REPLAYED_HEADER: "true"} if result.replayed else None
         return Response(dict(RefundOutput(result.refund).data), status=status.HTTP_201_CREATED, headers=headers)
+
+
+@extend_schema(tags=["internal"])
+class ChargeSettleInternalApi(GenericAPIView):
+    """Internal (order_service): settle a charge whose answer was lost, by its key: refund it, or void the key.
+
+    Whatever the charge sent with ``charge_key`` captured is refunded; if nothing
+    was charged under it, the key is voided and a charge arriving later with it
+    is refused (409 ``charge_voided``). Settling a key again answers the first settlement.
+    """
+
+    name = "Settlements (internal)"
+    permission_classes = [ServiceOnly.allow("order")]
+    serializer_class = ChargeSettleInput
+
+    @extend_schema(
+        parameters=[IDEMPOTENCY_PARAMETER],
+        request=ChargeSettleInput,
+        responses={
+            201: ChargeSettlementOutput,
+            400: ErrorOutput,
+            409: OpenApiResponse(ErrorOutput, description="charge_key_mismatch: the key charged another order."),
+            **AUTH_ERRORS,
+        },
+    )
+    def post(self, request):
+        idempotency_key = idempotency_key_from(request)
+        serializer = ChargeSettleInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = services.charge_settle(**serializer.validated_data, idempotency_key=idempotency_key)
+        headers = {REPLAYED_HEADER: "true"} if result.replayed else None
+        body = dict(ChargeSettlementOutput(result.settlement).data)
+        return Response(body, status=status.HTTP_201_CREATED, headers=headers)
 
 
 @extend_schema(tags=["internal"])

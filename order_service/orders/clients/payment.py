@@ -1,4 +1,4 @@
-"""payment_service, as order_service sees it: charges and refunds.
+"""payment_service, as order_service sees it: charges, refunds, and settling a charge whose answer was lost.
 
 Paths and bodies follow docs/contracts.md (payment_service section).
 """
@@ -32,6 +32,20 @@ class Charge:
 class Refund:
     id: str
     amount_cents: int
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What payment did with whatever a charge key captured: ``VOIDED``, ``REFUNDED``, ``NOT_CAPTURED``..."""
+
+    outcome: str
+    charge_id: str
+    refund_id: str
+    refunded_cents: int
+
+    @property
+    def refunded(self) -> bool:
+        return self.outcome == "REFUNDED"
 
 
 class CardDeclined(Exception):
@@ -97,6 +111,32 @@ def payment_refund(*, charge_id: str, amount_cents: int, reason: str, idempotenc
         raise unreadable(PEER, "refund", response) from exc
 
 
+def payment_settle(*, order_id: int, charge_key: str, reason: str, idempotency_key: str) -> Settlement:
+    """Settle what the charge sent with ``charge_key`` captured: refund it, or void the key so nothing is charged.
+
+    After a lost answer this is the only safe way to end: a charge request
+    still on its way when the key is voided is refused when it reaches payment.
+    Settling a key again answers the first settlement.
+    """
+    response = _client.post(
+        "/internal/settlements/",
+        json={"charge_key": charge_key, "order_id": str(order_id), "reason": reason[:200]},
+        idempotency_key=idempotency_key,
+    )
+    if response.status not in (200, 201):
+        raise refusal(PEER, response)
+    data = response.data
+    try:
+        return Settlement(
+            outcome=str(data["outcome"]),
+            charge_id=str(data.get("charge") or ""),
+            refund_id=str(data.get("refund") or ""),
+            refunded_cents=int(data.get("refunded_cents") or 0),
+        )
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise unreadable(PEER, "settlement", response) from exc
+
+
 def _charge(data, response) -> Charge:
     try:
         return Charge(
@@ -112,7 +152,9 @@ __all__ = [
     "PeerRefused",
     "PeerUnavailable",
     "Refund",
+    "Settlement",
     "payment_charge",
     "payment_charges_for_order",
     "payment_refund",
+    "payment_settle",
 ]

@@ -157,10 +157,12 @@ def step_commit(order: Order, policy: SagaPolicy) -> None:
 def step_compensate(order: Order, policy: SagaPolicy) -> None:
     """One compensation per call, in reverse order of the saga: refund, then release, then cancel.
 
-    Before releasing, the answers that were lost are looked up: a capture payment
-    made (refunded), a hold inventory made (released). A peer that cannot answer
-    stops the compensation where it is (``PeerUnavailable``): the order is not
-    declared CANCELLED while money or stock may still be held for it.
+    Before releasing, the answers that were lost are settled: a charge whose
+    outcome is unknown is settled at payment by its key (refunded, or the key
+    voided so that a charge still on its way is refused), a hold inventory
+    made is looked up and released. A peer that cannot answer stops the
+    compensation where it is (``PeerUnavailable``): the order is not declared
+    CANCELLED while money or stock may still be held for it.
     """
     expect = SagaStep.COMPENSATING
     if order.charge_id and not order.refund_id:
@@ -185,11 +187,7 @@ def step_compensate(order: Order, policy: SagaPolicy) -> None:
         )
         return
     if order.charge_outcome_unknown and not order.charge_id:
-        charge = captured_charge(order.pk)
-        events = [("charge_found", "a capture was found after a lost answer; it will be refunded")] if charge else []
-        advance(
-            order.pk, expect=expect, events=events, charge_id=charge.id if charge else "", charge_outcome_unknown=False
-        )
+        settle_unknown_charge(order)
         return
     if order.reservation_outcome_unknown and not order.reservation_id:
         held = held_reservation(order.pk)
@@ -241,6 +239,48 @@ STEPS: dict[str, SagaStepDef] = {
         SagaStepDef(SagaStep.COMPENSATING, step_compensate, "saga.compensate"),
     )
 }
+
+
+def settle_unknown_charge(order: Order) -> None:
+    """Settle at payment whatever the charge key ``order-<id>-charge`` captured, and record what payment did.
+
+    Looking the charge up is not enough: a charge still in flight (payment
+    answering after our read timeout) would be captured after the lookup
+    found nothing, on an order already CANCELLED. Settling by the key refunds
+    what the key captured, or voids the key so that such a late charge is refused.
+    """
+    key = f"order-{order.pk}-charge"
+    try:
+        settled = payment.payment_settle(
+            order_id=order.pk,
+            charge_key=key,
+            reason=order.status_reason or CANCELLED_BY_CUSTOMER,
+            idempotency_key=f"order-{order.pk}-settle",
+        )
+    except PeerRefused as exc:
+        # Retrying cannot change a refusal; the timeline (and the audit) show it.
+        advance(
+            order.pk,
+            expect=SagaStep.COMPENSATING,
+            events=[("settle_refused", f"payment refused to settle {key}: {exc.message}")],
+            charge_outcome_unknown=False,
+        )
+        return
+    if settled.refunded:
+        refunded = f"{settled.refunded_cents / 100:.2f} {order.currency}"
+        step, note = "refunded", f"a capture made after its answer was lost was refunded ({refunded})"
+    elif settled.outcome == "VOIDED":
+        step, note = "charge_voided", f"nothing was charged under {key}; payment will refuse a charge arriving late"
+    else:
+        step, note = "charge_settled", f"payment holds no money under {key} ({settled.outcome.lower()})"
+    advance(
+        order.pk,
+        expect=SagaStep.COMPENSATING,
+        events=[(step, note)],
+        charge_id=settled.charge_id if settled.refunded else None,
+        refund_id=settled.refund_id if settled.refunded else None,
+        charge_outcome_unknown=False,
+    )
 
 
 def captured_charge(order_id: int):
