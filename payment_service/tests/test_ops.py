@@ -29,7 +29,12 @@ def test_schema_and_docs_are_served(client):
     schema = client.get("/api/schema/", HTTP_ACCEPT="application/json")
     assert schema.status_code == 200
     paths = json.loads(schema.content)["paths"]
-    assert {"/api/payment-methods/", "/internal/charges/", "/internal/charges/{charge_id}/refunds/"} <= set(paths)
+    assert {
+        "/api/payment-methods/",
+        "/internal/charges/",
+        "/internal/charges/{charge_id}/refunds/",
+        "/internal/settlements/",
+    } <= set(paths)
     assert client.get("/api/docs/").status_code == 200
 
 
@@ -69,6 +74,7 @@ def test_garbage_is_never_a_500(client, alice_auth, order_auth, payload):
         ("/api/payment-methods/", alice_auth),
         ("/internal/charges/", order_auth),
         ("/internal/charges/00000000-0000-0000-0000-000000000000/refunds/", order_auth),
+        ("/internal/settlements/", order_auth),
     ]
     for url, auth in targets:
         for content_type in (
