@@ -33,13 +33,7 @@ DEV_HASH := $(shell cat $(RUNTIME_INPUTS) requirements-dev.txt | sha1sum | cut -
 RUNTIME_STAMP := $(VENV)/.installed-$(RUNTIME_HASH)
 DEV_STAMP := $(VENV)/.installed-dev-$(DEV_HASH)
 
-# pip resolves `-e ../chassis` inside a requirements file against its own
-# working directory, so it runs from a directory one level below the root.
-PIP_DIR := $(or $(firstword $(dir $(REQUIREMENTS))),labctl)
-PIP_ARGS := $(addprefix -r ../,$(REQUIREMENTS)) \
-	$(if $(wildcard chassis/pyproject.toml),-e ../chassis) -e ../labctl
-
-.PHONY: help up down status logs test lint fmt install install-dev clean python-check
+.PHONY: help up down status logs test lint fmt install install-dev mysql-driver clean python-check
 
 help:
 	@echo "Microservices lab"
@@ -77,36 +71,26 @@ $(VPY): | python-check
 	fi
 	$(VPY) -m pip install --quiet --upgrade pip
 
-# $(1): extra pip arguments, $(2): stamps to create on success
-define pip_install
-	@mkdir -p var/log
-	echo "installing into $(VENV) (log: var/log/pip-install.log) ..."
-	if ! (cd $(PIP_DIR) && ../$(VENV)/bin/pip install --quiet $(PIP_ARGS) $(1)) \
-			> var/log/pip-install.log 2>&1; then
-		tail -n 40 var/log/pip-install.log
-		echo
-		if grep -qi mysqlclient var/log/pip-install.log; then
-			echo "error: mysqlclient could not be built. It needs the MariaDB/MySQL client headers:" >&2
-			echo "         sudo apt-get install libmariadb-dev pkg-config" >&2
-			echo "       (or default-libmysqlclient-dev pkg-config), then run make again." >&2
-		else
-			echo "error: pip install failed; the full log is var/log/pip-install.log" >&2
-		fi
-		exit 1
-	fi
-	rm -f $(VENV)/.installed-*
-	touch $(2)
-	echo "installed."
-endef
+# labctl/bootstrap.py installs every requirement but the MySQL driver, then the
+# driver on its own: when it cannot be built (no client headers), the lab runs on
+# SQLite and says why, instead of stopping here.
+BOOTSTRAP := $(VPY) labctl/bootstrap.py
 
 $(RUNTIME_STAMP): | $(VPY)
-	$(call pip_install,,$(RUNTIME_STAMP))
+	@$(BOOTSTRAP) packages $(REQUIREMENTS)
+	rm -f $(VENV)/.installed-*
+	touch $@
 
 $(DEV_STAMP): | $(VPY)
-	$(call pip_install,-r ../requirements-dev.txt,$(DEV_STAMP) $(RUNTIME_STAMP))
+	@$(BOOTSTRAP) packages --dev $(REQUIREMENTS)
+	rm -f $(VENV)/.installed-*
+	touch $@ $(RUNTIME_STAMP)
 
-install: python-check $(RUNTIME_STAMP)
-install-dev: python-check $(DEV_STAMP)
+mysql-driver: | $(VPY)
+	@$(BOOTSTRAP) driver $(REQUIREMENTS)
+
+install: python-check $(RUNTIME_STAMP) mysql-driver
+install-dev: python-check $(DEV_STAMP) mysql-driver
 
 up: install
 	@$(LABCTL) up

@@ -78,7 +78,7 @@ def cmd_keys(paths: Paths, args) -> int:
 
 def cmd_up(paths: Paths, args) -> int:
     _echo(f"Setting up the lab in {paths.root}")
-    result = provision.setup(paths, echo=_echo, show_seed=False)
+    result = provision.setup(paths, echo=_echo, show_seed=False, reuse=True)
     services = _present(paths)
     if not services:
         _echo("No service directory exists yet: nothing to start.")
@@ -128,12 +128,16 @@ def cmd_up(paths: Paths, args) -> int:
     credentials = result.seed_output.get("user", "")
     if credentials:
         _echo()
-        _echo("Lab credentials (manage.py seed_lab in user_service):")
+        _echo(
+            "Lab credentials (manage.py seed_lab in user_service"
+            + (", as of its last setup" if "user" in result.reused else "")
+            + "):"
+        )
         _echo(_indent(credentials))
     others = [(s, result.seed_output.get(s.short, "")) for s in services if s.short != "user"]
     if any(text for _, text in others):
         _echo()
-        _echo("Seed data of the other services:")
+        _echo("Seed data of the other services" + (" (as of their last setup)" if result.reused else "") + ":")
         for service, text in others:
             for i, line in enumerate(text.splitlines()):
                 _echo(f"  {service.directory if i == 0 else '':<18} {line}")
@@ -313,6 +317,9 @@ COMMANDS.update(faultcli.COMMANDS)
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if config.IDENTITY_ERROR:
+        print(f"labctl: {config.IDENTITY_ERROR}", file=sys.stderr, flush=True)
+        return 2
     paths = Paths(config.find_root())
     try:
         return COMMANDS[args.command](paths, args)

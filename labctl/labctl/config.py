@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -44,8 +45,98 @@ class Service:
 
     @classmethod
     def of(cls, part: parts.Part, browse_path: str, **extra) -> Service:
-        return cls(part.name, part.directory, part.port, part.schema, part.redis_db, browse_path, **extra)
+        return cls(
+            part.name,
+            part.directory,
+            part.port + IDENTITY.port_offset,
+            IDENTITY.schema(part.schema),
+            part.redis_db,
+            browse_path,
+            **extra,
+        )
 
+
+# ------------------------------------------------------------- the checkout's name
+
+DEFAULT_LAB_NAME = "lab"
+_LAB_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+
+
+class ConfigError(Exception):
+    """A lab setting (LAB_NAME, LAB_PORT_OFFSET) is malformed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What tells this checkout's lab apart from another one on the same machine.
+
+    ``name`` prefixes its MySQL schemas and users (``<name>_orders``) and its
+    Redis keys; ``port_offset`` moves its ports (8000 + offset ...). Both come
+    from ``LAB_NAME`` / ``LAB_PORT_OFFSET`` when set, else from what
+    ``labctl setup`` saved in ``var/lab.env``, else the defaults (``lab``, 0).
+    """
+
+    name: str = DEFAULT_LAB_NAME
+    port_offset: int = 0
+
+    def schema(self, default_schema: str) -> str:
+        """``lab_orders`` becomes ``<name>_orders``."""
+        prefix = f"{DEFAULT_LAB_NAME}_"
+        assert default_schema.startswith(prefix), default_schema
+        return f"{self.name}_{default_schema[len(prefix) :]}"
+
+
+def identity_file(root: Path) -> Path:
+    return root / "var" / "lab.env"
+
+
+def read_identity(root: Path, environ=os.environ) -> Identity:
+    saved: dict[str, str] = {}
+    path = identity_file(root)
+    if path.exists():
+        for line in path.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and not key.startswith("#"):
+                saved[key.strip()] = value.strip()
+    name = (environ.get("LAB_NAME") or saved.get("LAB_NAME") or DEFAULT_LAB_NAME).strip()
+    if not _LAB_NAME.match(name):
+        raise ConfigError(
+            f"LAB_NAME must be 1-12 lower-case letters or digits, starting with a letter (got {name!r}): "
+            "it prefixes MySQL schema and user names"
+        )
+    raw_offset = (environ.get("LAB_PORT_OFFSET") or saved.get("LAB_PORT_OFFSET") or "0").strip()
+    try:
+        offset = int(raw_offset)
+    except ValueError:
+        offset = -1
+    if not 0 <= offset <= 50000:
+        raise ConfigError(f"LAB_PORT_OFFSET must be a whole number from 0 to 50000 (got {raw_offset!r})")
+    return Identity(name, offset)
+
+
+def save_identity(root: Path, identity: Identity) -> None:
+    path = identity_file(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "# This checkout's lab, written by `labctl setup`; LAB_NAME / LAB_PORT_OFFSET in the environment win.\n"
+        f"LAB_NAME={identity.name}\nLAB_PORT_OFFSET={identity.port_offset}\n"
+    )
+
+
+def find_root() -> Path:
+    """Return the repository root: ``$LAB_ROOT`` or two levels above this package."""
+    env_root = os.environ.get("LAB_ROOT")
+    if env_root:
+        return Path(env_root).resolve()
+    return Path(__file__).resolve().parents[2]
+
+
+# A malformed LAB_NAME or LAB_PORT_OFFSET is reported by labctl's main, not as a traceback at import.
+IDENTITY_ERROR = ""
+try:
+    IDENTITY = read_identity(find_root())
+except ConfigError as _exc:
+    IDENTITY, IDENTITY_ERROR = Identity(), str(_exc)
 
 BROWSE_PATHS = {
     "user": "/api/auth/login/",
@@ -108,17 +199,10 @@ MANAGED_ENV_VARS = (
     "DATABASE_URL",
     "REDIS_URL",
     "LAB_KEYS_DIR",
+    "LAB_REDIS_PREFIX",
     "DJANGO_SETTINGS_MODULE",
     *(s.env_var for s in APPS),
 )
-
-
-def find_root() -> Path:
-    """Return the repository root: ``$LAB_ROOT`` or two levels above this package."""
-    env_root = os.environ.get("LAB_ROOT")
-    if env_root:
-        return Path(env_root).resolve()
-    return Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,9 @@ Every step here is idempotent, so ``labctl setup`` can run any number of times:
 * ``var/env/<short>.env`` per service, keeping its secret key and database
   password across runs;
 * ``manage.py migrate``, ``collectstatic`` and ``seed_lab`` in each service.
+  ``labctl up`` skips them for a service when nothing they depend on changed
+  since they last ran (see :func:`service_fingerprint`); ``labctl setup`` always
+  runs them.
 
 MySQLdb and redis are imported where they are used, so that ``labctl keys``
 runs where only ``cryptography`` is installed (the compose key initialiser).
@@ -17,10 +20,14 @@ runs where only ``cryptography`` is installed (the compose key initialiser).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import secrets
+import sqlite3
 import subprocess
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,6 +171,14 @@ def mysql_expected_grants(schema: str) -> list[str]:
     return [_like_escape(schema), _like_escape(f"test_{schema}") + "%"]
 
 
+def mysql_user_exists(conn, schema: str) -> bool:
+    cur = conn.cursor()
+    cur.execute("SELECT COUNT(*) FROM mysql.user WHERE User = %s", (schema,))
+    (count,) = cur.fetchone()
+    cur.close()
+    return count > 0
+
+
 def mysql_provision(conn, *, schema: str, password: str, hosts=("%", "localhost")) -> None:
     """Create ``schema`` and a user of the same name allowed on it alone.
 
@@ -242,19 +257,36 @@ def decide_database(env: Mapping[str, str]) -> tuple[DatabasePlan, object | None
 
     url = env.get("LAB_MYSQL_ADMIN_URL") or config.DEFAULT_MYSQL_ADMIN_URL
     target = MySQLTarget.from_url(url)
+    required = wanted == "mysql" or env.get("CI", "").lower() == "true"
+    why = "LAB_DB=mysql" if wanted == "mysql" else "CI=true"
+    try:
+        import MySQLdb  # noqa: F401 — only whether the driver is there
+    except ImportError as exc:
+        note = driver_note(config.find_root())
+        reason = f"{note or f'the MySQL driver does not import ({exc})'}; for MySQL: {DRIVER_HINT}"
+        if required:
+            raise ProvisionError(f"{reason}\n{why} requires MySQL.") from exc
+        return DatabasePlan("sqlite", reason=reason), None
     try:
         conn = mysql_connect(target)
-    except Exception as exc:  # MySQLdb.OperationalError, or MySQLdb missing
+    except Exception as exc:  # MySQLdb.OperationalError
         reason = f"MySQL at {_redact(url)} is not reachable: {exc}"
-        required = wanted == "mysql" or env.get("CI", "").lower() == "true"
         if required:
-            why = "LAB_DB=mysql" if wanted == "mysql" else "CI=true"
             raise ProvisionError(
                 f"{reason}\n{why} requires MySQL. Start the server, or point "
                 "LAB_MYSQL_ADMIN_URL at it (mysql://user:password@host:port)."
             ) from exc
         return DatabasePlan("sqlite", reason=reason), None
     return DatabasePlan("mysql", mysql=target), conn
+
+
+# Written by labctl/bootstrap.py when the driver could not be installed.
+DRIVER_HINT = "sudo apt-get install libmariadb-dev pkg-config && make up"
+
+
+def driver_note(root: Path) -> str:
+    path = root / "var" / "mysql-driver.txt"
+    return path.read_text().strip() if path.exists() else ""
 
 
 def _redact(url: str) -> str:
@@ -322,6 +354,104 @@ def run_manage(paths: Paths, service: Service, *args: str, timeout: int = 600) -
     return proc.stdout
 
 
+# ------------------------------------------------------ what setup did last time
+
+# Directories whose content does not change what migrate, collectstatic and seed do.
+_UNTRACKED_DIRS = {"__pycache__", "staticfiles", ".pytest_cache", ".ruff_cache", "node_modules"}
+
+
+def _tree_signature(digest, directory: Path) -> None:
+    """Feed every file's path, size and modification time under ``directory`` to ``digest``."""
+    for current, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if d not in _UNTRACKED_DIRS)
+        for name in sorted(files):
+            path = Path(current) / name
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            digest.update(f"{path.relative_to(directory)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+
+
+def service_fingerprint(paths: Paths, service: Service) -> str:
+    """A digest of what a service's migrate, collectstatic and seed depend on.
+
+    Its code and the chassis' (paths, sizes, modification times), its env file
+    (database, Redis, keys), the lab's name and the installed requirements (the
+    virtualenv's stamp files): when none of them changed, running the three again
+    would do nothing.
+    """
+    digest = hashlib.sha256()
+    digest.update(f"{config.IDENTITY.name}:{config.IDENTITY.port_offset}\n".encode())
+    env_file = paths.env_file(service)
+    digest.update(env_file.read_bytes() if env_file.exists() else b"")
+    venv = paths.root / ".venv"
+    digest.update(" ".join(sorted(p.name for p in venv.glob(".installed-*"))).encode())
+    for directory in (paths.service_dir(service), paths.root / "chassis"):
+        digest.update(f"\n[{directory.name}]\n".encode())
+        _tree_signature(digest, directory)
+    return digest.hexdigest()
+
+
+def applied_migrations(paths: Paths, service: Service) -> int | None:
+    """How many migrations the service's database records as applied; None if it cannot be read.
+
+    Read with the service's own credentials, so a database dropped or re-created
+    since the last setup (or a password that no longer works) is noticed.
+    """
+    url = read_env_file(paths.env_file(service)).get("DATABASE_URL", "")
+    parts = urlsplit(url)
+    try:
+        if parts.scheme == "mysql":
+            import MySQLdb
+
+            conn = MySQLdb.connect(
+                host=parts.hostname or "127.0.0.1",
+                port=parts.port or 3306,
+                user=unquote(parts.username or ""),
+                passwd=unquote(parts.password or ""),
+                db=parts.path.lstrip("/"),
+                connect_timeout=3,
+            )
+        elif parts.scheme == "sqlite":
+            path = Path(url.removeprefix("sqlite:///"))
+            if not path.exists():
+                return None
+            conn = sqlite3.connect(path)
+        else:
+            return None
+        try:
+            cursor = conn.cursor()
+            cursor.execute("SELECT COUNT(*) FROM django_migrations")
+            return int(cursor.fetchone()[0])
+        finally:
+            conn.close()
+    except Exception:  # noqa: BLE001 — no driver, no server, no table, bad file: then setup must run
+        return None
+
+
+def _setup_state_file(paths: Paths) -> Path:
+    return paths.run / "setup-state.json"
+
+
+def read_setup_state(paths: Paths) -> dict:
+    try:
+        state = json.loads(_setup_state_file(paths).read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _unchanged(paths: Paths, service: Service, state: dict) -> dict | None:
+    """The recorded run of a service's setup, when nothing it depends on changed since."""
+    recorded = state.get(service.short)
+    if not isinstance(recorded, dict) or recorded.get("fingerprint") != service_fingerprint(paths, service):
+        return None
+    if recorded.get("migrations") is None or recorded["migrations"] != applied_migrations(paths, service):
+        return None
+    return recorded
+
+
 # -------------------------------------------------------------------------- setup
 
 
@@ -334,18 +464,28 @@ class SetupResult:
     redis_reason: str
     seed_output: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)  # services whose last setup still held
 
 
-def write_env_files(paths: Paths, plan: DatabasePlan, redis_base: str | None, conn=None) -> None:
-    """Write ``var/env/<short>.env`` for every app (and its MySQL user, if any)."""
+def write_env_files(paths: Paths, plan: DatabasePlan, redis_base: str | None, conn=None) -> list[str]:
+    """Write ``var/env/<short>.env`` for every app (and its MySQL user, if any).
+
+    Returns the MySQL users that existed with a password this checkout did not
+    know, and whose password was therefore set anew: whatever else used them
+    (another checkout of the lab with the same ``LAB_NAME``) no longer connects.
+    """
+    reset: list[str] = []
     for service in config.APPS:
         path = paths.env_file(service)
         previous = read_env_file(path)
         secret = previous.get("DJANGO_SECRET_KEY") or secrets.token_urlsafe(50)
         if plan.mode == "mysql":
             assert plan.mysql is not None
-            password = _previous_mysql_password(previous, service) or secrets.token_hex(16)
+            known = _previous_mysql_password(previous, service)
+            password = known or secrets.token_hex(16)
             if conn is not None:
+                if not known and mysql_user_exists(conn, service.schema):
+                    reset.append(service.schema)
                 mysql_provision(conn, schema=service.schema, password=password)
             database_url = f"mysql://{service.schema}:{password}@{plan.mysql.host}:{plan.mysql.port}/{service.schema}"
         else:
@@ -356,6 +496,7 @@ def write_env_files(paths: Paths, plan: DatabasePlan, redis_base: str | None, co
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url_for(redis_base, service.redis_db) if redis_base else "",
             "LAB_KEYS_DIR": str(paths.keys),
+            "LAB_REDIS_PREFIX": config.IDENTITY.name,
         }
         values.update({peer.env_var: peer.url for peer in config.APPS})
         header = (
@@ -363,6 +504,7 @@ def write_env_files(paths: Paths, plan: DatabasePlan, redis_base: str | None, co
             "Rewritten on every run; DJANGO_SECRET_KEY and the database password are kept."
         )
         write_env_file(path, values, header)
+    return reset
 
 
 def _previous_mysql_password(previous: Mapping[str, str], service: Service) -> str | None:
@@ -374,9 +516,18 @@ def _previous_mysql_password(previous: Mapping[str, str], service: Service) -> s
 
 
 def setup(
-    paths: Paths, echo: Echo = print, env: Mapping[str, str] | None = None, show_seed: bool = True
+    paths: Paths,
+    echo: Echo = print,
+    env: Mapping[str, str] | None = None,
+    show_seed: bool = True,
+    reuse: bool = False,
 ) -> SetupResult:
-    """Do everything up to "ready to start"; see the module docstring."""
+    """Do everything up to "ready to start"; see the module docstring.
+
+    With ``reuse``, a service whose fingerprint and applied migrations are those
+    recorded when its setup last succeeded is not migrated, collected or seeded
+    again: its recorded seed output is reported instead.
+    """
     env = os.environ if env is None else env
     for directory in (paths.var, paths.env, paths.log, paths.run):
         directory.mkdir(parents=True, exist_ok=True)
@@ -388,12 +539,25 @@ def setup(
     redis_base = env.get("REDIS_URL") or config.DEFAULT_REDIS_URL
     redis_ok, redis_reason = redis_reachable(redis_base)
     try:
-        write_env_files(paths, plan, redis_base if redis_ok else None, conn)
+        reset = write_env_files(paths, plan, redis_base if redis_ok else None, conn)
     finally:
         if conn is not None:
             conn.close()
+    config.save_identity(paths.root, config.IDENTITY)
 
+    ports = sorted(app.port for app in config.APPS)
+    echo(
+        f"lab name  {config.IDENTITY.name}: ports {ports[0]}-{ports[-1]}, "
+        f"MySQL schemas {config.IDENTITY.name}_*, Redis keys {config.IDENTITY.name}:*"
+    )
     echo(f"database  {plan.describe(paths)}")
+    if reset:
+        echo(
+            f"WARNING   the MySQL user(s) {', '.join(reset)} already existed with a password this checkout "
+            "did not know; their passwords were set anew, so another checkout of the lab named "
+            f"{config.IDENTITY.name!r} on this machine no longer connects (its `labctl setup` sets them back). "
+            "Give each checkout its own name: LAB_NAME=lab2 LAB_PORT_OFFSET=100 make up"
+        )
     if redis_ok:
         echo(f"redis     {_redact(redis_base)}, database 0-{len(config.APPS) - 1} (one per service)")
     else:
@@ -406,11 +570,23 @@ def setup(
 
     result = SetupResult(plan, redis_ok, redis_reason)
     failures: list[str] = []
+    state = read_setup_state(paths)
     for service in config.APPS:
         if not paths.service_present(service):
             result.missing.append(service.directory)
             echo(f"{service.short:<9} skipped: {service.directory}/manage.py does not exist yet")
             continue
+        recorded = _unchanged(paths, service, state) if reuse else None
+        if recorded is not None:
+            result.seed_output[service.short] = recorded.get("seed", "")
+            result.reused.append(service.short)
+            echo(
+                f"{service.short:<9} unchanged since its last setup ({recorded['migrations']} migrations applied): "
+                "migrate, collectstatic and seed skipped"
+            )
+            continue
+        started = time.monotonic()
+        state.pop(service.short, None)
         try:
             migrated = run_manage(paths, service, "migrate", "--noinput")
             run_manage(paths, service, "collectstatic", "--noinput", "--verbosity", "0")
@@ -422,12 +598,19 @@ def setup(
             continue
         applied = sum(1 for line in migrated.splitlines() if line.strip().startswith("Applying "))
         result.seed_output[service.short] = seeded
+        state[service.short] = {
+            "fingerprint": service_fingerprint(paths, service),
+            "migrations": applied_migrations(paths, service),
+            "seed": seeded,
+        }
         echo(
             f"{service.short:<9} migrated ({applied} new migration(s)), static files collected"
             + (", seeded" if service.seeded else "")
+            + f" in {time.monotonic() - started:.1f} s"
         )
         if show_seed and seeded:
             echo(_indent(seeded))
+    _setup_state_file(paths).write_text(json.dumps(state, indent=2) + "\n")
     if failures:
         raise ProvisionError("\n\n".join(failures))
     return result
