@@ -425,21 +425,33 @@ def _endpoint(row: dict) -> dict:
 
 
 def steps_from_history(rows: list[dict]) -> list[dict]:
-    """One entry per user level held a while: its requests/s and windowed percentiles (medians)."""
+    """One entry per user level held a while: its requests/s and windowed percentiles (medians).
+
+    Requests/s and failures/s come from Locust's running totals (requests done while the level
+    held, over the seconds it held), not from its "current" rate: that one is a sliding window
+    that reads 0 for the first seconds of a run, so a short first step would show no traffic.
+    """
     levels: list[dict] = []
+    previous: dict | None = None  # the last aggregated row before the current one
     for row in rows:
         if row.get("Name") != "Aggregated":
             continue
         users = _number(row.get("User Count"), int)
-        if not users:  # before the first user, or after the last one stopped
-            continue
-        if not levels or levels[-1]["users"] != users:
-            levels.append({"users": users, "samples": []})
-        levels[-1]["samples"].append(row)
+        if users:  # not before the first user, nor after the last one stopped
+            if not levels or levels[-1]["users"] != users:
+                levels.append({"users": users, "samples": [], "start": previous or row})
+            levels[-1]["samples"].append(row)
+        previous = row
 
     def median(values):
         values = sorted(v for v in values if v is not None)
         return values[len(values) // 2] if values else None
+
+    def rate(level, column):
+        start, end = level["start"], level["samples"][-1]
+        seconds = (_number(end.get("Timestamp")) or 0) - (_number(start.get("Timestamp")) or 0)
+        done = (_number(end.get(column)) or 0) - (_number(start.get(column)) or 0)
+        return round(done / seconds, 2) if seconds > 0 else None
 
     steps = []
     for level in levels:
@@ -451,8 +463,8 @@ def steps_from_history(rows: list[dict]) -> list[dict]:
             {
                 "users": level["users"],
                 "seconds": len(level["samples"]),
-                "rps": median(_number(s.get("Requests/s")) for s in samples),
-                "failures_per_s": median(_number(s.get("Failures/s")) for s in samples),
+                "rps": rate(level, "Total Request Count"),
+                "failures_per_s": rate(level, "Total Failure Count"),
                 "p50_ms": median(_number(s.get("50%")) for s in samples),
                 "p95_ms": median(_number(s.get("95%")) for s in samples),
                 "p99_ms": median(_number(s.get("99%")) for s in samples),

@@ -111,9 +111,13 @@ def test_summary_counts_expected_outcomes_apart_and_leaves_flows_out_of_requests
     history = [
         "Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,95%,99%,Total Request Count,Total Failure Count"
     ]
+    total = 0
     for second in range(12):
         users = 2 if second < 6 else 4
-        history.append(f"{1000 + second},{users},,Aggregated,{users * 5},0,10,{users * 10},{users * 20},0,0")
+        total += users * 5
+        # Locust's "current" rate is a sliding window that reads 0 at first: the steps use the totals.
+        current = 0 if second < 4 else users * 5
+        history.append(f"{1000 + second},{users},,Aggregated,{current},0,10,{users * 10},{users * 20},{total},0")
     (tmp_path / "locust_stats_history.csv").write_text("\n".join(history) + "\n")
     summary = load.summarize(tmp_path, spec=load.RunSpec(scenario="checkout"), exit_code=1, elapsed=10.0)
     totals = summary["totals"]
@@ -121,7 +125,7 @@ def test_summary_counts_expected_outcomes_apart_and_leaves_flows_out_of_requests
     assert totals["failure_ratio"] == 0.03
     assert totals["expected_outcomes"] == {"declined": 5, "explained": 5}
     assert (totals["orders_finished"], totals["orders_per_s"]) == (95, 9.5)
-    assert [s["users"] for s in summary["steps"]] == [2, 4]
+    assert [(s["users"], s["rps"], s["failures_per_s"]) for s in summary["steps"]] == [(2, 10, 0), (4, 20, 0)]
     assert summary["steps"][1]["p95_ms"] == 40
     assert summary["machine"]["cpus"] >= 1
     assert json.loads((tmp_path / "summary.json").read_text())["totals"] == totals
