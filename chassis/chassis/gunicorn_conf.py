@@ -1,6 +1,8 @@
 """Gunicorn hooks every lab service runs with (``-c python:chassis.gunicorn_conf``).
 
-A dead worker's metric files are marked so its live gauges stop counting.
+A worker tells the resilience switches how many threads serve requests (the
+bulkhead's default is sized from it); a dead worker's metric files are marked so
+its live gauges stop counting.
 """
 
 import os
@@ -12,6 +14,13 @@ control_socket_disable = True
 # Peers keep pooled connections to each other; gunicorn's default of 2 s closes
 # them so soon that a reused one can die under a request that cannot be retried.
 keepalive = 30
+
+
+def post_worker_init(worker):
+    # The bulkhead's default is sized from the threads that serve requests (chassis.lab.resilience).
+    from chassis.lab import resilience
+
+    resilience.set_serving_threads(worker.cfg.threads)
 
 
 def child_exit(server, worker):

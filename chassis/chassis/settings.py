@@ -216,7 +216,8 @@ def build(
             "RETRY_BACKOFF": env.float("CLIENT_RETRY_BACKOFF", default=0.1),
             "BREAKER_FAIL_MAX": env.int("BREAKER_FAIL_MAX", default=5),
             "BREAKER_RESET_TIMEOUT": env.int("BREAKER_RESET_TIMEOUT", default=10),
-            "BULKHEAD_MAX_CONCURRENT": env.int("BULKHEAD_MAX_CONCURRENT", default=16),
+            # 0: half the threads of each gunicorn worker (chassis.lab.resilience.default_bulkhead).
+            "BULKHEAD_MAX_CONCURRENT": env.int("BULKHEAD_MAX_CONCURRENT", default=0),
             "LAB_STATE_REFRESH": env.float("LAB_STATE_REFRESH", default=0.5),
             # Several labs (a test run beside the running one) can share one Redis.
             "REDIS_PREFIX": env.str("LAB_REDIS_PREFIX", default="lab"),

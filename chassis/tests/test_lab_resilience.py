@@ -168,3 +168,40 @@ def test_a_client_with_its_own_policy_ignores_the_switches(peer, admin):
     with pytest.raises(PeerUnavailable) as failure:
         client.get("/x/")
     assert failure.value.attempts == 1 and len(peer.received) == 1
+
+
+@pytest.fixture
+def serving_threads():
+    """Set the serving threads as gunicorn's post_worker_init hook does; put the module back after."""
+    before = resilience._serving_threads
+    yield resilience.set_serving_threads
+    resilience._serving_threads = before
+
+
+@pytest.mark.parametrize("threads, expected", [(4, 2), (8, 4), (3, 1), (1, 1)])
+def test_bulkhead_default_is_half_the_serving_threads(settings, serving_threads, threads, expected):
+    """Ensure the default bulkhead per peer stays below the threads it protects: a hanging peer cannot hold them all."""
+    settings.CHASSIS = {**settings.CHASSIS, "BULKHEAD_MAX_CONCURRENT": 0}
+    serving_threads(threads)
+    assert resilience.defaults()["bulkhead"]["max_concurrent"] == expected
+    assert resilience.switches()["bulkhead"]["max_concurrent"] == expected
+
+
+def test_bulkhead_setting_and_unknown_threads(settings, serving_threads):
+    """Ensure BULKHEAD_MAX_CONCURRENT wins over the threads, and outside gunicorn the fixed default applies."""
+    settings.CHASSIS = {**settings.CHASSIS, "BULKHEAD_MAX_CONCURRENT": 3}
+    serving_threads(8)
+    assert resilience.defaults()["bulkhead"]["max_concurrent"] == 3
+    settings.CHASSIS = {**settings.CHASSIS, "BULKHEAD_MAX_CONCURRENT": 0}
+    resilience._serving_threads = None
+    assert resilience.defaults()["bulkhead"]["max_concurrent"] == resilience.UNKNOWN_THREADS_BULKHEAD
+
+
+def test_gunicorn_hook_tells_the_serving_threads(serving_threads):
+    """Ensure the gunicorn config every service runs with hands the worker's thread count to the bulkhead."""
+    from types import SimpleNamespace
+
+    from chassis import gunicorn_conf
+
+    gunicorn_conf.post_worker_init(SimpleNamespace(cfg=SimpleNamespace(threads=6)))
+    assert resilience._serving_threads == 6

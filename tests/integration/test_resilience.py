@@ -156,3 +156,54 @@ def test_bulkhead_turns_away_calls_beyond_its_size(lab, lab_admin, shopper):
     assert refused, [(a["status_code"], a["data"]) for a in answers]
     assert metric_total(lab_admin.metrics("order"), "lab_peer_calls_total", peer="inventory", outcome="rejected") > 0
     assert any(a["status_code"] == 201 for a in answers)
+
+
+def test_default_bulkhead_keeps_order_responsive_while_inventory_hangs(lab, lab_admin, shopper):
+    """Ensure the default bulkhead (half of each worker's 4 threads, per peer) engages when inventory hangs:
+    checkouts beyond it are refused at once, and listing orders, which needs no peer, is answered
+    while the checkouts that got through are still waiting on inventory.
+
+    With a bulkhead at or above the thread count (the old default of 16), every thread of the
+    order service waits on inventory, no call is refused, and the listing waits behind them.
+    """
+    seen = {lab_admin.resilience("order")["switches"]["bulkhead"]["max_concurrent"] for _ in range(6)}
+    assert seen == {2}, seen  # 2 workers x 4 threads in the harness: 2 calls per peer per worker
+    lab_admin.set_switches("order", timeouts={"read": 4.0}, retries={"enabled": False}, breaker={"enabled": False})
+    lab_admin.add_fault("order", kind="dependency", target="inventory", mode="hang")
+
+    def inventory_calls(outcome: str) -> float:
+        return metric_total(lab_admin.metrics("order"), "lab_peer_calls_total", peer="inventory", outcome=outcome)
+
+    rejected_before, unavailable_before = inventory_calls("rejected"), inventory_calls("unavailable")
+    checkouts, listings = 12, 4
+    finished: dict[str, list[float]] = {"checkout": [], "listing": []}
+
+    def checkout(_):
+        placed = shopper.order(shopper.sku, timeout=30)
+        finished["checkout"].append(time.monotonic())
+        return placed
+
+    def listing(_):
+        time.sleep(0.5)  # after the checkouts have taken what they can
+        response = shopper.api.get("order", "/api/orders/", headers={"Connection": "close"})
+        finished["listing"].append(time.monotonic())
+        return response.status_code
+
+    with concurrent.futures.ThreadPoolExecutor(checkouts + listings) as pool:
+        placed = pool.map(checkout, range(checkouts))
+        listed = pool.map(listing, range(listings))
+        answers, statuses = list(placed), list(listed)
+
+    assert [a["status_code"] for a in answers] == [503] * checkouts, [(a["status_code"], a["data"]) for a in answers]
+    refused = inventory_calls("rejected") - rejected_before
+    waited = inventory_calls("unavailable") - unavailable_before
+    # Calls let through to the hanging inventory: at most 2 per worker process, 4 across the 2 workers.
+    assert refused + waited == checkouts and 1 <= waited <= 4, (refused, waited)
+    assert statuses == [200] * listings
+    # Every listing was answered before any checkout that waited on inventory came back.
+    waited_back = sorted(finished["checkout"])[-int(waited) :]
+    assert max(finished["listing"]) < min(waited_back), (finished, [a["seconds"] for a in answers])
+
+    lab_admin.clear_faults("order")
+    assert shopper.api.get("order", "/api/orders/").json()["count"] == 0  # each 503 saved nothing
+    assert shopper.api.get("payment", "/api/payments/").json()["count"] == 0

@@ -5,7 +5,8 @@ The switches (one dict, stored like the faults so every worker shares them)::
     timeouts  {enabled, connect, read}         off → read timeout of 30 s
     retries   {enabled, attempts, backoff}      off → one attempt
     breaker   {enabled, fail_max, reset_timeout}
-    bulkhead  {enabled, max_concurrent}         per destination, per process
+    bulkhead  {enabled, max_concurrent}         per destination, per process;
+                                                default: half the process's serving threads
     fallback  {enabled}                         serve a cached answer when a peer is down
 
 Breakers are pybreaker's, one per destination, named after it, with their
@@ -26,6 +27,32 @@ from . import store
 
 OFF_READ_TIMEOUT = 30.0
 
+# How many threads of this process serve requests: set by gunicorn's post_worker_init
+# hook (chassis.gunicorn_conf), None outside gunicorn (a Celery worker, a test client).
+_serving_threads: int | None = None
+# The bulkhead per peer when nobody configured one and the serving threads are unknown.
+UNKNOWN_THREADS_BULKHEAD = 16
+
+
+def set_serving_threads(threads: int) -> None:
+    global _serving_threads
+    _serving_threads = max(1, int(threads))
+
+
+def default_bulkhead() -> int:
+    """Concurrent calls allowed to one peer when ``BULKHEAD_MAX_CONCURRENT`` is not set.
+
+    Half the threads that serve requests in this process (at least one): a peer
+    that hangs can hold at most that many, and the rest stay free for requests
+    that do not need it. A limit at or above the thread count would never engage.
+    """
+    configured = settings.CHASSIS.get("BULKHEAD_MAX_CONCURRENT") or 0
+    if configured > 0:
+        return configured
+    if _serving_threads is None:
+        return UNKNOWN_THREADS_BULKHEAD
+    return max(1, _serving_threads // 2)
+
 
 def defaults() -> dict:
     conf = settings.CHASSIS
@@ -37,7 +64,7 @@ def defaults() -> dict:
             "fail_max": conf.get("BREAKER_FAIL_MAX", 5),
             "reset_timeout": conf.get("BREAKER_RESET_TIMEOUT", 10),
         },
-        "bulkhead": {"enabled": True, "max_concurrent": conf.get("BULKHEAD_MAX_CONCURRENT", 16)},
+        "bulkhead": {"enabled": True, "max_concurrent": default_bulkhead()},
         "fallback": {"enabled": True},
     }
 
