@@ -5,7 +5,9 @@ session per thread, sets connect/read timeouts on every call, forwards the
 request id, authenticates with a short-lived service token naming the caller,
 and retries with exponential backoff and jitter — only where a retry cannot do
 a thing twice: idempotent methods, requests carrying an ``Idempotency-Key``,
-and connection failures that happened before anything was sent.
+and connection failures that happened before anything was sent. It carries the
+request's deadline (:mod:`chassis.deadline`) to the peer, never waits past it,
+and sends nothing once it has passed.
 
 Around each logical call: a bulkhead (bounded concurrent calls per peer), a
 circuit breaker per peer shared by every worker process, and injected
@@ -29,8 +31,9 @@ from django.conf import settings
 from django.core.cache import cache
 from requests.adapters import HTTPAdapter
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity.stop import stop_base
 
-from . import auth, metrics, telemetry
+from . import auth, deadline, metrics, telemetry
 from .lab import faults, resilience
 from .requestid import HEADER as REQUEST_ID_HEADER
 from .requestid import get_request_id, new_request_id
@@ -153,6 +156,11 @@ class ServiceClient:
         return response
 
     def _guarded(self, method, path, json, params, idempotency_key, bearer, switches) -> PeerResponse:
+        if deadline.expired():
+            # Whoever asked for this has given up: the call is not sent (nothing to undo), and
+            # the breaker does not hear of it (it says nothing about the peer).
+            telemetry.event("lab.deadline_passed", peer=self.peer, path=path)
+            raise PeerUnavailable(self.peer, "the request's deadline has passed: not sent", rejected=True, attempts=0)
         bulkhead = None
         if switches["bulkhead"]["enabled"]:
             bulkhead = resilience.bulkhead_for(self.peer, int(switches["bulkhead"]["max_concurrent"]))
@@ -195,13 +203,21 @@ class ServiceClient:
 
         def attempt() -> PeerResponse:
             nonlocal attempts
+            left = deadline.remaining()
+            if left is not None:
+                left = max(left, 0.05)  # it passed between the check in _guarded and now
             attempts += 1
             if attempts > 1:
                 metrics.RETRIES.labels(self.peer).inc()
                 telemetry.event("lab.retry", peer=self.peer, attempt=attempts, path=path)
+            # Never wait past the request's deadline; tell the peer until when the answer is of use.
+            this_timeout = timeout if left is None else (min(timeout[0], left), min(timeout[1], left))
+            headers[deadline.HEADER] = f"{deadline.for_hop(this_timeout[0] + this_timeout[1]):.3f}"
             try:
-                _apply_dependency_fault(self.peer, timeout[1])
-                response = _session().request(method, url, json=json, params=params, headers=headers, timeout=timeout)
+                _apply_dependency_fault(self.peer, this_timeout[1])
+                response = _session().request(
+                    method, url, json=json, params=params, headers=headers, timeout=this_timeout
+                )
             except requests.ConnectionError as exc:
                 # A refused or failed connection sent nothing (ConnectTimeout is one too);
                 # a read timeout or a dropped answer may have been acted on.
@@ -224,7 +240,7 @@ class ServiceClient:
 
         retries = switches["retries"]
         retrying = Retrying(
-            stop=stop_after_attempt(max(1, int(retries["attempts"])) if retries["enabled"] else 1),
+            stop=stop_after_attempt(max(1, int(retries["attempts"])) if retries["enabled"] else 1) | _StopAtDeadline(),
             wait=wait_exponential_jitter(multiplier=retries["backoff"], max=2.0, jitter=retries["backoff"]),
             retry=retry_if_exception(lambda exc: isinstance(exc, _RetryableFailure)),
             reraise=False,
@@ -235,6 +251,13 @@ class ServiceClient:
             last = exc.last_attempt.exception()
             log.warning("%s %s%s failed after %d attempts: %s", method, self.peer, path, attempts, last)
             raise PeerUnavailable(self.peer, last.reason, status=last.status, attempts=attempts) from last
+
+
+class _StopAtDeadline(stop_base):
+    """No retry once the request's deadline has passed: nobody waits for its answer any more."""
+
+    def __call__(self, retry_state) -> bool:
+        return deadline.expired()
 
 
 def _apply_dependency_fault(peer: str, read_timeout: float) -> None:

@@ -32,6 +32,7 @@ HTTP_DURATION = Histogram(
 PEER_CALLS = Counter("lab_peer_calls_total", "Calls to peers, by outcome.", ["peer", "outcome"])
 RETRIES = Counter("lab_retries_total", "Extra attempts made by the client, by peer.", ["peer"])
 FAULTS_INJECTED = Counter("lab_faults_injected_total", "Injected faults that bit, by kind.", ["kind"])
+SHED = Counter("lab_requests_shed_total", "Requests refused unstarted, by reason (a passed deadline).", ["reason"])
 SAGA_OUTCOMES = Counter("lab_saga_outcomes_total", "Checkout sagas finished, by outcome.", ["outcome"])
 
 _live_gauges: dict[str, tuple[str, list[str], object]] = {}

@@ -132,6 +132,8 @@ def build(
             # LAB_METRICS=off exists to measure what the metrics cost (loadtests/overhead.py).
             *(["chassis.metrics.MetricsMiddleware"] if env.bool("LAB_METRICS", default=True) else []),
             "chassis.requestid.RequestIdMiddleware",
+            # Before anything else works on a request: a passed X-Request-Deadline is shed at once.
+            "chassis.deadline.DeadlineMiddleware",
             "chassis.lab.faults.FaultInjectionMiddleware",
             "django.middleware.security.SecurityMiddleware",
             "whitenoise.middleware.WhiteNoiseMiddleware",

@@ -59,6 +59,18 @@ class StaffApi(WhoAmIApi):
     permission_classes = [IsStaff]
 
 
+class DeadlineApi(APIView):
+    """Records that it ran, and the deadline bound for it."""
+
+    ran: list = []
+
+    def post(self, request):
+        from chassis import deadline
+
+        self.ran.append(deadline.current())
+        return Response({"deadline": deadline.current()})
+
+
 class InternalApi(APIView):
     permission_classes = [ServiceOnly.allow("order")]
 
@@ -77,5 +89,6 @@ urlpatterns = [
     path("whoami/", WhoAmIApi.as_view()),
     path("staff/", StaffApi.as_view()),
     path("internal/", InternalApi.as_view()),
+    path("deadline/", DeadlineApi.as_view()),
 ]
 globals().update(handlers)

@@ -8,10 +8,11 @@ the background worker (``orders.background``) finishes what an interrupted run l
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 
 from django.db import transaction
 
-from chassis import telemetry
+from chassis import deadline, telemetry
 from chassis.client import PeerUnavailable
 
 from ..models import Order, SagaStep
@@ -23,6 +24,10 @@ log = logging.getLogger("orders.saga")
 
 # A saga takes at most a dozen steps (three forward, four back, lookups): more means a bug, not progress.
 MAX_STEPS_PER_RUN = 50
+# The steps a request's deadline stops (X-Request-Deadline, chassis.deadline): before the
+# charge, giving up costs a release at most. Once charged, finishing (commit) or undoing
+# (compensation) must run to its end, so those steps run free of the deadline.
+STOPPED_BY_DEADLINE = frozenset({SagaStep.RESERVING, SagaStep.RESERVED})
 
 
 def order_saga_resume(*, order_id: int, on_unavailable: SagaPolicy = "compensate") -> Order:
@@ -71,9 +76,16 @@ def order_saga_run(
             order = Order.objects.get(pk=order_id)
             if order.saga_finished:
                 return order
+            under_deadline = order.saga_step in STOPPED_BY_DEADLINE
+            if under_deadline and deadline.expired():
+                _give_up_at_deadline(order)
+                continue
             try:
                 step = STEPS[order.saga_step]
-                with telemetry.span(step.span_name, **{"order.id": order_id, "saga.step": order.saga_step}):
+                with (
+                    nullcontext() if under_deadline else deadline.lifted(),
+                    telemetry.span(step.span_name, **{"order.id": order_id, "saga.step": order.saga_step}),
+                ):
                     step.run(order, on_unavailable)
             except PeerUnavailable as exc:
                 _note_unknown_reservation(order_id, exc)
@@ -88,6 +100,21 @@ def order_saga_run(
     finally:
         if not keep_lease:
             leases.order_saga_release(order_id=order_id, runner=runner)
+
+
+def _give_up_at_deadline(order: Order) -> None:
+    """The client's deadline passed before the charge: whoever asked has given up, so stop here and undo."""
+    telemetry.event("lab.deadline_passed", order_id=order.pk, step=order.saga_step)
+    if order.saga_step == SagaStep.RESERVING and not order.reservation_outcome_unknown:
+        reason = "The request's deadline passed before stock was reserved; nothing was reserved or charged."
+        finish_cancelled(order.pk, expect=order.saga_step, reason=reason, step="deadline", code="deadline_exceeded")
+        return
+    start_compensation(
+        order.pk,
+        expect=order.saga_step,
+        reason="The request's deadline passed before payment; nothing was charged and the stock is released.",
+        code="deadline_exceeded",
+    )
 
 
 def _note_unknown_reservation(order_id: int, exc: PeerUnavailable) -> None:
