@@ -62,13 +62,33 @@ def verify(token: str, *, leeway: int = 5) -> dict:
     )
 
 
+# A service token lives SERVICE_TOKEN_TTL seconds (60); one that claims to live longer than
+# this, or was issued longer ago, is refused whatever its exp says: a token stolen from one
+# call cannot be replayed for long, and a caller cannot mint itself a token for a year.
+SERVICE_TOKEN_MAX_LIFETIME = 120
+
+
+def check_service_token_lifetime(claims: dict) -> None:
+    """Refuse a service token whose lifetime (exp - iat) is beyond the bound."""
+    try:
+        issued, expires = float(claims["iat"]), float(claims["exp"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise exceptions.AuthenticationFailed("Service token without a usable iat or exp.") from exc
+    if expires - issued > SERVICE_TOKEN_MAX_LIFETIME:
+        raise exceptions.AuthenticationFailed(
+            f"Service token lives {expires - issued:.0f} s; at most {SERVICE_TOKEN_MAX_LIFETIME} s is accepted."
+        )
+    # Its age needs no check of its own: it is unexpired (PyJWT checked exp) and lives at most the
+    # bound, so it was issued less than the bound ago; one issued in the future PyJWT refuses (iat).
+
+
 _service_tokens: dict[str, tuple[str, float]] = {}
 _service_tokens_lock = threading.Lock()
 
 
 def service_token(audience: str) -> str:
     """A token naming this service as caller, for ``audience``; reused until near expiry."""
-    ttl = _conf()["SERVICE_TOKEN_TTL"]
+    ttl = min(_conf()["SERVICE_TOKEN_TTL"], SERVICE_TOKEN_MAX_LIFETIME)
     now = time.time()
     with _service_tokens_lock:
         cached = _service_tokens.get(audience)
@@ -172,6 +192,7 @@ class LabJWTAuthentication(authentication.BaseAuthentication):
             except (KeyError, ValueError) as exc:
                 raise exceptions.AuthenticationFailed("Token is invalid.") from exc
         if kind == "service" and claims.get("aud") == _conf()["SERVICE"]:
+            check_service_token_lifetime(claims)
             return ServicePrincipal(name=claims["iss"])
         raise exceptions.AuthenticationFailed("This token cannot be used here.")
 

@@ -116,6 +116,35 @@ def test_service_token_for_another_audience_is_refused(api):
     assert api.get("/internal/", **bearer(service_token(caller="order", audience="payment"))).status_code == 401
 
 
+@pytest.mark.parametrize(
+    "iat_offset, ttl, why",
+    [
+        (0, 365 * 24 * 3600, "lives"),  # signed to last a year
+        (0, 121, "lives"),  # just over the bound
+        (-600, 60, "lives"),  # a normal lifetime, but issued ten minutes ago and exp pushed along
+        (60, 60, "invalid"),  # issued a minute ahead
+    ],
+)
+def test_service_token_lifetime_and_age_are_bounded(api, iat_offset, ttl, why):
+    """Ensure a service token is refused when it claims too long a life (however old it is) or comes from the future."""
+    now = int(time.time())
+    iat = now + iat_offset
+    claims = {"typ": "service", "sub": "order", "aud": "inventory", "iat": iat, "exp": iat + ttl}
+    if iat_offset == -600:
+        claims["exp"] = now + 60  # still unexpired: only its age can give it away
+    token = auth.sign(claims, issuer="order")
+    response = api.get("/internal/", **bearer(token))
+    assert response.status_code == 401, response.content
+    assert why in response.json()["message"]
+
+
+def test_a_service_token_at_the_bound_is_accepted(api):
+    """Ensure the bound leaves room for the lab's own 60-second tokens and a little more."""
+    now = int(time.time())
+    claims = {"typ": "service", "sub": "order", "aud": "inventory", "iat": now - 30, "exp": now - 30 + 120}
+    assert api.get("/internal/", **bearer(auth.sign(claims, issuer="order"))).status_code == 200
+
+
 def test_service_token_is_cached_until_near_expiry(settings):
     """Ensure the client does not sign a new token for every call."""
     assert auth.service_token("payment") == auth.service_token("payment")
