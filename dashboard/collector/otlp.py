@@ -73,7 +73,7 @@ def decode(body: bytes, content_type: str) -> ExportTraceServiceRequest:
     if kind == PROTOBUF:
         try:
             request.ParseFromString(body)
-        except (DecodeError, RuntimeWarning, ValueError) as exc:
+        except (DecodeError, RuntimeWarning, ValueError, RecursionError) as exc:
             raise MalformedPayload(f"The body is not a valid protobuf ExportTraceServiceRequest: {exc}.") from exc
         return request
     if kind == JSON:
@@ -81,12 +81,14 @@ def decode(body: bytes, content_type: str) -> ExportTraceServiceRequest:
             data = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise MalformedPayload(f"The body is not valid JSON: {exc}.") from exc
+        except RecursionError as exc:
+            raise MalformedPayload("The JSON is nested too deeply to be an OTLP export.") from exc
         if not isinstance(data, dict):
             raise MalformedPayload("An OTLP JSON export is an object with a 'resourceSpans' list.")
         try:
             _hex_ids_to_base64(data)
             json_format.ParseDict(data, request, ignore_unknown_fields=True)
-        except (json_format.ParseError, MalformedPayload, TypeError, ValueError, AttributeError) as exc:
+        except (json_format.ParseError, MalformedPayload, TypeError, ValueError, AttributeError, RecursionError) as exc:
             raise MalformedPayload(f"The JSON is not an OTLP trace export: {exc}.") from exc
         return request
     raise MalformedPayload(f"Content-Type must be {PROTOBUF} or {JSON}, not {kind or 'missing'!r}.")
@@ -139,15 +141,21 @@ def _convert_ids(obj) -> None:
                 raise MalformedPayload(f"{key} {value[:40]!r} is not hex.") from exc
 
 
-def any_value(value):
-    """An OTLP ``AnyValue`` as the Python value it holds."""
+# Attribute values nested deeper than this (arrays in arrays...) are kept as a marker, not walked.
+MAX_VALUE_DEPTH = 8
+
+
+def any_value(value, depth: int = 0):
+    """An OTLP ``AnyValue`` as the Python value it holds (nested at most MAX_VALUE_DEPTH deep)."""
     kind = value.WhichOneof("value")
     if kind is None:
         return None
+    if kind in ("array_value", "kvlist_value") and depth >= MAX_VALUE_DEPTH:
+        return f"[nested deeper than {MAX_VALUE_DEPTH} levels: left out]"
     if kind == "array_value":
-        return [any_value(v) for v in value.array_value.values]
+        return [any_value(v, depth + 1) for v in value.array_value.values]
     if kind == "kvlist_value":
-        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+        return {kv.key: any_value(kv.value, depth + 1) for kv in value.kvlist_value.values}
     if kind == "bytes_value":
         return binascii.hexlify(value.bytes_value).decode()
     if kind == "double_value" and not math.isfinite(value.double_value):

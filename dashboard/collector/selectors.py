@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -92,6 +93,45 @@ def trace_ids_for_request(*, request_id: str) -> list[str]:
     return [r["trace_id"] for r in rows[:20]]
 
 
+def duration_filter(value: str) -> float:
+    """A ``min_duration_ms`` filter: a finite number of milliseconds, at least 0; ValueError otherwise."""
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"min_duration_ms must be a finite number of milliseconds, at least 0; got {value[:20]!r}")
+    return number
+
+
+# Real traces nest a dozen spans deep; stored spans can claim any parent chain.
+MAX_TREE_DEPTH = 64
+
+
+def _depths(nodes: dict) -> dict:
+    """Each span's depth below its root (0 for a root), found without recursion; None on or into a loop."""
+    depths: dict = {}
+    for start in nodes:
+        chain: list = []
+        seen: set = set()
+        key = start
+        while True:
+            if key in depths:
+                base = depths[key]
+                break
+            parent_id = nodes[key]["parent_span_id"]
+            parent = (key[0], parent_id) if parent_id else None
+            if parent not in nodes:  # a root: no parent, or its parent never arrived
+                depths[key] = base = 0
+                break
+            if key in seen:  # a loop of parents: no span on it (or leading to it) has a root
+                base = None
+                break
+            seen.add(key)
+            chain.append(key)
+            key = parent
+        for offset, chained in enumerate(reversed(chain), start=1):
+            depths[chained] = None if base is None else base + offset
+    return depths
+
+
 def traces_tree(*, trace_ids: list[str]) -> dict | None:
     """The spans of one or more traces as one forest, offsets from the earliest span.
 
@@ -125,10 +165,17 @@ def traces_tree(*, trace_ids: list[str]) -> dict | None:
             "children": [],
         }
     roots = []
-    for (trace_id, _), node in nodes.items():
-        parent = nodes.get((trace_id, node["parent_span_id"])) if node["parent_span_id"] else None
-        if parent is None:
+    depths = _depths(nodes)
+    for key, node in nodes.items():
+        parent = nodes.get((key[0], node["parent_span_id"])) if node["parent_span_id"] else None
+        depth = depths.get(key)
+        if parent is None or depth is None:  # no parent stored, or a loop of parents
             node["orphan"] = bool(node["parent_span_id"])
+            roots.append(node)
+        elif depth % MAX_TREE_DEPTH == 0:
+            # A chain deeper than any real call path: it goes on as a new root, so that the
+            # tree (and the JSON and the page drawn from it) stays MAX_TREE_DEPTH deep at most.
+            node["deep"] = depth
             roots.append(node)
         else:
             parent["children"].append(node)
@@ -163,7 +210,9 @@ def waterfall_rows(tree: dict) -> list[dict]:
     total = tree["duration_ms"] or 1.0
     rows: list[dict] = []
 
-    def walk(node, depth):
+    stack = [(root, 0) for root in reversed(tree["spans"])]
+    while stack:  # depth first, without recursion
+        node, depth = stack.pop()
         left = node["offset_ms"] / total * 100
         width = max(node["duration_ms"] / total * 100, 0.3)
         rows.append(
@@ -178,9 +227,5 @@ def waterfall_rows(tree: dict) -> list[dict]:
                 ],
             }
         )
-        for child in node["children"]:
-            walk(child, depth + 1)
-
-    for root in tree["spans"]:
-        walk(root, 0)
+        stack.extend((child, depth + 1) for child in reversed(node["children"]))
     return rows

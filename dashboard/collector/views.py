@@ -67,11 +67,16 @@ def trace_list_api(request):
     fields = {}
     try:
         if params.get("min_duration_ms"):
-            fields["min_duration_ms"] = float(params["min_duration_ms"])
+            fields["min_duration_ms"] = selectors.duration_filter(params["min_duration_ms"])
         if params.get("limit"):
             fields["limit"] = int(params["limit"])
     except ValueError:
-        return JsonResponse(error_body("invalid", "min_duration_ms and limit are numbers."), status=400)
+        return JsonResponse(
+            error_body(
+                "invalid", "min_duration_ms is a finite number of milliseconds (at least 0); limit a whole number."
+            ),
+            status=400,
+        )
     if params.get("status") not in (None, "", "error"):
         return JsonResponse(error_body("invalid", "status is 'error' or absent."), status=400)
     traces = selectors.trace_list(

@@ -302,7 +302,7 @@ def flow_trace(request, run_id):
 
 def _trace_filters(request) -> dict:
     try:
-        min_duration = float(request.GET.get("min_duration_ms") or 0) or None
+        min_duration = traces.duration_filter(request.GET.get("min_duration_ms") or "0") or None
     except ValueError:
         min_duration = None
     try:

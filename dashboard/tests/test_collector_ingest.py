@@ -238,3 +238,31 @@ def test_spans_older_than_the_retention_window_are_dropped_on_arrival(client):
         == 200
     )
     assert list(StoredSpan.objects.values_list("span_id", flat=True)) == [CHILD]
+
+
+def test_deeply_nested_json_export_is_a_400(client):
+    """Ensure JSON nested thousands deep is refused as malformed, not a 500."""
+    body = ("[" * 100_000 + "]" * 100_000).encode()
+    response = post(client, b'{"resourceSpans": ' + body + b"}", "application/json")
+    assert response.status_code == 400 and response.json()["code"] == "malformed_otlp"
+
+
+def test_deeply_nested_attribute_values_are_cut_at_a_bounded_depth(client):
+    """Ensure an attribute nested deeper than MAX_VALUE_DEPTH is stored with a marker, not walked to the bottom."""
+    from collector import otlp
+    from collector.models import Span as StoredSpan
+
+    nested = AnyValue(string_value="bottom")
+    for _ in range(40):
+        outer = AnyValue()
+        outer.array_value.values.append(nested)
+        nested = outer
+    one = span(ROOT)
+    one.attributes.append(KeyValue(key="deep", value=nested))
+    response = post(client, export("order", [one]).SerializeToString(), "application/x-protobuf")
+    assert response.status_code == 200
+    value = StoredSpan.objects.get(span_id=ROOT).attributes["deep"]
+    for _ in range(otlp.MAX_VALUE_DEPTH):
+        assert isinstance(value, list)
+        value = value[0]
+    assert value.startswith("[nested deeper than")

@@ -175,3 +175,48 @@ def test_trace_list_api(client):
     assert body["count"] == 1 and body["results"][0]["trace_id"] == f"{5:032x}"
     assert client.get("/api/traces/?min_duration_ms=abc").status_code == 400
     assert client.get("/api/traces/?status=weird").status_code == 400
+
+
+def _json_depth(value) -> int:
+    """How deeply a decoded JSON value nests (without recursion, like the code it checks)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else []
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def test_a_parent_chain_1500_spans_deep_is_answered_bounded_by_the_api_and_the_page(client):
+    """Ensure a stored chain far deeper than any real trace is a 200 with every span, nested 64 deep at most."""
+    services.spans_ingest(rows=[row(7, i, parent=i - 1 if i > 1 else 0, start_ms=i * 0.01) for i in range(1, 1501)])
+    response = client.get(f"/api/traces/{7:032x}/")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["span_count"] == 1500
+    assert len(body["spans"]) == 1500 // selectors.MAX_TREE_DEPTH + 1  # a new root every 64 levels
+    assert body["spans"][1]["deep"] == selectors.MAX_TREE_DEPTH
+    assert _json_depth(body) <= 2 * selectors.MAX_TREE_DEPTH + 8
+    page = client.get(f"/traces/{7:032x}/")
+    assert page.status_code == 200
+    assert len(selectors.waterfall_rows(selectors.trace_get(trace_id=f"{7:032x}"))) == 1500
+
+
+def test_a_loop_of_parents_shows_its_spans_as_roots(client):
+    """Ensure spans that name each other as parents are shown (as roots), not lost nor followed forever."""
+    services.spans_ingest(rows=[row(8, 1, parent=2, name="a"), row(8, 2, parent=1, name="b"), row(8, 3, parent=2)])
+    body = client.get(f"/api/traces/{8:032x}/").json()
+    assert sorted(s["name"] for s in body["spans"]) == ["a", "b", "op"]
+    assert all(s["orphan"] for s in body["spans"])
+
+
+@pytest.mark.parametrize("bad", ["nan", "NaN", "inf", "-inf", "-1", "1e999"])
+def test_non_finite_or_negative_min_duration_is_a_400_on_the_api_and_ignored_by_the_pages(client, bad):
+    """Ensure min_duration_ms=nan/inf/negative is refused by the API and ignored by the page and its partial."""
+    services.spans_ingest(rows=[row(9, 1)])
+    response = client.get(f"/api/traces/?min_duration_ms={bad}")
+    assert response.status_code == 400 and "finite" in response.json()["message"]
+    assert client.get(f"/traces/?min_duration_ms={bad}").status_code == 200
+    partial = client.get(f"/partials/traces/?min_duration_ms={bad}")
+    assert partial.status_code == 200 and f"{9:032x}"[:8] in partial.content.decode()
