@@ -4,9 +4,9 @@
 # optionally load them into a local cluster, which then needs no registry:
 #
 #   deploy/k8s/images.sh                 build only
-#   deploy/k8s/images.sh kind            build, then `kind load docker-image`
-#   deploy/k8s/images.sh minikube        build, then `minikube image load`
-#   deploy/k8s/images.sh k3d [cluster]   build, then `k3d image import` (default cluster: k3s-default)
+#   deploy/k8s/images.sh kind [cluster]      build, then `kind load docker-image` (default: kind)
+#   deploy/k8s/images.sh minikube [profile]  build, then `minikube image load` (default: minikube)
+#   deploy/k8s/images.sh k3d [cluster]       build, then `k3d image import` (default: k3s-default)
 #
 # Run from anywhere; the build context is the repository root.
 set -euo pipefail
@@ -36,8 +36,8 @@ done
 
 case "${1:-}" in
     "") ;;
-    kind) kind load docker-image "${built[@]}" ;;
-    minikube) for image in "${built[@]}"; do minikube image load "$image"; done ;;
+    kind) kind load docker-image --name "${2:-kind}" "${built[@]}" ;;
+    minikube) for image in "${built[@]}"; do minikube -p "${2:-minikube}" image load "$image"; done ;;
     k3d) k3d image import -c "${2:-k3s-default}" "${built[@]}" ;;
     *) echo "unknown cluster kind: $1 (kind, minikube or k3d)" >&2; exit 2 ;;
 esac
