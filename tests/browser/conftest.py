@@ -27,6 +27,8 @@ ADMIN = ("admin@lab.local", os.environ.get("LAB_ADMIN_PASSWORD", "admin-lab-2024
 @pytest.fixture(scope="session")
 def lab():
     if not Path(CHROMIUM).exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI runs the browser tests, but there is no Chromium at {CHROMIUM} (set LAB_CHROMIUM)")
         pytest.skip(f"no Chromium at {CHROMIUM} (set LAB_CHROMIUM)")
     running = start_lab_with_dashboard(ROOT / "var" / "browser")
     yield running
