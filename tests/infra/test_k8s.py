@@ -138,27 +138,27 @@ def mebibytes(quantity: str) -> float:
     return float(match.group(1)) * units.get(match.group(2) or "", 1) / 2**20
 
 
-def pod_memory_limit(spec: dict, owner: str) -> float:
-    """What a pod may use at most: its containers' limits summed, or its largest init container's if larger."""
+def pod_memory(spec: dict, owner: str, field: str = "limits") -> float:
+    """A pod's memory limit (or request) as Kubernetes counts it: its containers' summed, or its largest init's."""
 
-    def limit(c: dict) -> float:
-        value = c.get("resources", {}).get("limits", {}).get("memory")
-        assert value, f"{owner}: container {c['name']} has no memory limit"
+    def of(c: dict) -> float:
+        value = c.get("resources", {}).get(field, {}).get("memory")
+        assert value, f"{owner}: container {c['name']} has no memory {field}"
         return mebibytes(value)
 
-    main = sum(limit(c) for c in spec["containers"])
-    init = max((limit(c) for c in spec.get("initContainers", [])), default=0)
+    main = sum(of(c) for c in spec["containers"])
+    init = max((of(c) for c in spec.get("initContainers", [])), default=0)
     return max(main, init)
 
 
-def memory_limit_sum(objects: list[dict]) -> float:
-    """The namespace's memory limits at their largest: every workload's pods (Jobs included) at once."""
+def memory_sum(objects: list[dict], field: str = "limits") -> float:
+    """The namespace's memory limits (or requests) at their largest: every workload's pods (Jobs included) at once."""
     total = 0.0
     for o in objects:
         if o["kind"] not in WORKLOADS:
             continue
         pods = o["spec"].get("parallelism", 1) if o["kind"] == "Job" else o["spec"].get("replicas", 1)
-        total += pods * pod_memory_limit(pod_spec(o), f"{o['kind']}/{o['metadata']['name']}")
+        total += pods * pod_memory(pod_spec(o), f"{o['kind']}/{o['metadata']['name']}", field)
     return total
 
 
@@ -205,10 +205,13 @@ def test_laptop_runs_one_of_each_within_4_gib(laptop):
     for o in laptop:
         if o["kind"] in ("Deployment", "StatefulSet"):
             assert o["spec"].get("replicas", 1) == 1, f"{o['kind']}/{o['metadata']['name']}"
-    total = memory_limit_sum(laptop)
+    total = memory_sum(laptop)
     assert total <= LAPTOP_MEMORY_MIB, f"laptop memory limits sum to {total:.0f} MiB > {LAPTOP_MEMORY_MIB}"
-    quota = find(laptop, "ResourceQuota", "laptop")
-    assert mebibytes(quota["spec"]["hard"]["limits.memory"]) == LAPTOP_MEMORY_MIB
+    quota = find(laptop, "ResourceQuota", "laptop")["spec"]["hard"]
+    assert mebibytes(quota["limits.memory"]) == LAPTOP_MEMORY_MIB
+    # The quota admits every pod at once, Jobs included.
+    requests = memory_sum(laptop, "requests")
+    assert requests <= mebibytes(quota["requests.memory"]), f"memory requests {requests:.0f} MiB exceed the quota"
     # Every container, init containers and Jobs included, has requests too (the scheduler places by them).
     for o in of_kind(laptop, "Deployment") + of_kind(laptop, "StatefulSet") + of_kind(laptop, "Job"):
         for c in pod_spec(o)["containers"] + pod_spec(o).get("initContainers", []):
@@ -218,7 +221,7 @@ def test_laptop_runs_one_of_each_within_4_gib(laptop):
 
 def test_laptop_limit_sum_is_the_documented_figure(laptop):
     """Ensure the sum quoted in overlays/laptop/kustomization.yaml and docs/kubernetes.md is the rendered one."""
-    total = round(memory_limit_sum(laptop))
+    total = round(memory_sum(laptop))
     for path in (K8S / "overlays" / "laptop" / "kustomization.yaml", ROOT / "docs" / "kubernetes.md"):
         assert f"{total} MiB" in path.read_text(), f"{path.relative_to(ROOT)} does not say {total} MiB"
 
@@ -337,11 +340,12 @@ def test_ingress_routes_no_internal_path(base):
     hosts = {}
     for rule in ingress["spec"]["rules"]:
         hosts[rule["host"]] = rule["http"]["paths"]
-    for app, deployment in (("user", "user-service"), ("order", "order-service"), ("dashboard", "dashboard")):
+    apps = ("user", "order", "inventory", "payment")
+    for app, deployment in [(a, f"{a}-service") for a in apps] + [("dashboard", "dashboard")]:
         env = {e["name"]: e.get("value") for e in container(find(base, "Deployment", deployment), "web")["env"]}
         assert f"{app}.localhost" in env["ALLOWED_HOSTS"].split(","), deployment
         assert f"{app}.localhost" in hosts
-    for app in ("user", "order", "inventory", "payment"):
+    for app in apps:
         prefixes = {p["path"] for p in hosts[f"{app}.localhost"]}
         assert "/api" in prefixes and "/api-auth" in prefixes and "/static" in prefixes, app
         assert not any("/internal".startswith(p.rstrip("/") or "/") for p in prefixes), f"{app}: {prefixes}"
