@@ -40,6 +40,7 @@ MIDDLEWARE += [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "console.security.ContentSecurityPolicyMiddleware",
 ]
 
 TEMPLATES[0]["OPTIONS"]["context_processors"] += [  # noqa: F821
