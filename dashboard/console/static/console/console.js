@@ -40,3 +40,24 @@
   document.addEventListener("DOMContentLoaded", function () { init(document); });
   document.addEventListener("htmx:load", function (event) { init(event.target); });
 })();
+
+// The Labs page (console/lab.html). No inline script anywhere: the Content-Security-Policy allows
+// scripts from the dashboard's static files only.
+(function () {
+  // A wrong-looking answer comes back as a 400 with the engine's message: show it in place, as htmx would a 200.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    if (event.detail.xhr.status === 400 && event.detail.target.closest(".lab-text")) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
+  // Copy a step's terminal line; without a clipboard the line stays selectable by hand.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-copy]");
+    if (!button || !navigator.clipboard) return;
+    navigator.clipboard.writeText(button.getAttribute("data-copy")).then(function () {
+      button.textContent = "Copied";
+      setTimeout(function () { button.textContent = "Copy"; }, 1500);
+    });
+  });
+})();
