@@ -48,12 +48,10 @@ COUNTERPARTS = {
 NOT_COMPARED = {"keys"}
 # Variables only the manifests set, each for a reason. LOCUST_SCENARIO: compose
 # interpolates it into the command when it parses the file; here it is the
-# containers' own variable (`kubectl set env` changes it). LOAD_ALLOWED_HOSTS:
-# the locustfiles refuse hosts other than loopback and these
-# (loadtests/common.py); docker-compose.yml's Locust services do not set it yet.
+# containers' own variable (`kubectl set env` changes it).
 K8S_ONLY_ENV = {
-    "locust-master": {"LOCUST_SCENARIO", "LOAD_ALLOWED_HOSTS"},
-    "locust-worker": {"LOCUST_SCENARIO", "LOAD_ALLOWED_HOSTS"},
+    "locust-master": {"LOCUST_SCENARIO"},
+    "locust-worker": {"LOCUST_SCENARIO"},
 }
 # The autoscaled workloads of overlays/scale: the order saga's path.
 AUTOSCALED = {"order-service", "inventory-service", "payment-service", "worker"}
