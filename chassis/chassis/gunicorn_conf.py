@@ -11,6 +11,12 @@ import os
 # with five services (and test labs) on one machine they would fight over it.
 control_socket_disable = True
 
+# Gunicorn trusts X-Forwarded-Proto (and its kin) from 127.0.0.1 by default, so anything on the
+# machine could make a service believe a request came over HTTPS and steer the URLs it builds
+# (the order's Location header). Nothing fronts the services on one machine: trust nobody unless
+# the operator names the proxy (FORWARDED_ALLOW_IPS=10.0.0.5, as behind an ingress).
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "")
+
 # Peers keep pooled connections to each other; gunicorn's default of 2 s closes
 # them so soon that a reused one can die under a request that cannot be retried.
 keepalive = 30
