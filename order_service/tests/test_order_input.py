@@ -135,3 +135,23 @@ def test_list_filters_are_validated(alice, admin):
     assert admin.get("/api/orders/?customer_id=99999999999999999999").status_code == 400
     assert alice.get("/api/orders/?status=LOST").status_code == 400
     assert alice.get("/api/orders/?page=abc").status_code == 404
+
+
+def test_a_lookup_inventory_refuses_is_a_400_not_an_outage(alice, monkeypatch):
+    """Ensure inventory's 400 on the product lookup (the client's skus) is a 400 on `lines`, nothing saved."""
+    from orders.clients import PeerRefused, inventory
+    from orders.models import Order
+
+    def refused(**kwargs):
+        raise PeerRefused("inventory", 400, "invalid", "sku: Use 3 to 32 characters among A-Z, 0-9 and '-'.")
+
+    monkeypatch.setattr(inventory, "inventory_products_lookup", refused)
+    response = alice.post(
+        "/api/orders/",
+        {"lines": [{"sku": "ab", "quantity": 1}], "payment_method": "pm_visa_4242"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="refused-lookup-01",
+    )
+    assert response.status_code == 400, response.data
+    assert "refused these skus" in response.json()["fields"]["lines"][0]
+    assert Order.objects.count() == 0
