@@ -168,7 +168,11 @@ def build(
         "APPEND_SLASH": False,
         "DATA_UPLOAD_MAX_MEMORY_SIZE": 256 * 1024,
         "REST_FRAMEWORK": {
-            "DEFAULT_AUTHENTICATION_CLASSES": ["chassis.auth.LabJWTAuthentication"],
+            # The cookie of the browsable API's login counts on its HTML pages only (chassis.browsable).
+            "DEFAULT_AUTHENTICATION_CLASSES": [
+                "chassis.auth.LabJWTAuthentication",
+                "chassis.browsable.BrowsableCookieAuthentication",
+            ],
             "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
             "DEFAULT_PAGINATION_CLASS": "chassis.pagination.LabPagination",
             "PAGE_SIZE": 20,
@@ -181,7 +185,7 @@ def build(
             ],
             "DEFAULT_RENDERER_CLASSES": [
                 "rest_framework.renderers.JSONRenderer",
-                "rest_framework.renderers.BrowsableAPIRenderer",
+                "chassis.browsable.LabBrowsableAPIRenderer",
             ],
             "UNAUTHENTICATED_USER": "chassis.auth.anonymous_user",
             "DEFAULT_THROTTLE_RATES": {},

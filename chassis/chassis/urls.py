@@ -1,4 +1,5 @@
-"""Routes every service mounts: health, metrics, OpenAPI schema, Swagger UI, the /_lab/ control API.
+"""Routes every service mounts: health, metrics, OpenAPI schema, Swagger UI, the /_lab/ control API,
+and the browsable API's login and logout (``rest_framework:login``/``logout``, :mod:`chassis.browsable`).
 
 A service's ``config/urls.py``::
 
@@ -8,16 +9,28 @@ A service's ``config/urls.py``::
     ...
 """
 
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from . import browsable
 from .health import health
 from .lab.views import FaultDetailApi, FaultsApi, ResilienceApi
 from .metrics import metrics_view
 
+# In DRF's namespace, where its templates look for the login and logout links;
+# they replace ``rest_framework.urls`` (Django's session login), which must not be mounted too.
+_browsable_auth = (
+    [
+        path("login/", browsable.login_view, name="login"),
+        path("logout/", browsable.logout_view, name="logout"),
+    ],
+    "rest_framework",
+)
+
 
 def chassis_urlpatterns() -> list:
     return [
+        path("api-auth/", include(_browsable_auth)),
         path("health/", health, name="health"),
         path("metrics", metrics_view, name="metrics"),
         path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
