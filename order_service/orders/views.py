@@ -11,10 +11,10 @@ from rest_framework import generics, mixins, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from chassis import browsable
 from chassis.auth import IsLabUser, ServiceOnly
 from chassis.errors import ErrorOutput
 from chassis.idempotency import HEADER as IDEMPOTENCY_HEADER
-from chassis.idempotency import idempotency_key_from
 from chassis.lab.views import IsLabAdmin
 from chassis.pagination import ReconciliationPagination
 
@@ -79,6 +79,13 @@ class OrderListCreateApi(mixins.ListModelMixin, generics.GenericAPIView):
     name = "Orders"  # the browsable API's page title
     permission_classes = [IsLabUser]
     serializer_class = OrderOutput
+    # Logged in on the browsable API (chassis.browsable), its raw-data form sends the key in the
+    # body, generated for each page load, since an HTML form cannot send the header.
+    browsable_idempotency_key = True
+    browsable_example = {
+        "lines": [{"sku": "KB-001", "quantity": 1}],
+        "payment_method": "paste your card token (pm_...) from payment_service's /api/payment-methods/",
+    }
 
     def get_serializer_class(self):
         # The browsable API builds its POST form from this.
@@ -108,7 +115,7 @@ class OrderListCreateApi(mixins.ListModelMixin, generics.GenericAPIView):
         },
     )
     def post(self, request):
-        key = idempotency_key_from(request)
+        key = browsable.idempotency_key_from(request)
         data = OrderCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
         outcome = services.order_create(customer_id=request.user.id, idempotency_key=key, **data.validated_data)
