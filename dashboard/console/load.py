@@ -55,6 +55,10 @@ class StartRequest:
     workers: int
 
 
+# What one run may ask for at most (labctl.load refuses more); the form's fields say so.
+LIMITS = {"users": facade.LOAD_MAX_USERS, "workers": facade.LOAD_MAX_WORKERS}
+
+
 def start_request_from_form(data) -> tuple[StartRequest | None, str]:
     try:
         request = StartRequest(

@@ -403,6 +403,7 @@ def load(request):
             "scenarios": load_runs.scenarios(),
             "runs": load_runs.runs(),
             "form": request.GET,
+            "limits": load_runs.LIMITS,
         },
     )
 

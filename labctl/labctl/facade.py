@@ -28,6 +28,8 @@ from .labapi import LabApi, LabApiError
 from .labs.context import LabContext
 from .labs.engine import CHECK_MARKER, QUESTIONS_MARKER, Engine, LabNotFound, load_lab
 from .labs.model import CheckError, LabDef
+from .load import MAX_USERS as LOAD_MAX_USERS
+from .load import MAX_WORKERS as LOAD_MAX_WORKERS
 from .load import LoadError
 from .process import ProcessFaultError
 
@@ -42,6 +44,8 @@ __all__ = [
     "LabDef",
     "LabNotFound",
     "LoadError",
+    "LOAD_MAX_USERS",
+    "LOAD_MAX_WORKERS",
     "Paths",
     "ProcessFaultError",
     "lab_paths",

@@ -14,13 +14,13 @@ from labctl.config import SERVICE_BY_NAME, Paths
 from .conftest import ROOT
 
 
-@pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("2m", 120), ("1h30m", 5400), (45, 45)])
+@pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("2m", 120), ("1h", 3600), ("1m30s", 90), (45, 45)])
 def test_durations_read_like_locust_run_times(text, seconds):
     """Ensure run times are read in the forms Locust accepts."""
     assert load.parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "0", "soon", "5h", "-3s"])
+@pytest.mark.parametrize("text", ["", "0", "soon", "5h", "-3s", "2h", "61m"])
 def test_bad_or_unbounded_durations_are_refused(text):
     """Ensure a run cannot be unbounded or nonsensical."""
     with pytest.raises(load.LoadError):
@@ -33,10 +33,31 @@ def test_a_spec_refuses_what_would_not_run():
         load.RunSpec(scenario="nope"),
         load.RunSpec(scenario="browse", users=0),
         load.RunSpec(scenario="browse", workers=99),
+        load.RunSpec(scenario="browse", users=5000),  # the old bound: one click tied the machine up
+        load.RunSpec(scenario="browse", workers=16),
         load.RunSpec(scenario="browse", env={"lower": "x"}),
     ):
         with pytest.raises(load.LoadError):
             spec.validate()
+
+
+def test_only_one_run_at_a_time(tmp_path):
+    """Ensure a run does not start while another one is live, and does once that one has ended."""
+    paths = Paths(tmp_path)
+    run_dir = load.new_run_dir(paths, "browse")
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(run_dir)])
+    try:
+        (run_dir / "run.json").write_text(
+            json.dumps({"run_id": run_dir.name, "scenario": "browse", "state": "running", "pid": live.pid})
+        )
+        with pytest.raises(load.LoadError, match="one run at a time"):
+            load.start_run(load.RunSpec(scenario="browse", urls={"inventory": "http://127.0.0.1:9"}), paths)
+    finally:
+        live.kill()
+        live.wait()
+    # That run is gone (died): the next one gets past the check, to the lab's health.
+    with pytest.raises(load.LoadError, match="not healthy"):
+        load.start_run(load.RunSpec(scenario="browse", urls={"inventory": "http://127.0.0.1:9"}), paths)
 
 
 def _final_stats(run_dir):
