@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+from datetime import UTC, datetime
 
 from django.conf import settings
 
@@ -181,24 +182,55 @@ def resilience_page() -> dict:
     tasks["saga"] = (lab.saga_get,)
     results = peers.gather(tasks)
     out = []
+    now = datetime.now(UTC)
     for service in SERVICES:
         result = results.get(service)
         ok = result is not None and result.ok and isinstance(result.data, dict)
+        breakers = result.data.get("breakers", {}) if ok else {}
+        breakers = {peer: _breaker_row(b, now) for peer, b in breakers.items() if isinstance(b, dict)}
         out.append(
             {
                 "name": service,
                 "label": peers.LABELS[service],
                 "switches": result.data.get("switches", {}) if ok else {},
-                "breakers": result.data.get("breakers", {}) if ok else {},
+                # A service has one breaker per peer it calls (its chassis DEPENDS_ON), so no
+                # breaker means no peer: its switches govern no call at all.
+                "breakers": breakers,
+                "calls_peers": bool(breakers),
                 "error": "" if ok else (result.message if result is not None else "no answer in time"),
             }
         )
     saga = results.get("saga")
     return {
         "services": out,
+        "callers": [s for s in out if s["calls_peers"] or s["error"]],
+        "no_peers": [s for s in out if not s["calls_peers"] and not s["error"]],
         "saga": saga.data if saga is not None and lab.saga_available(saga) else None,
         "saga_error": "" if saga is not None and saga.state != "timeout" else "no answer in time",
     }
+
+
+def _breaker_row(breaker: dict, now: datetime) -> dict:
+    """A breaker as the page shows it: when it opened only while it is open or half-open, in words."""
+    row = {**breaker, "open_since": ""}
+    if breaker.get("state") in ("open", "half-open") and breaker.get("opened_at"):
+        try:
+            opened = datetime.fromisoformat(str(breaker["opened_at"]))
+        except ValueError:
+            return row
+        if opened.tzinfo is None:
+            opened = opened.replace(tzinfo=UTC)
+        ago = max(int((now - opened).total_seconds()), 0)
+        row["open_since"] = f"{opened.astimezone(UTC):%H:%M:%S} UTC ({_ago(ago)})"
+    return row
+
+
+def _ago(seconds: int) -> str:
+    if seconds < 90:
+        return f"{seconds} s ago"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min ago"
+    return f"{round(seconds / 3600)} h ago"
 
 
 def data_page(token: str) -> dict:
@@ -236,17 +268,33 @@ def data_page(token: str) -> dict:
         tables = []
         for title, path, columns in reads[service]:
             result = results.get(f"{service}:{title}")
-            rows, error, count = [], "", None
+            rows, error, count, raw = [], "", None, []
             if result is not None and result.ok and isinstance(result.data, dict):
-                raw = result.data.get("results", [])
+                raw = [r for r in result.data.get("results", []) if isinstance(r, dict)]
                 count = result.data.get("count")
                 if raw:
                     columns = [c for c in columns if any(c in r for r in raw)] or list(raw[0].keys())[:6]
-                rows = [[_cell(r.get(c), c) for c in columns] for r in raw]
             else:
                 error = result.message if result is not None else "no answer in time"
+            currencies = {r.get("currency") for r in raw if r.get("currency")}
+            currency = currencies.pop() if len(currencies) == 1 else ""
+            # One currency: the heading says it. Several (or none named): each money cell says its own.
+            rows = [
+                [_cell(r.get(c), c, currency="" if currency else str(r.get("currency") or "")) for c in columns]
+                for r in raw
+            ]
             tables.append(
-                {"title": title, "path": path, "columns": columns, "rows": rows, "error": error, "count": count}
+                {
+                    "title": title,
+                    # The service's own name over its only table says it twice ("Users / Users").
+                    "same_as_service": title == peers.LABELS[service],
+                    "path": path,
+                    "columns": [_column(c, currency) for c in columns],
+                    "rows": rows,
+                    "error": error,
+                    "count": count,
+                    "shown": len(rows),
+                }
             )
         out.append(
             {
@@ -261,14 +309,31 @@ def data_page(token: str) -> dict:
     return {"services": out}
 
 
-def _cell(value, column: str = "") -> str:
-    """A table cell a person reads at a glance: money in units, times to the second."""
+def _column(name: str, currency: str) -> dict:
+    """A column's heading: the API's field name, except money, which the cells show in units, not cents.
+
+    ``price_cents`` 17900 is shown as 179.00, so its heading is "price (EUR)" when every row
+    is in euros (each cell then says its currency when the rows mix them).
+    """
+    if name.endswith("_cents"):
+        base = name.removesuffix("_cents").replace("_", " ")
+        return {
+            "name": name,
+            "label": f"{base} ({currency})" if currency else base,
+            "title": f"{name} in the API, shown divided by 100",
+            "money": True,
+        }
+    return {"name": name, "label": name, "title": "", "money": False}
+
+
+def _cell(value, column: str = "", *, currency: str = "") -> str:
+    """A table cell a person reads at a glance: money in units (with ``currency`` when given), times to the second."""
     if value is None or value == "":
         return "—"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if column.endswith("_cents") and isinstance(value, int):
-        return f"{value / 100:.2f}"
+        return f"{value / 100:.2f} {currency}".rstrip()
     if isinstance(value, str) and ISO_TIME.match(value):
         return value[:19].replace("T", " ")
     return str(value)[:60]

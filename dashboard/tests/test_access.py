@@ -50,11 +50,15 @@ def test_anonymous_visitors_watch_without_controls(client, lab):
     assert b'data-testid="flow-checkout-sync" disabled' in flows
 
 
-def test_data_page_needs_a_login(client, lab):
-    """Ensure the Data page (customers' rows) sends an anonymous visitor to the login form."""
+def test_data_page_tells_a_watcher_it_needs_a_login(client, lab):
+    """Ensure the Data page (customers' rows) tells an anonymous visitor why it needs a staff login, reading nothing."""
     response = client.get("/data/")
-    assert response.status_code == 302
-    assert response["Location"].startswith("/login/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'data-testid="data-needs-login"' in html and "needs a staff login" in html
+    assert 'href="/login/?next=/data/"' in html
+    assert "<table" not in html
+    assert [r for fake in lab.values() for r in fake.requests if r["path"].startswith("/api/")] == []
 
 
 def test_without_public_read_everything_needs_a_login(client, lab, settings):

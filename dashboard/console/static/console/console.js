@@ -14,7 +14,17 @@
     });
   }
 
+  // A resilience switch that is off greys out its settings: the fieldset is disabled (the server
+  // renders it so from the state; this follows the checkbox in its legend, which stays usable).
+  function bindSwitch(fieldset) {
+    var box = fieldset.querySelector("legend input[type=checkbox]");
+    if (!box || box.dataset.bound) return;
+    box.dataset.bound = "1";
+    box.addEventListener("change", function () { fieldset.disabled = !box.checked; });
+  }
+
   function init(root) {
+    root.querySelectorAll("fieldset[data-switch]").forEach(bindSwitch);
     root.querySelectorAll("form.fault-form").forEach(function (form) {
       syncFaultForm(form);
       var select = form.querySelector("select[name=kind]");
