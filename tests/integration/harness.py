@@ -126,6 +126,31 @@ class Lab:
     def thaw(self, service: str) -> None:
         os.killpg(self.processes[service].pid, signal.SIGCONT)
 
+    def service_workers(self, service: str) -> list[int]:
+        """The pids of the gunicorn workers of ``service``: the children of its master."""
+        return children_of(self.processes[service].pid)
+
+    def kill_service_worker(self, service: str, *, timeout: float = 30) -> int:
+        """SIGKILL one gunicorn worker of ``service`` (mid-request if busy) and wait for the master to replace it.
+
+        Returns the killed pid. Raises RuntimeError when the service has no worker
+        or the master does not bring the number of workers back within ``timeout``.
+        """
+        before = self.service_workers(service)
+        if not before:
+            raise RuntimeError(f"{service} has no gunicorn worker to kill")
+        victim = before[0]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = self.service_workers(service)
+            if victim not in now and len(now) >= len(before):
+                return victim
+            time.sleep(0.1)
+        raise RuntimeError(
+            f"{service}: worker {victim} not replaced in {timeout:.0f} s ({self.service_workers(service)})"
+        )
+
     def log_tail(self, service: str, lines: int = 40) -> str:
         return "\n".join(self.logs[service].read_text(errors="replace").splitlines()[-lines:])
 
@@ -233,6 +258,19 @@ class Lab:
                     return
             time.sleep(0.2)
         raise RuntimeError(f"{name} not ready in {timeout:.0f} s:\n{self.log_tail(name)}")
+
+
+def children_of(pid: int) -> list[int]:
+    """The pids of the live (not zombie) processes whose parent is ``pid``, read from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return sorted(found)
 
 
 def start_django(lab: Lab, name: str, *, cwd: Path, env: dict, port: int, log: Path, setup, workers: int, threads: int):
