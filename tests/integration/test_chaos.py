@@ -4,8 +4,9 @@ Eight customers order concurrently (one with a card that is declined, one
 with a card short of funds, one product almost sold out) while a rotation
 injects a new fault every few seconds on user, order, inventory or payment:
 latency, errors at p=0.2, short outages, failing or slow databases, failing
-or delayed dependencies. The first half runs the saga in the request (sync);
-the second half, when the harness can run the order service's Celery worker,
+or delayed dependencies. The first half runs the saga in the request (sync)
+and SIGKILLs one gunicorn worker of the order service half-way (its master
+starts another); the second half, when the harness can run the order service's Celery worker,
 runs it in the worker (async) and SIGKILLs that worker mid-run, then starts
 it again. Then every fault is cleared, every order is brought to its end
 (a replay of the same request resumes a paused saga; the worker finishes the
@@ -16,7 +17,10 @@ service's own data: no violation, every order terminal, no payment captured twic
 from __future__ import annotations
 
 import collections
+import json
 import random
+import subprocess
+import sys
 import threading
 import time
 
@@ -26,27 +30,32 @@ from labctl import audit
 from labctl.labapi import LabApiError
 
 from .conftest_lab import SERVICES, SPREAD_SECONDS, TERMINAL, Shopper
-from .harness import Lab
+from .harness import ROOT, Lab
+from .harness import SERVICES as SERVICE_DIRS
 
 MIN_ORDERS = 200
 PHASE_SECONDS = 15  # each phase places its orders over about this long, so that they meet many faults
 SLOT_SECONDS = 2  # how long each fault of the rotation lasts
 # A checkout whose request died mid-saga (say, under the order database fault)
 # keeps its request lease (ORDER_SAGA_LEASE_SECONDS of the order service, 120 s
-# by default; WORKER_ENV shortens only the worker's): nobody may resume it
+# by default; WORKER_ENV shortens only the worker's task lease): nobody may resume it
 # before that lease ends. Settling must outlast it, or such an order is still
 # PENDING when the test gives up, and the next audit sees it past its deadline.
 REQUEST_LEASE_SECONDS = 120
 SETTLE_SECONDS = REQUEST_LEASE_SECONDS + 45
 CAN_RUN_WORKER = hasattr(Lab, "start_worker")
 # As in test_async_saga: a killed worker's sagas come back within seconds, not minutes.
+WORKER_TASK_LEASE_SECONDS = 8
 WORKER_ENV = {
-    "ORDER_SAGA_LEASE_SECONDS": "8",
+    "ORDER_SAGA_TASK_LEASE_SECONDS": str(WORKER_TASK_LEASE_SECONDS),
     "ORDER_SAGA_RETRY_BACKOFF_SECONDS": "0.5",
     "ORDER_SAGA_RETRY_BACKOFF_MAX_SECONDS": "3",
     "ORDER_SHIPPING_AFTER_SECONDS": "3600",
 }
 BEAT_ENV = {"ORDER_RECOVERY_INTERVAL_SECONDS": "2"}
+# Mid-way through the sync phase one gunicorn worker of this service is SIGKILLed: the sagas it
+# was running in requests stop wherever they were, and its master starts a new worker.
+KILLED_SERVICE = "order"
 
 ROTATION = [
     ("inventory", {"kind": "latency", "delay_ms": 250, "jitter_ms": 100}),
@@ -69,16 +78,27 @@ ROTATION = [
 class Rotation(threading.Thread):
     """Injects the next fault of :data:`ROTATION` every :data:`SLOT_SECONDS`, clearing the previous one."""
 
-    def __init__(self, admin, *, first_slot: int = 0, kill_worker_at: float | None = None, lab=None):
+    def __init__(
+        self,
+        admin,
+        *,
+        first_slot: int = 0,
+        kill_worker_at: float | None = None,
+        kill_service_worker_at: float | None = None,
+        lab=None,
+    ):
         super().__init__(daemon=True)
         self.slot = first_slot
         self.admin, self.lab = admin, lab
-        self.kill_worker_at = kill_worker_at  # monotonic time of the worker's SIGKILL, if any
+        self.kill_worker_at = kill_worker_at  # monotonic time of the Celery worker's SIGKILL, if any
+        # ... and of the SIGKILL of one gunicorn worker of KILLED_SERVICE, if any
+        self.kill_service_worker_at = kill_service_worker_at
         self.stop = threading.Event()
         self.log: list[str] = []
         self.errors: list[str] = []
         self.kinds: collections.Counter = collections.Counter()
         self.worker_kills = 0
+        self.service_worker_kills = 0
 
     def run(self):
         current = None
@@ -98,6 +118,9 @@ class Rotation(threading.Thread):
             if self.kill_worker_at is not None and time.monotonic() >= self.kill_worker_at:
                 self.kill_worker_at = None
                 self._kill_worker()
+            if self.kill_service_worker_at is not None and time.monotonic() >= self.kill_service_worker_at:
+                self.kill_service_worker_at = None
+                self._kill_service_worker()
             self.stop.wait(SLOT_SECONDS)
         if current:
             try:
@@ -115,6 +138,14 @@ class Rotation(threading.Thread):
             self.log.append(f"{time.strftime('%H:%M:%S')} worker started again")
         except Exception as exc:  # noqa: BLE001 — reported by the test, not lost in a thread
             self.errors.append(f"worker kill/restart: {exc!r}")
+
+    def _kill_service_worker(self):
+        try:
+            pid = self.lab.kill_service_worker(KILLED_SERVICE)  # its requests in flight die with it
+            self.service_worker_kills += 1
+            self.log.append(f"{time.strftime('%H:%M:%S')} {KILLED_SERVICE} gunicorn worker {pid} SIGKILLed, replaced")
+        except Exception as exc:  # noqa: BLE001 — reported by the test, not lost in a thread
+            self.errors.append(f"{KILLED_SERVICE} worker kill: {exc!r}")
 
 
 def _shop(shoppers: list[Shopper], skus: list[str], *, count: int, seconds: float, errors: list[str]) -> None:
@@ -172,6 +203,40 @@ def _settle(shoppers: list[Shopper], *, timeout: float) -> dict[int, dict]:
     return {p["data"]["id"]: p["data"] for s in shoppers for p in s.placed}
 
 
+def _order_settings(lab, env: dict[str, str], names) -> dict:
+    """The order service's settings ``names`` as a process started with ``env`` (the worker, say) reads them."""
+    script = (
+        "import json; from django.conf import settings; "
+        f"print(json.dumps({{name: getattr(settings, name, None) for name in {sorted(names)!r}}}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", script],
+        cwd=ROOT / SERVICE_DIRS["order"][0],
+        env={**lab.envs["order"], **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_worker_and_beat_env_set_settings_the_order_service_reads(lab):
+    """Ensure every variable WORKER_ENV and BEAT_ENV set is a setting of the order service that takes effect,
+    and the worker's task lease (the one a killed worker's sagas wait out) is the short one: with a misspelt
+    or wrong name it would stay at its default of 30 s."""
+    for env in (WORKER_ENV, BEAT_ENV):
+        seen = _order_settings(lab, env, env)
+        missing = sorted(name for name in env if seen[name] is None)
+        assert not missing, f"no such order_service setting: {missing}"
+        assert {name: type(seen[name])(value) for name, value in env.items()} == seen, seen
+    worker = _order_settings(lab, WORKER_ENV, ["ORDER_SAGA_TASK_LEASE_SECONDS"])
+    assert worker == {"ORDER_SAGA_TASK_LEASE_SECONDS": WORKER_TASK_LEASE_SECONDS}, worker
+    # Settling outlasts the request lease of the order service itself (not shortened).
+    service = _order_settings(lab, {}, ["ORDER_SAGA_LEASE_SECONDS"])
+    assert service == {"ORDER_SAGA_LEASE_SECONDS": REQUEST_LEASE_SECONDS}, service
+
+
 @pytest.fixture
 def worker(lab, lab_admin):
     """The order service's Celery worker and beat, stopped again afterwards (when the harness can run them)."""
@@ -187,8 +252,9 @@ def worker(lab, lab_admin):
 
 
 def test_chaos_then_audit_finds_every_invariant_kept(lab, lab_admin, new_customer, product, worker):
-    """Ensure ≥ 200 orders under rotating faults (and a SIGKILLed worker in async mode) all end terminal,
-    with zero audit violations and no payment captured twice."""
+    """Ensure ≥ 200 orders under rotating faults (errors and outages among them), a SIGKILLed order gunicorn
+    worker in sync mode and a SIGKILLed Celery worker in async mode all end terminal, with zero audit
+    violations and no payment captured twice."""
     skus = [
         product(stock=400, price_cents=1250),
         product(stock=400, price_cents=799),
@@ -216,6 +282,7 @@ def test_chaos_then_audit_finds_every_invariant_kept(lab, lab_admin, new_custome
             lab=lab,
             first_slot=rotations[-1].slot if rotations else 0,
             kill_worker_at=time.monotonic() + PHASE_SECONDS / 2 if mode == "async" else None,
+            kill_service_worker_at=time.monotonic() + PHASE_SECONDS / 2 if mode == "sync" else None,
         )
         rotation.start()
         try:
@@ -241,6 +308,9 @@ def test_chaos_then_audit_finds_every_invariant_kept(lab, lab_admin, new_custome
     assert faulted == set(SERVICES), faulted
     if worker is not None:
         assert sum(r.worker_kills for r in rotations) >= 1, log
+    assert sum(r.service_worker_kills for r in rotations) >= 1, log
+    kinds = {kind for r in rotations for _, kind in r.kinds}
+    assert {"error", "outage"} <= kinds, kinds
     statuses = collections.Counter(o["status"] for o in orders.values())
     assert statuses["CONFIRMED"] > 0 and statuses["CANCELLED"] > 0, statuses
 
@@ -248,6 +318,7 @@ def test_chaos_then_audit_finds_every_invariant_kept(lab, lab_admin, new_custome
     print(
         f"chaos: {len(orders)} orders in {chaos_seconds:.0f} s ({', '.join(phases)}), {dict(statuses)}, "
         f"{replayed} replayed to finish, {sum(r.worker_kills for r in rotations)} worker SIGKILL, "
+        f"{sum(r.service_worker_kills for r in rotations)} {KILLED_SERVICE} gunicorn worker SIGKILL, "
         f"{len(errors)} lost answers; faults:\n{log}"
     )
 
