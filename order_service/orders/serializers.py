@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from chassis.fields import CountryField, TextField
+
 from .lab import DEADLINE_MAX, DEADLINE_MIN, MODES
 from .models import Order, OrderEvent, OrderLine, OrderStatus
 
@@ -32,12 +34,14 @@ class OrderLineInput(serializers.Serializer):
 
 
 class ShippingAddressInput(serializers.Serializer):
-    name = serializers.CharField(max_length=100)
-    line1 = serializers.CharField(max_length=200)
-    line2 = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    city = serializers.CharField(max_length=100)
-    postal_code = serializers.CharField(max_length=20)
-    country = serializers.CharField(max_length=64)
+    """Validated as user_service validates saved addresses: text without control characters, an ISO country."""
+
+    name = TextField(max_length=100)
+    line1 = TextField(max_length=200)
+    line2 = TextField(max_length=200, required=False, allow_blank=True, default="")
+    city = TextField(max_length=100)
+    postal_code = TextField(max_length=20)
+    country = CountryField(help_text="ISO 3166-1 alpha-2 code, such as FR.")
 
 
 class _LinesMixin:

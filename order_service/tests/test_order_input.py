@@ -155,3 +155,30 @@ def test_a_lookup_inventory_refuses_is_a_400_not_an_outage(alice, monkeypatch):
     assert response.status_code == 400, response.data
     assert "refused these skus" in response.json()["fields"]["lines"][0]
     assert Order.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("name", "Alice\u202eevil", "control characters"),  # a bidi override
+        ("city", "Paris\u0007", "control characters"),
+        ("line1", 12, "Must be a string"),
+        ("country", "Narnia", "country code"),
+        ("country", "ZZ", "country code"),
+    ],
+)
+def test_a_shipping_address_is_validated_as_saved_addresses_are(alice, field, value, words):
+    """Ensure the order's shipping address refuses what user_service refuses in an address, saving nothing."""
+    address = {"name": "Alice", "line1": "1 rue X", "city": "Paris", "postal_code": "75001", "country": "FR"}
+    response = place(alice, order_body(shipping_address={**address, field: value}))
+    assert response.status_code == 400, response.data
+    assert words in str(response.json()["fields"]), response.json()
+    assert Order.objects.count() == 0
+
+
+def test_a_shipping_address_country_is_stored_in_upper_case(alice):
+    """Ensure a valid lower-case country code is accepted and kept as ISO writes it."""
+    address = {"name": "Alice", "line1": "1 rue X", "city": "Paris", "postal_code": "75001", "country": "fr"}
+    response = place(alice, order_body(shipping_address=address, checkout=False))
+    assert response.status_code == 201, response.data
+    assert Order.objects.get().shipping_address["country"] == "FR"
