@@ -278,6 +278,8 @@ def data_page(token: str) -> dict:
                 error = result.message if result is not None else "no answer in time"
             currencies = {r.get("currency") for r in raw if r.get("currency")}
             currency = currencies.pop() if len(currencies) == 1 else ""
+            if currency and any(c.endswith("_cents") for c in columns):
+                columns = [c for c in columns if c != "currency"]  # the money headings say it
             # One currency: the heading says it. Several (or none named): each money cell says its own.
             rows = [
                 [_cell(r.get(c), c, currency="" if currency else str(r.get("currency") or "")) for c in columns]
