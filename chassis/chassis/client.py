@@ -164,7 +164,9 @@ class ServiceClient:
         bulkhead = None
         if switches["bulkhead"]["enabled"]:
             bulkhead = resilience.bulkhead_for(self.peer, int(switches["bulkhead"]["max_concurrent"]))
-            if not bulkhead.acquire(blocking=False):
+            # A short wait for a slot: under ordinary load calls last milliseconds and a burst
+            # queues briefly; when the peer hangs, callers beyond the bulkhead give up after it.
+            if not bulkhead.acquire(timeout=settings.CHASSIS.get("BULKHEAD_WAIT_SECONDS", 0.5)):
                 raise PeerUnavailable(self.peer, "bulkhead full: too many concurrent calls", rejected=True, attempts=0)
         try:
             if not switches["breaker"]["enabled"]:

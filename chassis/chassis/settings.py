@@ -224,6 +224,8 @@ def build(
             "BREAKER_RESET_TIMEOUT": env.int("BREAKER_RESET_TIMEOUT", default=10),
             # 0: half the threads of each gunicorn worker (chassis.lab.resilience.default_bulkhead).
             "BULKHEAD_MAX_CONCURRENT": env.int("BULKHEAD_MAX_CONCURRENT", default=0),
+            # How long a call waits for a free slot of the bulkhead before it is turned away.
+            "BULKHEAD_WAIT_SECONDS": env.float("BULKHEAD_WAIT_SECONDS", default=0.5),
             "LAB_STATE_REFRESH": env.float("LAB_STATE_REFRESH", default=0.5),
             # Several labs (a test run beside the running one) can share one Redis.
             "REDIS_PREFIX": env.str("LAB_REDIS_PREFIX", default="lab"),

@@ -127,8 +127,9 @@ def test_breaker_off_calls_through(peer, admin, shared_breakers):
     assert len(peer.received) == 4
 
 
-def test_bulkhead_rejects_calls_beyond_its_size(peer, admin):
-    """Ensure at most max_concurrent calls to one peer are in flight; the rest fail fast."""
+def test_bulkhead_rejects_calls_beyond_its_size(peer, admin, settings):
+    """Ensure at most max_concurrent calls to one peer are in flight; the rest are turned away after a short wait."""
+    settings.CHASSIS = {**settings.CHASSIS, "BULKHEAD_WAIT_SECONDS": 0.05}
     set_switches(admin, bulkhead={"max_concurrent": 2}, retries={"enabled": False}, timeouts={"read": 5})
     peer.delay = 0.5
     client = ServiceClient("payment", base_url=peer.url)
@@ -143,6 +144,17 @@ def test_bulkhead_rejects_calls_beyond_its_size(peer, admin):
         results = list(pool.map(call, range(5)))
     assert results.count(200) == 2
     assert sum("bulkhead full" in str(r) for r in results) == 3
+
+
+def test_a_short_burst_waits_for_the_bulkhead_instead_of_failing(peer, admin, settings):
+    """Ensure calls beyond the bulkhead wait (BULKHEAD_WAIT_SECONDS) for a slot: a burst of quick calls all succeed."""
+    settings.CHASSIS = {**settings.CHASSIS, "BULKHEAD_WAIT_SECONDS": 2.0}
+    set_switches(admin, bulkhead={"max_concurrent": 2}, retries={"enabled": False}, timeouts={"read": 5})
+    peer.delay = 0.1
+    client = ServiceClient("payment", base_url=peer.url)
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: client.get("/x/").status, range(6)))
+    assert results == [200] * 6
 
 
 def test_fallback_serves_the_last_good_answer(peer, admin):
