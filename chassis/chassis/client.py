@@ -123,16 +123,20 @@ class ServiceClient:
         idempotency_key: str | None = None,
         bearer: str | None = None,
         fallback_key: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> PeerResponse:
         """Send one logical call through bulkhead, breaker and retries; see the module docstring.
 
         ``fallback_key`` (GET only): remember successful answers under this key
         and, when the peer is unavailable and the fallback switch is on, return
-        the remembered one marked ``stale``.
+        the remembered one marked ``stale``. ``headers``: more headers to send (the
+        client's own — authorization, request id, deadline, key — win over them).
         """
         switches = resilience.switches() if self.policy is None else resilience.merged(self.policy)
         try:
-            response = self._guarded(method.upper(), path, json, params, idempotency_key, bearer, switches)
+            response = self._guarded(
+                method.upper(), path, json, params, idempotency_key, bearer, switches, headers or {}
+            )
         except PeerUnavailable as exc:
             if exc.rejected:
                 metrics.PEER_CALLS.labels(self.peer, "rejected").inc()
@@ -155,7 +159,7 @@ class ServiceClient:
             cache.set(f"lab:fallback:{self.peer}:{fallback_key}", response.data, timeout=24 * 3600)
         return response
 
-    def _guarded(self, method, path, json, params, idempotency_key, bearer, switches) -> PeerResponse:
+    def _guarded(self, method, path, json, params, idempotency_key, bearer, switches, extra) -> PeerResponse:
         if deadline.expired():
             # Whoever asked for this has given up: the call is not sent (nothing to undo), and
             # the breaker does not hear of it (it says nothing about the peer).
@@ -170,12 +174,12 @@ class ServiceClient:
                 raise PeerUnavailable(self.peer, "bulkhead full: too many concurrent calls", rejected=True, attempts=0)
         try:
             if not switches["breaker"]["enabled"]:
-                return self._send(method, path, json, params, idempotency_key, bearer, switches)
+                return self._send(method, path, json, params, idempotency_key, bearer, switches, extra)
             breaker = resilience.breaker_for(self.peer)
             try:
                 with breaker.calling():
                     try:
-                        return self._send(method, path, json, params, idempotency_key, bearer, switches)
+                        return self._send(method, path, json, params, idempotency_key, bearer, switches, extra)
                     except PeerUnavailable as exc:
                         raise resilience.PeerDown(exc) from exc
             except resilience.PeerDown as down:
@@ -186,10 +190,11 @@ class ServiceClient:
             if bulkhead is not None:
                 bulkhead.release()
 
-    def _send(self, method, path, json, params, idempotency_key, bearer, switches) -> PeerResponse:
+    def _send(self, method, path, json, params, idempotency_key, bearer, switches, extra) -> PeerResponse:
         retry_safe = method in SAFE_METHODS or bool(idempotency_key)
         request_id = get_request_id()
         headers = {
+            **extra,
             REQUEST_ID_HEADER: request_id if request_id != "-" else new_request_id(),
             "Authorization": f"Bearer {bearer or auth.service_token(self.peer)}",
             "Accept": "application/json",

@@ -39,6 +39,7 @@ from datetime import datetime
 from django.conf import settings
 from django.core.cache import cache
 
+from chassis import auth
 from chassis.requestid import bind_request_id
 
 from . import lab, peers, tracing
@@ -46,8 +47,6 @@ from . import lab, peers, tracing
 APPROVED_CARD = "4242424242424242"
 DECLINED_CARD = "4000000000000002"
 TERMINAL = ("CONFIRMED", "CANCELLED", "SHIPPED", "DELIVERED")
-# Every order_service process follows a switch within a second (its lab state refresh).
-SWITCH_SETTLE_SECONDS = 1.1
 # A healthy worker ends a checkout within a second or two; past this the flow reports the order as it stands
 # (a worker that is down or retrying), instead of holding the student's click.
 POLL_SECONDS = 10.0
@@ -87,6 +86,7 @@ class Journey:
         idempotency_key: str | None = None,
         note: str = "",
         headline: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> peers.Call:
         """Make one hop and record it; ``headline`` marks the hop the lesson is about (its latency is shown big)."""
         result = peers.call(
@@ -98,6 +98,7 @@ class Journey:
             bearer=self.token if as_customer else None,
             idempotency_key=idempotency_key,
             timeout=self.timeout,
+            headers=headers,
         )
         self.hops.append({**result.as_hop(), "note": note, **({"headline": True} if headline else {})})
         return result
@@ -373,6 +374,7 @@ def place_order(
     note: str = ORDER_HOP,
     statuses=(200, 201, 202),
     headline: bool = False,
+    headers: dict[str, str] | None = None,
 ) -> peers.Call:
     result = j.call(
         "order",
@@ -382,6 +384,7 @@ def place_order(
         note=note,
         json={"lines": [{"sku": sku, "quantity": 1}], "payment_method": card},
         headline=headline,
+        headers=headers,
     )
     order = j.expect(result, *statuses, doing="placing the order")
     j.order = order
@@ -466,7 +469,7 @@ def flow_browse(j: Journey) -> str:
     return f"{detail.get('sku')} — {detail.get('name')}: {detail.get('available')} available"
 
 
-def _checkout(j: Journey, card_number: str) -> dict:
+def _checkout(j: Journey, card_number: str, *, headers: dict[str, str] | None = None) -> dict:
     """Prepare (or reuse) the customer and card, order one item, follow the order only while it is running.
 
     A 202 whose order paused on a peer is the synchronous saga giving up for
@@ -474,7 +477,7 @@ def _checkout(j: Journey, card_number: str) -> dict:
     """
     card = prepare_customer(j, card_number)
     product = pick_product(j)
-    result = place_order(j, product["sku"], card, headline=True)
+    result = place_order(j, product["sku"], card, headline=True, headers=headers)
     j.facts["accepted_status"] = result.status
     order = j.order
     if order.get("status") not in TERMINAL and not paused_note(order):
@@ -487,36 +490,17 @@ def flow_checkout_sync(j: Journey) -> str:
 
 
 def flow_checkout_async(j: Journey) -> str:
-    mode = j.call("order", "GET", "/_lab/saga/", as_customer=False, note="read the saga mode")
+    """One checkout on the worker, the lab's saga mode left as it is for everyone else.
+
+    The order goes with ``X-Lab-Saga-Mode: async`` and, since it is placed as the flow's
+    customer, ``X-Lab-Admin`` (a service token the dashboard signs for order) saying that the
+    lab admin made that choice.
+    """
+    mode = j.call("order", "GET", "/_lab/saga/", as_customer=False, note="read the lab's saga mode (left as it is)")
     if not lab.saga_available(mode):
         raise FlowStop("order_service has no saga mode switch yet (GET /_lab/saga/)")
-    previous = mode.data["mode"]
-    if previous != "async":
-        j.expect(
-            j.call(
-                "order",
-                "PUT",
-                "/_lab/saga/",
-                json={"mode": "async"},
-                as_customer=False,
-                note="switch the saga to async",
-            ),
-            200,
-            doing="switching the saga mode",
-        )
-        time.sleep(SWITCH_SETTLE_SECONDS)
-    try:
-        return _status(_checkout(j, APPROVED_CARD))
-    finally:
-        if previous != "async":
-            j.call(
-                "order",
-                "PUT",
-                "/_lab/saga/",
-                json={"mode": previous},
-                as_customer=False,
-                note=f"switch the saga back to {previous}",
-            )
+    admin = {"X-Lab-Saga-Mode": "async", "X-Lab-Admin": auth.service_token("order")}
+    return _status(_checkout(j, APPROVED_CARD, headers=admin))
 
 
 def flow_declined(j: Journey) -> str:
@@ -595,7 +579,8 @@ FLOWS = {
         Flow(
             "checkout-async",
             "Checkout (async)",
-            "The same order with the saga on the Celery worker: 202 at once, then poll.",
+            "The same order with its saga on the Celery worker (this order only: the lab's mode is left alone): "
+            "202 at once, then poll.",
             "202, then order CONFIRMED",
             flow_checkout_async,
             needs_saga_switch=True,

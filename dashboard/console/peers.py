@@ -107,6 +107,7 @@ def call(
     bearer: str | None = None,
     idempotency_key: str | None = None,
     timeout: float | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Call:
     """One call to ``service`` through the chassis client; never raises."""
     read = timeout or settings.DASHBOARD_READ_TIMEOUT
@@ -116,7 +117,13 @@ def call(
     try:
         with tracing.quiet():
             response = client.request(
-                method, path, json=json, params=params, bearer=bearer, idempotency_key=idempotency_key
+                method,
+                path,
+                json=json,
+                params=params,
+                bearer=bearer,
+                idempotency_key=idempotency_key,
+                headers=headers,
             )
     except PeerUnavailable as exc:
         elapsed = (time.perf_counter() - started) * 1000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from chassis import auth
 from console import flows
 from console.models import FlowRun
 
@@ -213,6 +214,11 @@ def test_an_async_order_is_polled_until_it_pauses(lab, settings):
     result = flows.flow_run("checkout-async")
     assert len(lab["order"].sent("GET", "/api/orders/12/")) == 1
     assert result.ok, result.outcome
+    # This one order runs async; the lab's mode is never switched.
+    assert lab["order"].sent("PUT", "/_lab/saga/") == []
+    placed = lab["order"].sent("POST", "/api/orders/")[-1]["headers"]
+    assert placed["X-Lab-Saga-Mode"] == "async"
+    assert auth.verify(placed["X-Lab-Admin"])["iss"] == "dashboard"
     assert result.flow.expected.startswith("202 at once; the worker's saga pauses")
 
 

@@ -66,8 +66,12 @@ def order_create(
     payment_method: str,
     shipping_address: dict | None = None,
     checkout: bool = True,
+    saga_mode: str | None = None,
 ) -> OrderOutcome:
     """Create an order from a validated body and, unless it is a draft, run its checkout saga.
+
+    ``saga_mode`` ("sync" or "async"), the lab admin's choice for this one order, wins over the
+    lab's saga mode (which stays as it is for everyone else).
 
     The same ``(customer_id, idempotency_key)`` with the same body returns the
     existing order (resuming its saga if an earlier run was interrupted); with
@@ -84,7 +88,7 @@ def order_create(
         conflict_extra=lambda order: {"order_id": order.pk},
     )
     saga = lab.saga_settings()
-    in_background = checkout and saga["mode"] == "async"
+    in_background = checkout and (saga_mode or saga["mode"]) == "async"
     runner = (task_runner() if in_background else request_runner()) if checkout else ""
 
     def create() -> Order:

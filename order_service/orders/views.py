@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import logging
 
+import jwt
 from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, mixins, status
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chassis import browsable
+from chassis import auth, browsable
 from chassis.auth import IsLabUser, ServiceOnly
-from chassis.errors import ErrorOutput
+from chassis.errors import ErrorOutput, Forbidden, InvalidRequest
 from chassis.idempotency import HEADER as IDEMPOTENCY_HEADER
 from chassis.lab.views import IsLabAdmin
 from chassis.pagination import ReconciliationPagination
@@ -73,6 +75,42 @@ def _order_response(order: Order, request, *, status_code: int, replayed: bool =
     return response
 
 
+SAGA_MODE_HEADER = "X-Lab-Saga-Mode"
+LAB_ADMIN_HEADER = "X-Lab-Admin"
+
+
+def _saga_mode_of(request) -> str | None:
+    """The saga mode the lab admin chose for this one order (``X-Lab-Saga-Mode``), or None for the lab's.
+
+    Only the lab admin may choose: a staff user placing the order, or a request that also
+    carries ``X-Lab-Admin: <a service token the dashboard signed for order>`` (the dashboard's
+    flows place orders as a customer, so their own token cannot say it).
+    """
+    mode = request.headers.get(SAGA_MODE_HEADER)
+    if mode is None:
+        return None
+    if mode not in ("sync", "async"):
+        raise InvalidRequest(f"{SAGA_MODE_HEADER} is 'sync' or 'async', not {mode[:20]!r}.", code="invalid")
+    if getattr(request.user, "is_staff", False) or _signed_by_dashboard(request.headers.get(LAB_ADMIN_HEADER, "")):
+        return mode
+    raise Forbidden(
+        f"{SAGA_MODE_HEADER} is the lab admin's choice: place the order as staff, or send {LAB_ADMIN_HEADER} "
+        "with a service token the dashboard signed for order.",
+        code="not_lab_admin",
+    )
+
+
+def _signed_by_dashboard(token: str) -> bool:
+    if not token:
+        return False
+    try:
+        claims = auth.verify(token)
+        principal = auth.LabJWTAuthentication().principal_from(claims)
+    except (jwt.InvalidTokenError, AuthenticationFailed):
+        return False
+    return getattr(principal, "is_service", False) and principal.name == "dashboard"
+
+
 class OrderListCreateApi(mixins.ListModelMixin, generics.GenericAPIView):
     """Your orders, newest first (staff: everybody's, or one customer's); and placing an order."""
 
@@ -116,9 +154,12 @@ class OrderListCreateApi(mixins.ListModelMixin, generics.GenericAPIView):
     )
     def post(self, request):
         key = browsable.idempotency_key_from(request)
+        saga_mode = _saga_mode_of(request)
         data = OrderCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        outcome = services.order_create(customer_id=request.user.id, idempotency_key=key, **data.validated_data)
+        outcome = services.order_create(
+            customer_id=request.user.id, idempotency_key=key, saga_mode=saga_mode, **data.validated_data
+        )
         if outcome.replayed:
             code = status.HTTP_200_OK
         else:

@@ -111,6 +111,7 @@ def test_async_checkout_flow_runs_on_the_worker(staff, lab):
         expect(tab.locator("[data-testid=flow-verdict]")).to_have_attribute("data-ok", "true")
         expect(tab.locator("[data-testid=hops]")).to_contain_text("/_lab/saga/")
         expect(tab.locator("[data-testid=hops]")).to_contain_text("202")
+        assert "PUT" not in tab.locator("[data-testid=hops]").inner_text()  # the lab's mode was never switched
         waterfall = tab.locator("[data-testid=waterfall][data-settled=true]")
         expect(waterfall).to_have_count(1, timeout=25_000)
         assert "worker" in waterfall.get_attribute("data-services").split()
