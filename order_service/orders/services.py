@@ -172,19 +172,12 @@ def _priced_lines(lines: list[dict]) -> tuple[list[OrderLine], str]:
     skus = [line["sku"] for line in lines]
     try:
         products = inventory.inventory_products_lookup(skus=skus)
-    except PeerRefused as exc:
-        if exc.status == 400:
+    except (PeerUnavailable, PeerRefused) as exc:
+        if isinstance(exc, PeerRefused) and exc.status == 400:
             # Inventory refused the client's own input (a sku it cannot even look up): a 400
             # naming the field, not an outage.
             log.info("product lookup refused: %s", exc)
             raise ValidationError({"lines": [f"The inventory service refused these skus: {exc.message}"]}) from exc
-        log.warning("product lookup failed: %s", exc)
-        raise Unavailable(
-            "The inventory service is unavailable, so the products cannot be checked; "
-            "nothing was saved. Try again shortly.",
-            code="dependency_unavailable",
-        ) from exc
-    except PeerUnavailable as exc:
         log.warning("product lookup failed: %s", exc)
         raise Unavailable(
             "The inventory service is unavailable, so the products cannot be checked; "
