@@ -7,15 +7,9 @@ from pathlib import Path
 import environ
 from django.conf import settings
 
-from . import peers
+from labctl.config import BROWSE_PATHS
 
-# A page of the browsable API worth opening first, per service.
-BROWSE_PATHS = {
-    "user": "/api/auth/login/",
-    "order": "/api/orders/",
-    "inventory": "/api/products/",
-    "payment": "/api/payment-methods/",
-}
+from . import peers
 
 
 def browser_url(service: str) -> str:

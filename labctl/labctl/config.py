@@ -138,8 +138,9 @@ try:
 except ConfigError as _exc:
     IDENTITY, IDENTITY_ERROR = Identity(), str(_exc)
 
+# A page of each service's browsable API worth opening first (its navbar has the login link).
 BROWSE_PATHS = {
-    "user": "/api/auth/login/",
+    "user": "/api/users/me/",
     "order": "/api/orders/",
     "inventory": "/api/products/",
     "payment": "/api/payment-methods/",
