@@ -7,7 +7,7 @@ from pathlib import Path
 import environ
 from django.conf import settings
 
-from labctl.config import BROWSE_PATHS
+from labctl.facade import BROWSE_PATHS
 
 from . import peers
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import load, process, supervisor
 from .audit import run_audit
-from .config import Paths
+from .config import BROWSE_PATHS, Paths
 from .labapi import LabApi, LabApiError
 from .labs.context import LabContext
 from .labs.engine import CHECK_MARKER, QUESTIONS_MARKER, Engine, LabNotFound, load_lab
@@ -34,6 +34,7 @@ from .load import LoadError
 from .process import ProcessFaultError
 
 __all__ = [
+    "BROWSE_PATHS",
     "CHECK_MARKER",
     "QUESTIONS_MARKER",
     "CheckError",
