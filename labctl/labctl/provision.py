@@ -471,8 +471,9 @@ def write_env_files(paths: Paths, plan: DatabasePlan, redis_base: str | None, co
     """Write ``var/env/<short>.env`` for every app (and its MySQL user, if any).
 
     Returns the MySQL users that existed with a password this checkout did not
-    know, and whose password was therefore set anew: whatever else used them
-    (another checkout of the lab with the same ``LAB_NAME``) no longer connects.
+    know (or knew, but someone set another since), and whose password was
+    therefore set anew: whatever else used them (another checkout of the lab
+    with the same ``LAB_NAME``) no longer connects.
     """
     reset: list[str] = []
     for service in config.APPS:
@@ -483,9 +484,15 @@ def write_env_files(paths: Paths, plan: DatabasePlan, redis_base: str | None, co
             assert plan.mysql is not None
             known = _previous_mysql_password(previous, service)
             password = known or secrets.token_hex(16)
+            # A user that exists with a password we do not know, or that no longer works (another
+            # checkout of the same name set it): setting ours makes that checkout stop connecting.
+            if (
+                conn is not None
+                and mysql_user_exists(conn, service.schema)
+                and not (known and _password_works(plan.mysql, service.schema, known))
+            ):
+                reset.append(service.schema)
             if conn is not None:
-                if not known and mysql_user_exists(conn, service.schema):
-                    reset.append(service.schema)
                 mysql_provision(conn, schema=service.schema, password=password)
             database_url = f"mysql://{service.schema}:{password}@{plan.mysql.host}:{plan.mysql.port}/{service.schema}"
         else:
@@ -505,6 +512,16 @@ def write_env_files(paths: Paths, plan: DatabasePlan, redis_base: str | None, co
         )
         write_env_file(path, values, header)
     return reset
+
+
+def _password_works(target: MySQLTarget, user: str, password: str) -> bool:
+    import MySQLdb
+
+    try:
+        MySQLdb.connect(host=target.host, port=target.port, user=user, passwd=password, connect_timeout=3).close()
+    except MySQLdb.Error:
+        return False
+    return True
 
 
 def _previous_mysql_password(previous: Mapping[str, str], service: Service) -> str | None:
@@ -554,7 +571,7 @@ def setup(
     if reset:
         echo(
             f"WARNING   the MySQL user(s) {', '.join(reset)} already existed with a password this checkout "
-            "did not know; their passwords were set anew, so another checkout of the lab named "
+            "did not know (or that another checkout had changed); their passwords were set anew, so another checkout of the lab named "
             f"{config.IDENTITY.name!r} on this machine no longer connects (its `labctl setup` sets them back). "
             "Give each checkout its own name: LAB_NAME=lab2 LAB_PORT_OFFSET=100 make up"
         )
