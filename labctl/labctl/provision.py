@@ -571,7 +571,8 @@ def setup(
     if reset:
         echo(
             f"WARNING   the MySQL user(s) {', '.join(reset)} already existed with a password this checkout "
-            "did not know (or that another checkout had changed); their passwords were set anew, so another checkout of the lab named "
+            "did not know (or that another checkout had changed); their passwords were set anew, "
+            "so another checkout of the lab named "
             f"{config.IDENTITY.name!r} on this machine no longer connects (its `labctl setup` sets them back). "
             "Give each checkout its own name: LAB_NAME=lab2 LAB_PORT_OFFSET=100 make up"
         )
