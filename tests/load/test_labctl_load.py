@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -45,10 +47,14 @@ def test_only_one_run_at_a_time(tmp_path):
     """Ensure a run does not start while another one is live, and does once that one has ended."""
     paths = Paths(tmp_path)
     run_dir = load.new_run_dir(paths, "browse")
-    # A process that names the run on its command line, as a live run's Locust does (sh, so that
-    # nothing of this test process's Python environment can make it exit early).
-    live = subprocess.Popen(["sh", "-c", "sleep 60", str(run_dir)])
-    assert load._pid_runs(live.pid, str(run_dir))
+    # A process that names the run on its command line, as a live run's Locust does. (A shell
+    # would exec `sleep` and lose the name; its command line is read once it is there.)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(run_dir)])
+    for _ in range(50):
+        if load._pid_runs(live.pid, str(run_dir)):
+            break
+        time.sleep(0.1)
+    assert load._pid_runs(live.pid, str(run_dir)), Path(f"/proc/{live.pid}/cmdline").read_bytes()
     try:
         (run_dir / "run.json").write_text(
             json.dumps({"run_id": run_dir.name, "scenario": "browse", "state": "running", "pid": live.pid})
