@@ -403,16 +403,8 @@ def applied_migrations(paths: Paths, service: Service) -> int | None:
     parts = urlsplit(url)
     try:
         if parts.scheme == "mysql":
-            import MySQLdb
-
-            conn = MySQLdb.connect(
-                host=parts.hostname or "127.0.0.1",
-                port=parts.port or 3306,
-                user=unquote(parts.username or ""),
-                passwd=unquote(parts.password or ""),
-                db=parts.path.lstrip("/"),
-                connect_timeout=3,
-            )
+            conn = mysql_connect(MySQLTarget.from_url(url))
+            conn.select_db(parts.path.lstrip("/"))
         elif parts.scheme == "sqlite":
             path = Path(url.removeprefix("sqlite:///"))
             if not path.exists():
@@ -518,7 +510,7 @@ def _password_works(target: MySQLTarget, user: str, password: str) -> bool:
     import MySQLdb
 
     try:
-        MySQLdb.connect(host=target.host, port=target.port, user=user, passwd=password, connect_timeout=3).close()
+        mysql_connect(MySQLTarget(target.host, target.port, user, password)).close()
     except MySQLdb.Error:
         return False
     return True
