@@ -23,15 +23,20 @@ def _slow(monkeypatch, module, function: str, seconds: float) -> None:
     monkeypatch.setattr(module, function, slow)
 
 
+def _place_by(client, sku: str, quantity: int, key: str, *, seconds_left: float):
+    """POST one order whose X-Request-Deadline is ``seconds_left`` from now (negative: already passed)."""
+    return client.post(
+        "/api/orders/",
+        {"lines": [{"sku": sku, "quantity": quantity}], "payment_method": "pm_visa_4242"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY=key,
+        HTTP_X_REQUEST_DEADLINE=f"{time.time() + seconds_left:.3f}",
+    )
+
+
 def test_an_order_arriving_after_its_deadline_is_shed_and_nothing_is_saved(alice, fake_inventory, fake_payment):
     """Ensure a checkout whose deadline has passed is answered 503 before any work: no order, no peer call."""
-    response = alice.post(
-        "/api/orders/",
-        {"lines": [{"sku": "KB-001", "quantity": 1}], "payment_method": "pm_visa_4242"},
-        format="json",
-        HTTP_IDEMPOTENCY_KEY="late-order-0001",
-        HTTP_X_REQUEST_DEADLINE=f"{time.time() - 1:.3f}",
-    )
+    response = _place_by(alice, "KB-001", 1, "late-order-0001", seconds_left=-1)
     assert response.status_code == 503 and response.json()["code"] == "deadline_exceeded"
     assert Order.objects.count() == 0
     assert fake_inventory.calls == [] and fake_payment.calls == []
@@ -43,13 +48,7 @@ def test_a_deadline_that_passes_before_the_charge_releases_the_stock_and_charges
     """Ensure the saga does not charge a client who has given up: it compensates (stock released), CANCELLED."""
     _slow(monkeypatch, inventory, "inventory_reserve", 0.4)
 
-    response = alice.post(
-        "/api/orders/",
-        {"lines": [{"sku": "KB-001", "quantity": 2}], "payment_method": "pm_visa_4242"},
-        format="json",
-        HTTP_IDEMPOTENCY_KEY="deadline-order-01",
-        HTTP_X_REQUEST_DEADLINE=f"{time.time() + 0.2:.3f}",
-    )
+    response = _place_by(alice, "KB-001", 2, "deadline-order-01", seconds_left=0.2)
 
     assert response.status_code == 201, response.data
     order = Order.objects.get(pk=response.data["id"])
@@ -67,13 +66,7 @@ def test_once_charged_the_saga_finishes_even_past_the_deadline(alice, fake_inven
     response = place(alice)  # no deadline header: nothing changes for clients that send none
     assert response.data["status"] == "CONFIRMED"
 
-    response = alice.post(
-        "/api/orders/",
-        {"lines": [{"sku": "MS-002", "quantity": 1}], "payment_method": "pm_visa_4242"},
-        format="json",
-        HTTP_IDEMPOTENCY_KEY="deadline-order-02",
-        HTTP_X_REQUEST_DEADLINE=f"{time.time() + 0.2:.3f}",
-    )
+    response = _place_by(alice, "MS-002", 1, "deadline-order-02", seconds_left=0.2)
     assert response.status_code == 201, response.data
     assert response.data["status"] == "CONFIRMED"
     assert fake_inventory.reservation_of(response.data["id"]).status == "COMMITTED"
