@@ -34,8 +34,15 @@ def _conf() -> dict:
 
 
 def sign(claims: dict, *, issuer: str | None = None) -> str:
-    """Sign ``claims`` with the private key of ``issuer`` (default: this service)."""
-    issuer = issuer or _conf()["SERVICE"]
+    """Sign ``claims`` as this service, with its own private key (the only one it holds).
+
+    ``issuer`` may only name this service: a service cannot sign as another
+    (tests that need a peer's token use :func:`chassis.testing.sign_as`).
+    """
+    own = _conf()["SERVICE"]
+    if issuer not in (None, own):
+        raise ValueError(f"the {own} service signs as {own} only, not as {issuer!r}")
+    issuer = own
     key = keys.load_private_key(str(_conf()["KEYS_DIR"]), issuer)
     now = int(time.time())
     payload = {"iat": now, "jti": uuid.uuid4().hex, **claims, "iss": issuer}

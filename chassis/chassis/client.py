@@ -47,12 +47,22 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 class PeerUnavailable(Exception):
     """The peer could not give an answer: unreachable, timed out, or 5xx after retries."""
 
-    def __init__(self, peer: str, reason: str, *, status: int | None = None, attempts: int = 1, rejected: bool = False):
+    def __init__(
+        self,
+        peer: str,
+        reason: str,
+        *,
+        status: int | None = None,
+        attempts: int = 1,
+        rejected: bool = False,
+        retry_after: float | None = None,
+    ):
         self.peer = peer
         self.reason = reason
         self.status = status
         self.attempts = attempts
         self.rejected = rejected  # True when the breaker or bulkhead refused without calling
+        self.retry_after = retry_after  # seconds the open breaker still refuses, when it is the reason
         super().__init__(f"{peer} unavailable after {attempts} attempt(s): {reason}")
 
 
@@ -90,6 +100,25 @@ def _session() -> requests.Session:
         session.mount("https://", adapter)
         _local.session = session
     return session
+
+
+def breakers_check(peers) -> None:
+    """Fail fast before a chain of calls that all have to succeed (the checkout saga): nothing is sent.
+
+    When the breaker towards any of ``peers`` is open (and the breaker switch on), raise
+    :class:`PeerUnavailable` (``rejected``, ``retry_after`` = the seconds it stays open) before
+    the first call, counted and traced as a call the breaker refused. A half-open breaker, or
+    one whose ``reset_timeout`` has run out, lets the chain start: its call is the trial.
+    """
+    if not resilience.switches()["breaker"]["enabled"]:
+        return
+    for peer in peers:
+        left = resilience.breaker_open_for(peer)
+        if left is not None:
+            metrics.PEER_CALLS.labels(peer, "rejected").inc()
+            reason = "circuit open: failing fast"
+            telemetry.event("lab.breaker_rejected", peer=peer, reason=f"{reason}, before the first call")
+            raise PeerUnavailable(peer, reason, rejected=True, attempts=0, retry_after=left)
 
 
 class ServiceClient:

@@ -41,6 +41,17 @@ def _shifted_redis_db(url: str, offset: int) -> str:
     return parsed._replace(path=f"/{(current + offset) % 16}").geturl()
 
 
+def own_keys_dir(keys_dir: Path, service: str) -> Path:
+    """The service's own keys dir: its private key and every identity's public key, no other private key.
+
+    ``LAB_KEYS_DIR`` names it (``var/keys/<service>`` by default). An env file written before each
+    identity had a dir of its own names ``var/keys`` itself: then its ``<service>/`` subdir is meant.
+    """
+    if not (keys_dir / f"{service}.private.pem").exists() and (keys_dir / service / f"{service}.private.pem").exists():
+        return keys_dir / service
+    return keys_dir
+
+
 def build(
     *,
     service: str,
@@ -65,6 +76,10 @@ def build(
 
     debug = env.bool("DEBUG", default=False)
     secret_key = env.str("DJANGO_SECRET_KEY", default="")
+    secret_file = env.str("DJANGO_SECRET_KEY_FILE", default="")
+    if not secret_key and secret_file:
+        # docker-compose: a random key its keys job wrote on first start, in this service's keys dir.
+        secret_key = Path(secret_file).read_text().strip()
     if not secret_key:
         if not debug:
             raise ImproperlyConfigured(
@@ -214,7 +229,9 @@ def build(
         "CHASSIS": {
             "SERVICE": service,
             "PEERS": peer_urls(env),
-            "KEYS_DIR": Path(env.str("LAB_KEYS_DIR", default=str(root / "var" / "keys"))),
+            "KEYS_DIR": own_keys_dir(
+                Path(env.str("LAB_KEYS_DIR", default=str(root / "var" / "keys" / service))), service
+            ),
             "SERVICE_TOKEN_TTL": env.int("SERVICE_TOKEN_TTL", default=60),
             "CONNECT_TIMEOUT": env.float("CLIENT_CONNECT_TIMEOUT", default=1.0),
             "READ_TIMEOUT": env.float("CLIENT_READ_TIMEOUT", default=5.0),

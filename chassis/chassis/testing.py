@@ -3,8 +3,43 @@
 from __future__ import annotations
 
 import time
+import uuid
+from pathlib import Path
 
-from . import auth
+import jwt
+from django.conf import settings
+
+from . import auth, keys
+
+
+def peer_keys_dir(issuer: str) -> Path:
+    """Where a test keeps ``issuer``'s private key: that identity's own dir beside this service's.
+
+    With the lab's layout (``var/keys/<identity>/``) that is the lab's real key; in a
+    temporary keys dir it is a pair made for the test. Its public key is copied into
+    this service's keys dir, which is all the service under test ever reads of it.
+    """
+    return Path(settings.CHASSIS["KEYS_DIR"]).parent / issuer
+
+
+def sign_as(issuer: str, claims: dict) -> str:
+    """Sign ``claims`` as ``issuer``: this service with :func:`auth.sign`, a peer with the peer's own key.
+
+    Test code only: a service itself can sign as nobody but itself.
+    """
+    own_dir = Path(settings.CHASSIS["KEYS_DIR"])
+    if issuer == settings.CHASSIS["SERVICE"]:
+        return auth.sign(claims)
+    peer_dir = peer_keys_dir(issuer)
+    keys.ensure_key_pair(peer_dir, issuer)
+    public = keys.public_path(peer_dir, issuer).read_bytes()
+    if not keys.public_path(own_dir, issuer).exists() or keys.public_path(own_dir, issuer).read_bytes() != public:
+        own_dir.mkdir(parents=True, exist_ok=True)
+        keys.public_path(own_dir, issuer).write_bytes(public)
+        keys.load_public_key.cache_clear()
+    key = keys.load_private_key(str(peer_dir), issuer)
+    payload = {"iat": int(time.time()), "jti": uuid.uuid4().hex, **claims, "iss": issuer}
+    return jwt.encode(payload, key, algorithm=auth.ALGORITHM)
 
 
 def user_token(*, user_id: int, email: str = "", name: str = "", staff: bool = False, ttl: int = 900, **extra) -> str:
@@ -19,12 +54,12 @@ def user_token(*, user_id: int, email: str = "", name: str = "", staff: bool = F
         "exp": now + ttl,
         **extra,
     }
-    return auth.sign(claims, issuer="user")
+    return sign_as("user", claims)
 
 
 def service_token(*, caller: str, audience: str, ttl: int = 60) -> str:
     """A service token as ``caller`` mints it for ``audience``."""
-    return auth.sign({"typ": "service", "sub": caller, "aud": audience, "exp": int(time.time()) + ttl}, issuer=caller)
+    return sign_as(caller, {"typ": "service", "sub": caller, "aud": audience, "exp": int(time.time()) + ttl})
 
 
 def bearer(token: str) -> dict:

@@ -7,7 +7,7 @@ import pytest
 from django.conf import settings
 
 from chassis import auth, keys
-from chassis.testing import bearer, service_token, user_token
+from chassis.testing import bearer, peer_keys_dir, service_token, sign_as, user_token
 
 
 def _b64(data: dict) -> str:
@@ -60,7 +60,7 @@ def test_alg_none_is_refused(api):
 
 def test_hs256_signed_with_public_key_is_refused(api):
     """Ensure the classic key-confusion attack (HMAC keyed with the public PEM) fails."""
-    keys.ensure_key_pair(settings.CHASSIS["KEYS_DIR"], "user")
+    user_token(user_id=1)  # user's public key in this service's keys dir
     public_pem = keys.public_path(settings.CHASSIS["KEYS_DIR"], "user").read_text()
     claims = {"iss": "user", "typ": "access", "sub": "1", "staff": True, "iat": 1, "exp": int(time.time()) + 60}
     header = _b64({"alg": "HS256", "typ": "JWT"})
@@ -78,20 +78,22 @@ def test_hs256_signed_with_public_key_is_refused(api):
 
 def test_token_signed_by_another_services_key_is_refused(api):
     """Ensure a token claiming iss=user but signed with the order key is refused."""
-    key = keys.load_private_key(str(settings.CHASSIS["KEYS_DIR"]), "order")
+    service_token(caller="order", audience="inventory")  # order's pair, made for the test
+    key = keys.load_private_key(str(peer_keys_dir("order")), "order")
     claims = {"iss": "user", "typ": "access", "sub": "1", "iat": 1, "exp": int(time.time()) + 60}
     assert api.get("/whoami/", **bearer(jwt.encode(claims, key, algorithm="EdDSA"))).status_code == 401
 
 
 def test_refresh_token_is_not_an_access_token(api):
     """Ensure a refresh token cannot be used to call an API."""
-    token = auth.sign({"typ": "refresh", "sub": "1", "exp": int(time.time()) + 60}, issuer="user")
+    token = sign_as("user", {"typ": "refresh", "sub": "1", "exp": int(time.time()) + 60})
     assert api.get("/whoami/", **bearer(token)).status_code == 401
 
 
 def test_unknown_issuer_is_refused(api):
     """Ensure a token from an issuer the lab does not know is refused."""
-    key = keys.load_private_key(str(settings.CHASSIS["KEYS_DIR"]), "order")
+    service_token(caller="order", audience="inventory")
+    key = keys.load_private_key(str(peer_keys_dir("order")), "order")
     claims = {"iss": "mallory", "typ": "access", "sub": "1", "iat": 1, "exp": int(time.time()) + 60}
     assert api.get("/whoami/", **bearer(jwt.encode(claims, key, algorithm="EdDSA"))).status_code == 401
 
@@ -132,7 +134,7 @@ def test_service_token_lifetime_and_age_are_bounded(api, iat_offset, ttl, why):
     claims = {"typ": "service", "sub": "order", "aud": "inventory", "iat": iat, "exp": iat + ttl}
     if iat_offset == -600:
         claims["exp"] = now + 60  # still unexpired: only its age can give it away
-    token = auth.sign(claims, issuer="order")
+    token = sign_as("order", claims)
     response = api.get("/internal/", **bearer(token))
     assert response.status_code == 401, response.content
     assert why in response.json()["message"]
@@ -142,7 +144,7 @@ def test_a_service_token_at_the_bound_is_accepted(api):
     """Ensure the bound leaves room for the lab's own 60-second tokens and a little more."""
     now = int(time.time())
     claims = {"typ": "service", "sub": "order", "aud": "inventory", "iat": now - 30, "exp": now - 30 + 120}
-    assert api.get("/internal/", **bearer(auth.sign(claims, issuer="order"))).status_code == 200
+    assert api.get("/internal/", **bearer(sign_as("order", claims))).status_code == 200
 
 
 def test_service_token_is_cached_until_near_expiry(settings):

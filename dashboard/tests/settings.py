@@ -15,6 +15,7 @@ os.environ["OTEL_SDK_DISABLED"] = "true"  # tests install their own tracer where
 
 from config.settings import *  # noqa: F403
 
-CHASSIS = {**CHASSIS, "KEYS_DIR": Path(tempfile.mkdtemp(prefix="dashboard-tests-keys-"))}  # noqa: F405
+# The dashboard's own keys dir; chassis.testing keeps the peers' test keys beside it.
+CHASSIS = {**CHASSIS, "KEYS_DIR": Path(tempfile.mkdtemp(prefix="dashboard-tests-keys-")) / "dashboard"}  # noqa: F405
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "dashboard-tests"}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

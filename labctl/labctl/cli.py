@@ -65,13 +65,17 @@ def cmd_setup(paths: Paths, args) -> int:
 def cmd_keys(paths: Paths, args) -> int:
     keys_dir = Path(args.dir) if args.dir else paths.keys
     created = provision.ensure_keys(keys_dir, [s.short for s in config.APPS])
-    # In containers each service runs as its own user, which must own its private key.
+    if args.django_secrets:
+        provision.ensure_secret_files(keys_dir, [s.short for s in config.APPS])
+    # In containers each service runs as its own user, which must own its keys dir.
     for owner in args.owner:
         name, _, ids = owner.partition("=")
         if name not in config.APP_BY_NAME or not ids:
             raise provision.ProvisionError(f"--owner wants SERVICE=UID[:GID], got {owner!r}")
         uid, _, gid = ids.partition(":")
-        os.chown(keys_dir / f"{name}.private.pem", int(uid), int(gid or uid))
+        # Its dir (0700) and the files in it: its private key and the public keys.
+        for path in [keys_dir / name, *(keys_dir / name).iterdir()]:
+            os.chown(path, int(uid), int(gid or uid))
     _echo(f"keys in {keys_dir}: " + (f"created for {', '.join(created)}" if created else "present"))
     return 0
 
@@ -284,7 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     restart.add_argument("service", choices=names + ["all"])
 
     keys = sub.add_parser("keys", help="only generate the Ed25519 key pairs of the services")
-    keys.add_argument("--dir", help="where to write them (default: var/keys)")
+    keys.add_argument("--dir", help="where to write them, a dir per identity (default: var/keys)")
+    keys.add_argument(
+        "--django-secrets",
+        action="store_true",
+        help="also a random django-secret-key in each identity's dir, kept once made (docker-compose)",
+    )
     keys.add_argument(
         "--owner",
         action="append",

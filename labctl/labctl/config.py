@@ -218,7 +218,13 @@ class Paths:
 
     @property
     def keys(self) -> Path:
+        """The key dirs, one per identity (``keys/<identity>/``), and ``keys/public/``."""
         return self.var / "keys"
+
+    @property
+    def admin_keys(self) -> Path:
+        """The lab admin's keys dir: the dashboard's, whose key labctl signs the admin's calls with."""
+        return self.keys / "dashboard"
 
     @property
     def env(self) -> Path:

@@ -1,9 +1,12 @@
 """Calls to the services as the lab admin, from the terminal.
 
-labctl signs short-lived service tokens with the dashboard's key
-(``var/keys/dashboard.private.pem``): the services' ``/_lab/`` and
-reconciliation endpoints accept that identity, and no password is needed on
-the machine that runs the lab.
+labctl signs short-lived service tokens as the dashboard, the lab admin's
+console, with the dashboard's own key (``var/keys/dashboard/dashboard.private.pem``,
+:attr:`Paths.admin_keys`): the services' ``/_lab/`` and reconciliation endpoints
+accept that identity. That key is the operator's: it is in the dashboard's keys
+dir only, which no service is given (each has its own dir under ``var/keys/``;
+docker-compose and Kubernetes mount it only into the dashboard and Locust), so
+a service cannot sign as the lab admin. labctl opens no other private key.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ class LabApi:
         self.session = requests.Session()
 
     def token(self, audience: str) -> str:
-        key = keys.load_private_key(str(self.paths.keys), IDENTITY)
+        key = keys.load_private_key(str(self.paths.admin_keys), IDENTITY)
         now = int(time.time())
         claims = {
             "iss": IDENTITY,

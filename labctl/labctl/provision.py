@@ -2,7 +2,8 @@
 
 Every step here is idempotent, so ``labctl setup`` can run any number of times:
 
-* an Ed25519 key pair per service in ``var/keys`` (kept once made);
+* an Ed25519 key pair per service, each in its own ``var/keys/<service>/``
+  with every public key (kept once made);
 * the database mode: MySQL when the admin URL answers (one schema and one
   MySQL user per service, each user granted only its own schema and its test
   databases), otherwise one SQLite file per service under ``var/db``;
@@ -47,20 +48,33 @@ class ProvisionError(Exception):
 
 
 def ensure_keys(keys_dir: Path, names: Iterable[str]) -> list[str]:
-    """Make ``<name>.private.pem`` / ``<name>.public.pem`` for each name if missing.
+    """Give each identity a keys dir of its own: ``keys_dir/<name>/``.
 
-    Private keys are PKCS8 PEM with mode 0600, public keys SubjectPublicKeyInfo
-    PEM. An existing private key is kept (and its public half rewritten if
-    missing). Returns the names whose private key was created.
+    ``<name>/<name>.private.pem`` (PKCS8 PEM, mode 0600, in a 0700 dir) is the
+    only private key there; every identity's ``<other>.public.pem``
+    (SubjectPublicKeyInfo PEM, 0644) is copied into each dir, and into
+    ``keys_dir/public/`` for whoever only verifies. A service is given its own
+    dir (``LAB_KEYS_DIR``), so it never has another issuer's private key to
+    open. An existing private key is kept, also one of the older flat layout
+    (``keys_dir/<name>.private.pem``), which is moved into its dir. Returns the
+    names whose private key was created.
     """
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    names = list(names)
     keys_dir.mkdir(parents=True, exist_ok=True)
-    created = []
+    created, publics = [], {}
     for name in names:
-        private_path = keys_dir / f"{name}.private.pem"
-        public_path = keys_dir / f"{name}.public.pem"
+        own_dir = keys_dir / name
+        own_dir.mkdir(exist_ok=True)
+        os.chmod(own_dir, 0o700)
+        private_path = own_dir / f"{name}.private.pem"
+        flat_private = keys_dir / f"{name}.private.pem"
+        if flat_private.exists() and not private_path.exists():
+            os.replace(flat_private, private_path)
+        flat_private.unlink(missing_ok=True)
+        (keys_dir / f"{name}.public.pem").unlink(missing_ok=True)
         if private_path.exists():
             os.chmod(private_path, 0o600)
             key = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
@@ -73,12 +87,32 @@ def ensure_keys(keys_dir: Path, names: Iterable[str]) -> list[str]:
             )
             _write_private(private_path, pem)
             created.append(name)
-        public_pem = key.public_key().public_bytes(
+        publics[name] = key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        if not public_path.exists() or public_path.read_bytes() != public_pem:
-            public_path.write_bytes(public_pem)
-            os.chmod(public_path, 0o644)
+    for holder in [*names, "public"]:
+        (keys_dir / holder).mkdir(exist_ok=True)
+        for name, public_pem in publics.items():
+            public_path = keys_dir / holder / f"{name}.public.pem"
+            if not public_path.exists() or public_path.read_bytes() != public_pem:
+                public_path.write_bytes(public_pem)
+                os.chmod(public_path, 0o644)
+    return created
+
+
+def ensure_secret_files(keys_dir: Path, names: Iterable[str]) -> list[str]:
+    """A random ``django-secret-key`` (0600) in each identity's keys dir, kept once made.
+
+    For docker-compose, whose apps read it through ``DJANGO_SECRET_KEY_FILE``:
+    no secret ships in the file. Returns the names whose secret was created.
+    """
+    created = []
+    for name in names:
+        path = keys_dir / name / "django-secret-key"
+        if not path.exists() or not path.read_text().strip():
+            (keys_dir / name).mkdir(parents=True, exist_ok=True)
+            _write_private(path, secrets.token_urlsafe(50).encode())
+            created.append(name)
     return created
 
 
@@ -494,7 +528,7 @@ def write_env_files(paths: Paths, plan: DatabasePlan, redis_base: str | None, co
             "DJANGO_SECRET_KEY": secret,
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url_for(redis_base, service.redis_db) if redis_base else "",
-            "LAB_KEYS_DIR": str(paths.keys),
+            "LAB_KEYS_DIR": str(paths.keys / service.short),
             "LAB_REDIS_PREFIX": config.IDENTITY.name,
         }
         values.update({peer.env_var: peer.url for peer in config.APPS})

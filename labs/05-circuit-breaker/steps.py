@@ -2,7 +2,10 @@
 
 Every figure comes from the lab itself: the breaker's state and counters from
 order_service's ``/_lab/resilience/``, each checkout's duration from its own
-history (first entry to last), the rejected calls from order's ``/metrics``.
+history (first entry to last), the rejected calls from order's ``/metrics``. A
+checkout the open breaker turns away leaves no order (a 503 before its first
+step): order_service's ``/_lab/resilience/`` notes the last one (``fail_fast``:
+when, which peer, how many ms it took, its ``Retry-After``).
 """
 
 from __future__ import annotations
@@ -124,33 +127,38 @@ def solve_breaker_opens(ctx: LabContext) -> None:
 # --- 3. fail fast -------------------------------------------------------------------------
 
 
-def _fail_fast_orders(ctx: LabContext) -> list[dict]:
+def _fail_fast_refusal(ctx: LabContext) -> dict | None:
+    """The last checkout order_service refused at once because payment's breaker was open, since it opened."""
     since = ctx.passed_at("breaker-opens") or ctx.started_at
-    return [o for o in _paused_by_payment(ctx.orders_since(since)) if FAIL_FAST in _pause_note(o)]
+    refusal = ctx.resilience("order").get("fail_fast") or {}
+    if refusal.get("peer") == "payment" and float(refusal.get("at") or 0) >= since:
+        return refusal
+    return None
 
 
 def check_fail_fast(ctx: LabContext):
-    fast = _fail_fast_orders(ctx)
-    if not fast:
+    refusal = _fail_fast_refusal(ctx)
+    if refusal is None:
         return failed(
             "No checkout of yours has been turned away by the open breaker since it opened: run "
             "“Checkout (sync)” again (if the breaker went half-open, the first one is its trial call "
             "— run another)."
         )
-    order = fast[0]
     rejected = ctx.metrics("order").total("lab_peer_calls_total", peer="payment", outcome="rejected")
     slowest = ctx.observed("breaker-opens").get("slowest_ms", 0)
+    ms = max(1, round(float(refusal["ms"])))
     return passed(
-        f"Order #{order['id']} was paused after {_ms(order)} ms without calling payment: “{_pause_note(order)}”"
-        f" (with the breaker closed a checkout waited {slowest} ms).",
-        fail_fast_order=order["id"],
-        fail_fast_ms=_ms(order),
+        f"Your checkout was refused in {ms} ms with 503 and Retry-After: {refusal['retry_after']}: order_service "
+        f"called neither inventory nor payment, reserved nothing and saved no order (with the breaker closed "
+        f"a checkout waited {slowest} ms).",
+        fail_fast_ms=ms,
+        retry_after=refusal["retry_after"],
         rejected_calls=int(rejected),
     )
 
 
 def solve_fail_fast(ctx: LabContext) -> None:
-    _checkout_until(ctx, lambda: _fail_fast_orders(ctx), most=3)
+    _checkout_until(ctx, lambda: _fail_fast_refusal(ctx), most=3)
 
 
 # --- 4. the breaker off -------------------------------------------------------------------

@@ -8,6 +8,8 @@ request (sync mode) or queued for the Celery worker (async mode, ``orders.lab``)
 from __future__ import annotations
 
 import logging
+import math
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -15,9 +17,10 @@ from django.db import transaction
 from rest_framework.exceptions import ValidationError
 
 from chassis.auth import LabUser
-from chassis.client import PeerUnavailable
+from chassis.client import PeerUnavailable, breakers_check
 from chassis.errors import Conflict, Forbidden, NotFound, Unavailable
 from chassis.idempotency import IdempotentCreate, fingerprint
+from chassis.lab import resilience
 
 from . import lab
 from .clients import PeerRefused, inventory
@@ -78,6 +81,7 @@ def order_create(
     another body it is a 409 ``idempotency_conflict``. Unknown or inactive skus
     are a 400 and an unreachable inventory a 503, both before anything is written.
     """
+    started = time.perf_counter()
     request_fingerprint = fingerprint(
         {"lines": lines, "payment_method": payment_method, "shipping_address": shipping_address, "checkout": checkout}
     )
@@ -92,6 +96,8 @@ def order_create(
     runner = (task_runner() if in_background else request_runner()) if checkout else ""
 
     def create() -> Order:
+        if checkout and not in_background:
+            _fail_fast(started)
         priced_lines, currency = _priced_lines(lines)
         with transaction.atomic():
             order = Order.objects.create(
@@ -159,6 +165,31 @@ def order_update(
     return OrderOutcome(order=order)
 
 
+# The peers a checkout saga calls, each of which must answer for it to succeed.
+SAGA_PEERS = ("inventory", "payment")
+
+
+def _fail_fast(started: float) -> None:
+    """A synchronous checkout with a breaker open on a peer it needs is refused before its first step.
+
+    Nothing is looked up, reserved or written: a 503 ``dependency_unavailable`` with ``Retry-After``
+    (the seconds the breaker stays open), instead of an order that holds stock while it waits.
+    """
+    try:
+        breakers_check(SAGA_PEERS)
+    except PeerUnavailable as exc:
+        retry_after = max(1, math.ceil(exc.retry_after or 1))
+        resilience.fail_fast_note(peer=exc.peer, retry_after=retry_after, ms=(time.perf_counter() - started) * 1000)
+        raise Unavailable(
+            f"The {exc.peer} service is unavailable (its circuit breaker is open), so this checkout cannot "
+            f"complete; nothing was reserved or charged and no order was saved. Try again in {retry_after} s.",
+            code="dependency_unavailable",
+            headers={"Retry-After": str(retry_after)},
+            peer=exc.peer,
+            retry_after=retry_after,
+        ) from exc
+
+
 def _ensure_modifiable(order: Order) -> None:
     if not order.is_draft:
         raise Conflict(
@@ -219,6 +250,7 @@ def order_checkout(*, order_id: int, user: LabUser) -> OrderOutcome:
 
     A draft's deadline counts from its checkout, not from when it was saved.
     """
+    started = time.perf_counter()
     saga = lab.saga_settings()
     in_background = saga["mode"] == "async"
     runner = task_runner() if in_background else request_runner()
@@ -229,6 +261,8 @@ def order_checkout(*, order_id: int, user: LabUser) -> OrderOutcome:
                 f"Only a draft can be checked out; this order is {order.status} (saga step {order.saga_step}).",
                 code="order_not_draft",
             )
+        if not in_background:
+            _fail_fast(started)  # the draft stays as it was
         order.saga_step = SagaStep.RESERVING
         order.saga_lease_until = lease_end()
         order.saga_runner = runner

@@ -44,6 +44,14 @@ _IDEMPOTENCY_PARAMETER = OpenApiParameter(
     required=True,
     description="A unique key (8-128 characters) per order; sending it again replays the first answer.",
 )
+# A checkout refused before its first step because a peer's breaker is open (fail fast).
+_RETRY_AFTER = OpenApiParameter(
+    "Retry-After",
+    type=int,
+    location=OpenApiParameter.HEADER,
+    response=[503],
+    description="On a 503 a checkout got because a peer's circuit breaker is open: the seconds it stays open.",
+)
 _ERRORS = {
     400: OpenApiResponse(ErrorOutput, description="Invalid input (field messages in `fields`)."),
     401: OpenApiResponse(ErrorOutput, description="No or bad token."),
@@ -59,7 +67,11 @@ _SAGA_RESPONSES = {
     ),
     409: OpenApiResponse(ErrorOutput, description="The order is not in a state that allows this."),
     503: OpenApiResponse(
-        ErrorOutput, description="A peer service is unavailable; nothing half-done is left unrecorded."
+        ErrorOutput,
+        description="A peer service is unavailable; nothing half-done is left unrecorded. A synchronous "
+        "checkout while a peer's circuit breaker is open is refused before its first step, with "
+        "`Retry-After` (nothing reserved, charged or saved; the body's `peer` and `retry_after` say which "
+        "and for how long).",
     ),
 }
 
@@ -141,7 +153,7 @@ class OrderListCreateApi(mixins.ListModelMixin, generics.GenericAPIView):
         return self.list(request)
 
     @extend_schema(
-        parameters=[_IDEMPOTENCY_PARAMETER],
+        parameters=[_IDEMPOTENCY_PARAMETER, _RETRY_AFTER],
         request=OrderCreateInput,
         responses={
             201: OpenApiResponse(
@@ -200,7 +212,7 @@ class OrderCheckoutApi(generics.GenericAPIView):
     permission_classes = [IsLabUser]
     serializer_class = OrderOutput
 
-    @extend_schema(request=None, responses={200: OrderOutput, **_SAGA_RESPONSES, **_ERRORS})
+    @extend_schema(request=None, parameters=[_RETRY_AFTER], responses={200: OrderOutput, **_SAGA_RESPONSES, **_ERRORS})
     def post(self, request, order_id: int):
         outcome = services.order_checkout(order_id=order_id, user=request.user)
         code = status.HTTP_200_OK if outcome.finished else status.HTTP_202_ACCEPTED

@@ -366,6 +366,25 @@ def own_lab_state(settings):
     store.forget_local()
 
 
+@pytest.fixture(autouse=True)
+def own_breakers(settings):
+    """Each test has breakers of its own (a Redis namespace no running lab shares), closed at the start.
+
+    A checkout reads the breakers of its peers before its first step (fail fast): a lab's open
+    breaker must not turn this suite's checkouts away.
+    """
+    from chassis.lab import resilience
+
+    settings.CHASSIS = {**settings.CHASSIS, "REDIS_PREFIX": f"lab-order-test-{os.getpid()}"}
+    resilience._breakers.clear()
+    resilience._storages.clear()
+    resilience.breakers_reset(["inventory", "payment"])
+    yield
+    resilience.breakers_reset(["inventory", "payment"])
+    resilience._breakers.clear()
+    resilience._storages.clear()
+
+
 @pytest.fixture
 def async_saga():
     """The lab's saga switch set to async (deadline 120 s)."""
@@ -504,3 +523,9 @@ def make_order(
     OrderLine.objects.create(order=order, sku="KB-001", name="Mechanical keyboard", quantity=1, unit_price_cents=8900)
     OrderEvent.objects.create(order=order, status=status, step="received", note="order received")
     return order
+
+
+@pytest.fixture(autouse=True)
+def generous_write_rate(settings):
+    """The suite writes far faster than any customer; the write limit has tests of its own (test_throttling.py)."""
+    settings.CHASSIS = {**settings.CHASSIS, "WRITE_RATE_PER_USER": "100000/s"}

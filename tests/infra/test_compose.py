@@ -53,13 +53,27 @@ def service_block(name: str) -> str:
     return match.group(1)
 
 
+def keys_volumes(service: dict) -> list[tuple[str, str, str]]:
+    """Every keys volume a container mounts: (volume, target, mode)."""
+    return [tuple(v.split(":")) for v in service.get("volumes", []) if v.startswith("keys")]
+
+
 def keys_mount(service: dict) -> str:
-    """Where a container mounts the keys volume (read-only)."""
-    mounts = [v for v in service.get("volumes", []) if v.startswith("keys:")]
+    """Where a container mounts its one keys volume (read-only)."""
+    mounts = keys_volumes(service)
     assert len(mounts) == 1, mounts
-    _, target, mode = mounts[0].split(":")
+    _, target, mode = mounts[0]
     assert mode == "ro"
     return target
+
+
+# Whose keys each long-running container holds: its app's; worker and beat are the order
+# service's code, Locust signs the lab admin's calls as the dashboard (the operator's tool).
+def key_identity(name: str) -> str:
+    by_compose_name = {compose_name(app): app.short for app in config.APPS}
+    by_compose_name |= {w.short: w.app.short for w in config.WORKERS}
+    by_compose_name |= dict.fromkeys(LOCUST_SERVICES, config.DASHBOARD.short)
+    return by_compose_name[name]
 
 
 def dockerfile_uid(path: Path) -> str:
@@ -166,7 +180,33 @@ def test_apps_wait_for_keys_database_and_redis(compose):
             "redis": {"condition": "service_healthy"},
         }
         assert keys_mount(app) == app["environment"]["LAB_KEYS_DIR"]
-    assert "keys:/keys" in compose["services"]["keys"]["volumes"]
+    assert compose["services"]["keys"]["volumes"] == [f"keys-{s.short}:/keys/{s.short}" for s in config.APPS]
+
+
+def test_each_container_mounts_only_its_own_keys(compose):
+    """Ensure a container gets one keys volume, its identity's, so it holds no other issuer's private key."""
+    job_writes = dict(v.split(":") for v in compose["services"]["keys"]["volumes"])
+    assert set(compose["volumes"]) == {"mysql-data", *job_writes}
+    holders = {}
+    for name, service in compose["services"].items():
+        if name in ("keys", "mysql", "redis"):
+            assert name == "keys" or not keys_volumes(service), name
+            continue
+        identity = key_identity(name)
+        (volume, target, mode), *others = keys_volumes(service)
+        assert not others and mode == "ro", (name, keys_volumes(service))
+        assert volume == f"keys-{identity}", f"{name} mounts {volume}, not keys-{identity}"
+        # The keys job writes the volume as /keys/<identity>: the identity's dir of `labctl keys`.
+        assert job_writes[volume] == f"/keys/{identity}"
+        assert service["environment"]["LAB_KEYS_DIR"] == target, name
+        holders.setdefault(volume, set()).add(name)
+    assert holders == {
+        "keys-user": {"user-service"},
+        "keys-order": {"order-service", "worker", "beat"},
+        "keys-inventory": {"inventory-service"},
+        "keys-payment": {"payment-service"},
+        "keys-dashboard": {"dashboard", *LOCUST_SERVICES},
+    }
 
 
 def test_init_sql_grants_each_user_its_own_schema_only(init_sql):
@@ -267,7 +307,7 @@ def test_key_owners_match_the_users_in_the_dockerfiles(compose):
 
 
 def test_keys_job_creates_a_key_for_each_signing_identity(compose, tmp_path):
-    """Ensure the keys job, run for real into a directory, writes a key pair per identity that signs."""
+    """Ensure the keys job, run for real, writes per identity a dir of its own: its key, every public key, a secret."""
     entrypoint = re.search(
         r"^ENTRYPOINT (.*)$", (ROOT / "deploy" / "keys" / "Dockerfile").read_text(), flags=re.MULTILINE
     )
@@ -275,12 +315,49 @@ def test_keys_job_creates_a_key_for_each_signing_identity(compose, tmp_path):
     assert argv[:3] == ["python", "-m", "labctl"]
     assert argv[-2:] == ["--dir", "/keys"]
     # --owner chowns (root only in the job); the keys are the same without it.
-    subprocess.run(
-        [sys.executable, *argv[1:-1], str(tmp_path)], cwd=ROOT, check=True, capture_output=True, text=True, timeout=60
-    )
-    for identity in signing_identities():
-        assert (tmp_path / f"{identity}.private.pem").stat().st_mode & 0o077 == 0, identity
-        assert (tmp_path / f"{identity}.public.pem").is_file(), identity
+    command = [a for a in compose["services"]["keys"]["command"] if not a.startswith("--owner") and "=" not in a]
+    assert command == ["--django-secrets"]
+    run = [sys.executable, *argv[1:-1], str(tmp_path), *command]
+    subprocess.run(run, cwd=ROOT, check=True, capture_output=True, text=True, timeout=60)
+    identities = signing_identities()
+    secrets_made = {}
+    for identity in identities:
+        # What the identity's volume holds: its own private key, every public key, its Django secret.
+        own = tmp_path / identity
+        assert sorted(p.name for p in own.iterdir()) == sorted(
+            [f"{identity}.private.pem", "django-secret-key", *(f"{i}.public.pem" for i in identities)]
+        ), identity
+        assert (own / f"{identity}.private.pem").stat().st_mode & 0o077 == 0, identity
+        assert (own / "django-secret-key").stat().st_mode & 0o077 == 0, identity
+        secrets_made[identity] = (own / "django-secret-key").read_text()
+        assert len(secrets_made[identity]) >= 50, identity
+    assert len(set(secrets_made.values())) == len(identities)
+    # A later start keeps them (sessions and signed cookies survive a restart).
+    subprocess.run(run, cwd=ROOT, check=True, capture_output=True, text=True, timeout=60)
+    assert {i: (tmp_path / i / "django-secret-key").read_text() for i in identities} == secrets_made
+
+
+def test_no_secret_ships_in_the_file(compose):
+    """Ensure no Django secret key is in docker-compose.yml: each app reads the random one of its keys volume."""
+    text = COMPOSE_FILE.read_text()
+    assert "DJANGO_SECRET_KEY:" not in text and "secret-change-me" not in text
+    for service in config.APPS:
+        env = compose["services"][compose_name(service)]["environment"]
+        assert env["DJANGO_SECRET_KEY_FILE"] == f"{env['LAB_KEYS_DIR']}/django-secret-key", service.short
+    for worker in config.WORKERS:
+        env = compose["services"][worker.short]["environment"]
+        assert env["DJANGO_SECRET_KEY_FILE"] == f"{env['LAB_KEYS_DIR']}/django-secret-key", worker.short
+
+
+def test_only_loopback_publishes_a_port(compose):
+    """Ensure every published port (the APIs, the dashboard, Locust's unauthenticated UI) binds to 127.0.0.1 only."""
+    published = {}
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert isinstance(port, str) and port.startswith("127.0.0.1:"), f"{name} publishes {port!r}"
+            published[name] = port
+    assert "mysql" not in published and "redis" not in published
+    assert published["locust-master"] == "127.0.0.1:8089:8089"
 
 
 def test_worker_and_beat_run_labctls_commands_with_orders_settings(compose):
@@ -337,8 +414,8 @@ def test_dashboard_links_browsers_to_the_published_ports(compose):
     links = dict(pair.split("=", 1) for pair in env["SERVICE_BROWSER_URLS"].split(","))
     assert links == {s.short: f"http://localhost:{s.port}" for s in config.SERVICES}
     assert env["LAB_ROOT"] == "/app"
-    # labctl (Audit, Load pages) reads the dashboard's key from $LAB_ROOT/var/keys.
-    assert env["LAB_KEYS_DIR"] == f"{env['LAB_ROOT']}/var/keys"
+    # labctl (Audit, Load pages) reads the dashboard's key from $LAB_ROOT/var/keys/dashboard.
+    assert env["LAB_KEYS_DIR"] == f"{env['LAB_ROOT']}/var/keys/dashboard"
     dockerfile = (ROOT / "dashboard" / "Dockerfile").read_text()
     assert (
         "COPY labctl/ /app/labctl/" in dockerfile
@@ -360,8 +437,8 @@ def test_locust_runs_only_in_the_load_profile(compose):
             env = service["environment"]
             for peer in config.SERVICES:
                 assert env[peer.env_var] == f"http://{compose_name(peer)}:{peer.port}"
-            # labhooks signs the lab admin's calls with the key under $LAB_ROOT/var/keys.
-            assert keys_mount(service) == f"{env['LAB_ROOT']}/var/keys"
+            # labhooks signs the lab admin's calls with the key under $LAB_ROOT/var/keys/dashboard.
+            assert keys_mount(service) == f"{env['LAB_ROOT']}/var/keys/dashboard"
             assert "container_name" not in service
         else:
             assert "profiles" not in service, f"{name} would not start with a plain `docker compose up`"

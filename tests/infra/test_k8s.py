@@ -507,3 +507,46 @@ def test_mysql_init_script_is_the_compose_one():
     ours = (K8S / "base" / "mysql-init" / "01-schemas.sql").read_bytes()
     theirs = (ROOT / "deploy" / "mysql-init" / "01-schemas.sql").read_bytes()
     assert ours == theirs, "deploy/k8s/base/mysql-init/01-schemas.sql differs from deploy/mysql-init/01-schemas.sql"
+
+
+def test_each_pod_mounts_only_its_own_keys_secret(base, compose, tmp_path):
+    """Ensure each app's keys Secret, as the keys Job writes it, is that app's keys dir of compose and no more.
+
+    Its own private key, every public key and a random Django secret (none for Locust's copy of the
+    dashboard's key), mounted where LAB_KEYS_DIR and DJANGO_SECRET_KEY_FILE point, as in docker-compose.yml.
+    """
+    sys.path.insert(0, str(K8S / "base" / "keys"))
+    try:
+        import publish_keys
+    finally:
+        sys.path.pop(0)
+    from labctl import config, provision
+
+    names = [app.short for app in config.APPS]
+    provision.ensure_keys(tmp_path, names)
+    provision.ensure_secret_files(tmp_path, names)
+    manifests = {m["metadata"]["name"]: m for m in publish_keys.secret_manifests(tmp_path, NAMESPACE)}
+    publics = {f"{n}.public.pem" for n in names}
+    for secret, owner in publish_keys.OWNERS.items():
+        extra = set() if secret == "locust-keys" else {"django-secret-key"}
+        assert set(manifests[secret]["data"]) == {f"{owner}.private.pem", *publics, *extra}, secret
+    for service, (kind, name, cname) in COUNTERPARTS.items():
+        if service in ("mysql", "redis"):
+            continue
+        workload = find(base, kind, name)
+        c = container(workload, cname)
+        mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
+        secrets = {v["name"]: v["secret"]["secretName"] for v in pod_spec(workload).get("volumes", []) if "secret" in v}
+        key_secrets = [s for s in secrets.values() if s.endswith("-keys")]
+        assert len(key_secrets) == 1, (service, secrets)
+        volume = next(v for v, s in secrets.items() if s == key_secrets[0])
+        env = k8s_env(base, c)
+        assert mounts[volume] == env["LAB_KEYS_DIR"] == compose["services"][service]["environment"]["LAB_KEYS_DIR"]
+        owner = publish_keys.OWNERS[key_secrets[0]]
+        compose_volume = next(v for v in compose["services"][service]["volumes"] if v.startswith("keys"))
+        assert compose_volume.split(":")[0] == f"keys-{owner}", service
+        if "DJANGO_SECRET_KEY_FILE" in env:
+            assert env["DJANGO_SECRET_KEY_FILE"] == f"{env['LAB_KEYS_DIR']}/django-secret-key", service
+    for name in ("user-env", "order-env", "inventory-env", "payment-env", "dashboard-env"):
+        generated = next(o for o in of_kind(base, "Secret") if o["metadata"]["name"].startswith(name))
+        assert "DJANGO_SECRET_KEY" not in generated["data"], name

@@ -39,8 +39,8 @@ def test_keys_are_ed25519_pem_and_private_is_0600(lab_paths):
 
     assert created == ["user", "order"]
     for name in created:
-        private_path = lab_paths.keys / f"{name}.private.pem"
-        public_path = lab_paths.keys / f"{name}.public.pem"
+        private_path = lab_paths.keys / name / f"{name}.private.pem"
+        public_path = lab_paths.keys / name / f"{name}.public.pem"
         assert stat.S_IMODE(private_path.stat().st_mode) == 0o600
         assert public_path.read_bytes().startswith(b"-----BEGIN PUBLIC KEY-----")
         private = serialization.load_pem_private_key(private_path.read_bytes(), None)
@@ -53,16 +53,55 @@ def test_keys_are_ed25519_pem_and_private_is_0600(lab_paths):
 def test_keys_are_kept_and_a_lost_public_key_is_rebuilt(lab_paths):
     """Ensure a second run keeps existing keys and restores a deleted public key."""
     provision.ensure_keys(lab_paths.keys, ["user"])
-    private_before = (lab_paths.keys / "user.private.pem").read_bytes()
-    public_before = (lab_paths.keys / "user.public.pem").read_bytes()
-    (lab_paths.keys / "user.public.pem").unlink()
-    os.chmod(lab_paths.keys / "user.private.pem", 0o644)
+    own = lab_paths.keys / "user"
+    private_before = (own / "user.private.pem").read_bytes()
+    public_before = (own / "user.public.pem").read_bytes()
+    (own / "user.public.pem").unlink()
+    os.chmod(own / "user.private.pem", 0o644)
 
     assert provision.ensure_keys(lab_paths.keys, ["user"]) == []
 
-    assert (lab_paths.keys / "user.private.pem").read_bytes() == private_before
-    assert (lab_paths.keys / "user.public.pem").read_bytes() == public_before
-    assert stat.S_IMODE((lab_paths.keys / "user.private.pem").stat().st_mode) == 0o600
+    assert (own / "user.private.pem").read_bytes() == private_before
+    assert (own / "user.public.pem").read_bytes() == public_before
+    assert stat.S_IMODE((own / "user.private.pem").stat().st_mode) == 0o600
+
+
+def test_each_identity_gets_a_keys_dir_with_no_other_private_key(lab_paths):
+    """Ensure var/keys/<name>/ holds its own private key and every public key, and no other private key."""
+    names = [s.short for s in config.APPS]
+    provision.ensure_keys(lab_paths.keys, names)
+    publics = {f"{n}.public.pem" for n in names}
+    for name in names:
+        own = lab_paths.keys / name
+        assert {p.name for p in own.iterdir()} == {f"{name}.private.pem", *publics}, name
+        assert stat.S_IMODE(own.stat().st_mode) == 0o700, name
+        for other in names:
+            assert (own / f"{other}.public.pem").read_bytes() == (
+                lab_paths.keys / other / f"{other}.public.pem"
+            ).read_bytes()
+    assert not list(lab_paths.keys.glob("*.pem"))
+    assert {p.name for p in (lab_paths.keys / "public").iterdir()} == publics
+
+
+def test_keys_of_the_shared_layout_move_into_their_own_dirs(lab_paths):
+    """Ensure a checkout made before (every private key in var/keys/) keeps its keys, each moved into its dir."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    lab_paths.keys.mkdir(parents=True)
+    before = {}
+    for name in ("user", "dashboard"):
+        before[name] = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        (lab_paths.keys / f"{name}.private.pem").write_bytes(before[name])
+        (lab_paths.keys / f"{name}.public.pem").write_bytes(b"old")
+
+    assert provision.ensure_keys(lab_paths.keys, ["user", "dashboard"]) == []
+
+    assert not list(lab_paths.keys.glob("*.pem"))
+    for name, pem in before.items():
+        assert (lab_paths.keys / name / f"{name}.private.pem").read_bytes() == pem
 
 
 # -------------------------------------------------------------------- env files
@@ -98,7 +137,8 @@ def test_env_file_names_every_peer_and_is_private(lab_paths):
         assert values["INVENTORY_SERVICE_URL"] == "http://127.0.0.1:8003"
         assert values["PAYMENT_SERVICE_URL"] == "http://127.0.0.1:8004"
         assert values["DASHBOARD_SERVICE_URL"] == "http://127.0.0.1:8000"
-        assert values["LAB_KEYS_DIR"] == str(lab_paths.keys)
+        # The service's own dir: its private key and the public keys, not the others' private keys.
+        assert values["LAB_KEYS_DIR"] == str(lab_paths.keys / service.short)
         assert values["REDIS_URL"] == ""
         assert values["DATABASE_URL"] == f"sqlite:///{lab_paths.db}/{service.short}.sqlite3"
 

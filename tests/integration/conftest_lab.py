@@ -165,13 +165,18 @@ class Shopper:
         """POST one order; the request is kept (even when no answer came) so that it can be replayed."""
         key = f"it-{uuid.uuid4().hex}"
         body = {"lines": [{"sku": sku, "quantity": quantity}], "payment_method": self.card}
-        placed = {"key": key, "body": body, "status_code": None, "seconds": None, "data": {}}
+        placed = {"key": key, "body": body, "status_code": None, "seconds": None, "data": {}, "headers": {}}
         self.placed.append(placed)
         started = time.monotonic()
         response = self.api.session.post(
             self.api.url("order", "/api/orders/"), json=body, headers={"Idempotency-Key": key}, timeout=timeout
         )
-        placed.update(status_code=response.status_code, seconds=time.monotonic() - started, data=_json(response))
+        placed.update(
+            status_code=response.status_code,
+            seconds=time.monotonic() - started,
+            data=_json(response),
+            headers=dict(response.headers),
+        )
         return placed
 
     def replay(self, placed: dict, timeout: float = 60) -> dict:

@@ -59,13 +59,19 @@ def test_breaker_opens_fails_fast_then_closes_after_reset_timeout(lab, lab_admin
     assert len(set(seen)) == 1, seen  # one shared breaker, whichever worker answers
 
     served_before = _requests_served(lab_admin, "payment")
+    inventory_before = _requests_served(lab_admin, "inventory")
+    orders_before = shopper.api.get("order", "/api/orders/").json()["count"]
     rejected_before = metric_total(
         lab_admin.metrics("order"), "lab_peer_calls_total", peer="payment", outcome="rejected"
     )
     fast = shopper.order(shopper.sku)
-    assert fast["status_code"] == 202, fast
-    assert "circuit open" in history_notes(fast["data"]), fast
+    # Refused before the saga's first step: 503 with the breaker's remaining open time, nothing reserved or saved.
+    assert fast["status_code"] == 503, fast
+    assert fast["data"]["code"] == "dependency_unavailable" and fast["data"]["peer"] == "payment", fast
+    assert 1 <= int(fast["headers"]["Retry-After"]) <= 60, fast
     assert _requests_served(lab_admin, "payment") == served_before  # not one request reached payment
+    assert _requests_served(lab_admin, "inventory") == inventory_before  # nor inventory: no lookup, no hold
+    assert shopper.api.get("order", "/api/orders/").json()["count"] == orders_before
     assert (
         metric_total(lab_admin.metrics("order"), "lab_peer_calls_total", peer="payment", outcome="rejected")
         > rejected_before

@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 from accounts import tokens
 from accounts.models import RefreshToken
 from chassis import auth, keys
-from chassis.testing import bearer, service_token, user_token
+from chassis.testing import bearer, service_token, sign_as, user_token
 
 from .helpers import assert_error, login
 
@@ -139,7 +139,7 @@ def test_refresh_token_is_not_an_access_token(api, pair):
 def test_service_token_is_not_a_refresh_token(api):
     """Ensure a token signed by another service, even typed refresh, is refused."""
     assert_error(refresh(api, service_token(caller="order", audience="user")), 401, "invalid_token")
-    forged = auth.sign({"typ": "refresh", "sub": "1", "jti": "a" * 32, "exp": int(time.time()) + 60}, issuer="order")
+    forged = sign_as("order", {"typ": "refresh", "sub": "1", "jti": "a" * 32, "exp": int(time.time()) + 60})
     assert_error(refresh(api, forged), 401, "invalid_token")
 
 
@@ -257,8 +257,8 @@ def test_hmac_token_keyed_with_the_public_key_is_refused(api, user):
 @pytest.mark.django_db
 def test_user_claims_signed_by_another_service_are_refused(api, user):
     """Ensure a service's key cannot mint user tokens, under its own name or the user service's."""
-    own_name = auth.sign({**claims_for(user)}, issuer="order")
+    own_name = sign_as("order", {**claims_for(user)})
     assert_error(api.get(ME, **bearer(own_name)), 401, "authentication_failed")
     header, payload, _ = user_token(user_id=user.pk).split(".")
-    signature = auth.sign(claims_for(user), issuer="order").split(".")[2]
+    signature = sign_as("order", claims_for(user)).split(".")[2]
     assert_error(api.get(ME, **bearer(f"{header}.{payload}.{signature}")), 401, "authentication_failed")

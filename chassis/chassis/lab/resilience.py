@@ -8,6 +8,13 @@ The switches (one dict, stored like the faults so every worker shares them)::
     bulkhead  {enabled, max_concurrent}         per destination, per process;
                                                 default: half the process's serving threads
     fallback  {enabled}                         serve a cached answer when a peer is down
+    unsafe    {charge_retry_new_key}            UNSAFE, off by default: takes a defence away
+                                                (the consistency lab); shown in red when on
+
+``unsafe.charge_retry_new_key``: order_service's saga retries a charge whose
+answer was lost itself, with a new idempotency key each time, so payment
+cannot tell a retry from a new charge and captures again. Every reset of the
+switches (the Faults page's "Clear all", a lab's reset) turns it off.
 
 Breakers are pybreaker's, one per destination, named after it, with their
 state and failure counter in Redis so every worker process shares them
@@ -18,6 +25,7 @@ counts as a failure: a 4xx is an answer, not a fault of the peer.
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime, timedelta
 
 import pybreaker
 from django.conf import settings
@@ -66,6 +74,7 @@ def defaults() -> dict:
         },
         "bulkhead": {"enabled": True, "max_concurrent": default_bulkhead()},
         "fallback": {"enabled": True},
+        "unsafe": {"charge_retry_new_key": False},
     }
 
 
@@ -96,6 +105,10 @@ class _Fallback(serializers.Serializer):
     enabled = serializers.BooleanField(required=False)
 
 
+class _Unsafe(serializers.Serializer):
+    charge_retry_new_key = serializers.BooleanField(required=False)
+
+
 class SwitchesSerializer(serializers.Serializer):
     """A partial update of the switches: only the keys sent change."""
 
@@ -104,6 +117,7 @@ class SwitchesSerializer(serializers.Serializer):
     breaker = _Breaker(required=False)
     bulkhead = _Bulkhead(required=False)
     fallback = _Fallback(required=False)
+    unsafe = _Unsafe(required=False)
     reset_breakers = serializers.BooleanField(required=False, default=False)
 
 
@@ -214,6 +228,36 @@ def breaker_states(peers) -> dict:
             "opened_at": opened_at.isoformat() if opened_at else None,
         }
     return out
+
+
+def breaker_open_for(peer: str) -> float | None:
+    """Seconds the breaker towards ``peer`` stays open, or None when a call would be let through.
+
+    None while it is closed or half-open, and once its ``reset_timeout`` has run out (the next
+    call is then the half-open trial). One read of the shared state, a second only when open.
+    """
+    breaker = breaker_for(peer)
+    if breaker.current_state != pybreaker.STATE_OPEN:
+        return None
+    opened_at = _storages[peer].opened_at
+    if opened_at is None:
+        return None
+    left = (opened_at + timedelta(seconds=breaker.reset_timeout) - datetime.now(UTC)).total_seconds()
+    return left if left > 0 else None
+
+
+def fail_fast_note(*, peer: str, retry_after: int, ms: float) -> None:
+    """Remember the last request refused before its first call because ``peer``'s breaker was open.
+
+    The lab admin's ``GET /_lab/resilience/`` shows it (``fail_fast``): a refusal leaves no record
+    of its own (nothing was written), and the circuit-breaker lab measures it from here.
+    """
+    import time
+
+    try:
+        store.write("fail_fast", {"at": time.time(), "peer": peer, "retry_after": retry_after, "ms": round(ms, 1)})
+    except Exception:  # noqa: BLE001 — the refusal stands without its note when the cache is down
+        pass
 
 
 def breakers_reset(peers) -> None:

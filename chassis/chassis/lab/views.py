@@ -84,6 +84,8 @@ def _resilience_body() -> dict:
         "switches": resilience.switches(),
         "defaults": resilience.defaults(),
         "breakers": resilience.breaker_states(peers),
+        # The last request refused before its first call because a breaker was open (or None).
+        "fail_fast": store.read("fail_fast", None),
     }
 
 

@@ -1,11 +1,13 @@
 """The keys Job of deploy/k8s: an Ed25519 key pair per signing identity, one Secret per app.
 
-Each app's Secret ``<app>-keys`` holds its own private key and every
-identity's public key; no pod ever holds another app's private key, which is
-where the chassis looks for them (``$LAB_KEYS_DIR/<name>.private.pem`` to
-sign, ``<name>.public.pem`` to verify). Locust signs the lab admin's calls as
-the dashboard, so ``locust-keys`` holds the dashboard's pair, as in
-docker-compose.yml.
+Each app's Secret ``<app>-keys`` holds its own private key, every identity's
+public key and a random Django secret key (``django-secret-key``, read through
+``DJANGO_SECRET_KEY_FILE``); no pod ever holds another app's private key. The
+Secret is mounted as the app's keys dir, the layout ``labctl keys`` writes in
+``var/keys/<name>/``: ``$LAB_KEYS_DIR/<name>.private.pem`` to sign,
+``<other>.public.pem`` to verify. Locust signs the lab admin's calls as the
+dashboard, so ``locust-keys`` holds the dashboard's key (not its Django secret),
+as docker-compose.yml mounts the dashboard's keys volume into Locust.
 
 Idempotent: when every Secret exists the Job leaves them alone, so keys
 survive a re-apply. When one is missing, every pair is made anew and every
@@ -39,11 +41,17 @@ OWNERS: dict[str, str] = {
 }
 
 
-def secret_files(keys_dir: Path, owner: str) -> dict[str, bytes]:
-    """What one Secret holds: ``owner``'s private key and every identity's public key."""
-    files = {f"{owner}.private.pem": (keys_dir / f"{owner}.private.pem").read_bytes()}
+def secret_files(keys_dir: Path, owner: str, *, django_secret: bool = True) -> dict[str, bytes]:
+    """What one Secret holds: ``owner``'s own keys dir (``keys_dir/<owner>/``) as ``labctl keys`` wrote it.
+
+    Its private key, every identity's public key and (``django_secret``) its Django secret key.
+    """
+    own = keys_dir / owner
+    files = {f"{owner}.private.pem": (own / f"{owner}.private.pem").read_bytes()}
     for app in parts.APPS:
-        files[f"{app.name}.public.pem"] = (keys_dir / f"{app.name}.public.pem").read_bytes()
+        files[f"{app.name}.public.pem"] = (own / f"{app.name}.public.pem").read_bytes()
+    if django_secret:
+        files["django-secret-key"] = (own / "django-secret-key").read_bytes()
     return files
 
 
@@ -55,7 +63,10 @@ def secret_manifests(keys_dir: Path, namespace: str) -> list[dict]:
             "kind": "Secret",
             "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/name": "keys"}},
             "type": "Opaque",
-            "data": {k: base64.b64encode(v).decode() for k, v in secret_files(keys_dir, owner).items()},
+            "data": {
+                k: base64.b64encode(v).decode()
+                for k, v in secret_files(keys_dir, owner, django_secret=name != "locust-keys").items()
+            },
         }
         for name, owner in OWNERS.items()
     ]
@@ -117,6 +128,7 @@ def publish(api: Api, echo=print) -> list[str]:
     echo(f"keys: missing {', '.join(missing)}; making every key pair anew")
     with tempfile.TemporaryDirectory() as tmp:
         provision.ensure_keys(Path(tmp), [app.name for app in parts.APPS])
+        provision.ensure_secret_files(Path(tmp), [app.name for app in parts.APPS])
         manifests = secret_manifests(Path(tmp), api.namespace)
     for manifest in manifests:
         api.write(manifest)
