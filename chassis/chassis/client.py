@@ -56,6 +56,7 @@ class PeerUnavailable(Exception):
         attempts: int = 1,
         rejected: bool = False,
         retry_after: float | None = None,
+        response: PeerResponse | None = None,
     ):
         self.peer = peer
         self.reason = reason
@@ -63,6 +64,7 @@ class PeerUnavailable(Exception):
         self.attempts = attempts
         self.rejected = rejected  # True when the breaker or bulkhead refused without calling
         self.retry_after = retry_after  # seconds the open breaker still refuses, when it is the reason
+        self.response = response  # the peer's own 5xx answer (body, headers), when it gave one
         super().__init__(f"{peer} unavailable after {attempts} attempt(s): {reason}")
 
 
@@ -82,9 +84,10 @@ class PeerResponse:
 
 
 class _RetryableFailure(Exception):
-    def __init__(self, reason: str, status: int | None = None):
+    def __init__(self, reason: str, status: int | None = None, response: PeerResponse | None = None):
         self.reason = reason
         self.status = status
+        self.response = response
         super().__init__(reason)
 
 
@@ -265,14 +268,17 @@ class ServiceClient:
                 if retry_safe:
                     raise _RetryableFailure("read timed out") from exc
                 raise PeerUnavailable(self.peer, "read timed out", attempts=attempts) from exc
+            answer = PeerResponse(
+                status=response.status_code, data=_decode(response), headers=dict(response.headers), attempts=attempts
+            )
             if response.status_code >= 500:
                 reason = f"HTTP {response.status_code}"
                 if retry_safe and response.status_code in RETRY_STATUSES:
-                    raise _RetryableFailure(reason, response.status_code)
-                raise PeerUnavailable(self.peer, reason, status=response.status_code, attempts=attempts)
-            return PeerResponse(
-                status=response.status_code, data=_decode(response), headers=dict(response.headers), attempts=attempts
-            )
+                    raise _RetryableFailure(reason, response.status_code, answer)
+                raise PeerUnavailable(
+                    self.peer, reason, status=response.status_code, attempts=attempts, response=answer
+                )
+            return answer
 
         retries = switches["retries"]
         retrying = Retrying(
@@ -286,7 +292,9 @@ class ServiceClient:
         except RetryError as exc:
             last = exc.last_attempt.exception()
             log.warning("%s %s%s failed after %d attempts: %s", method, self.peer, path, attempts, last)
-            raise PeerUnavailable(self.peer, last.reason, status=last.status, attempts=attempts) from last
+            raise PeerUnavailable(
+                self.peer, last.reason, status=last.status, attempts=attempts, response=last.response
+            ) from last
 
 
 class _StopAtDeadline(stop_base):

@@ -19,8 +19,9 @@ A flow says what the lab should do (``expected``) and what it did
 (``outcome``); ``ok`` is whether they agree. The expectation is chosen when
 the flow starts from the faults then active and the order → payment breaker:
 with payment unavailable a checkout *should* pause (202 PENDING, "paused:
-payment unavailable") while the breaker counts the failure or fails fast, so
-the intended effect of a fault is not reported as a failure. A synchronous
+payment unavailable") while the breaker counts the failure, and be refused at
+once (503 with Retry-After, no order saved) once it is open, so the intended
+effect of a fault is not reported as a failure. A synchronous
 checkout that paused is reported at once; only an order the worker is still
 running is polled, for a bounded time.
 """
@@ -159,7 +160,14 @@ class LabState:
 
     @property
     def breaker_open(self) -> bool:
-        return bool(self.breaker_enabled is not False and self.breaker and self.breaker.get("state") == "open")
+        """Open and still within its reset_timeout (after it, the next checkout is the half-open trial)."""
+        if not (self.breaker_enabled is not False and self.breaker and self.breaker.get("state") == "open"):
+            return False
+        try:
+            opened = datetime.fromisoformat(str(self.breaker["opened_at"]).replace("Z", "+00:00"))
+            return time.time() < opened.timestamp() + float(self.breaker.get("reset_timeout") or 0)
+        except (KeyError, TypeError, ValueError):
+            return True  # no opening time to go by: open, as order_service reports it
 
     def faults_line(self) -> str:
         active = [f"{service} {fault.get('kind', '?')}" for service, faults in self.faults.items() for fault in faults]
@@ -477,16 +485,28 @@ def _checkout(j: Journey, card_number: str, *, headers: dict[str, str] | None = 
     """
     card = prepare_customer(j, card_number)
     product = pick_product(j)
-    result = place_order(j, product["sku"], card, headline=True, headers=headers)
+    result = place_order(j, product["sku"], card, headline=True, headers=headers, statuses=(200, 201, 202, 503))
     j.facts["accepted_status"] = result.status
+    if result.status == 503:
+        retry_after = str(result.headers.get("Retry-After", ""))
+        if not retry_after:
+            raise FlowStop(f"placing the order: {result.service} answered 503 — {result.message}")
+        # Refused before the saga's first step (a peer's breaker is open): no order to follow.
+        j.order = None
+        j.facts["refused"] = f"503 at once (Retry-After: {retry_after} s), no order saved: a peer's breaker is open"
+        return {}
     order = j.order
     if order.get("status") not in TERMINAL and not paused_note(order):
         order = wait_for_order(j, order["id"])
     return order
 
 
+def _checkout_outcome(j: Journey, order: dict) -> str:
+    return j.facts.get("refused") or _status(order)
+
+
 def flow_checkout_sync(j: Journey) -> str:
-    return _status(_checkout(j, APPROVED_CARD))
+    return _checkout_outcome(j, _checkout(j, APPROVED_CARD))
 
 
 def flow_checkout_async(j: Journey) -> str:
@@ -500,11 +520,11 @@ def flow_checkout_async(j: Journey) -> str:
     if not lab.saga_available(mode):
         raise FlowStop("order_service has no saga mode switch yet (GET /_lab/saga/)")
     admin = {"X-Lab-Saga-Mode": "async", "X-Lab-Admin": auth.service_token("order")}
-    return _status(_checkout(j, APPROVED_CARD, headers=admin))
+    return _checkout_outcome(j, _checkout(j, APPROVED_CARD, headers=admin))
 
 
 def flow_declined(j: Journey) -> str:
-    return _status(_checkout(j, DECLINED_CARD))
+    return _checkout_outcome(j, _checkout(j, DECLINED_CARD))
 
 
 def flow_idempotent(j: Journey) -> str:
@@ -527,6 +547,8 @@ def flow_idempotent(j: Journey) -> str:
 
 def flow_cancel_refund(j: Journey) -> str:
     order = _checkout(j, APPROVED_CARD)
+    if j.facts.get("refused"):
+        return f"{j.facts['refused']}; nothing to cancel or refund"
     if paused_note(order):
         return f"{_status(order)}; nothing to cancel or refund yet"
     if order.get("status") != "CONFIRMED":
@@ -644,7 +666,13 @@ def expectation(flow: Flow, state: LabState) -> tuple[str, Callable[[Journey, st
         if state.breaker_enabled is False:
             text = f"{pause} after retrying payment: the breaker order → payment is off"
         elif state.breaker_open:
-            text = f"{pause} at once: the breaker order → payment is open and fails fast"
+            text = (
+                "503 at once with Retry-After: the breaker order → payment is open and fails fast "
+                "before the saga's first step (nothing reserved, no order saved)"
+            )
+            return text[
+                :200
+            ], lambda j, outcome: j.facts.get("accepted_status") == 503 and bool(j.facts.get("refused")) and not j.order
         else:
             breaker = state.breaker or {}
             counted = (

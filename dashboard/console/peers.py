@@ -129,7 +129,17 @@ def call(
         elapsed = (time.perf_counter() - started) * 1000
         timed_out = "timed out" in exc.reason or "Timeout" in exc.reason
         state = "timeout" if timed_out else ("error" if exc.status else "down")
-        return Call(service, method, path, state, status=exc.status, error=exc.reason, latency_ms=elapsed)
+        answer = exc.response  # the peer's own 5xx answer: its headers (a Retry-After) are kept
+        return Call(
+            service,
+            method,
+            path,
+            state,
+            status=exc.status,
+            error=exc.reason,
+            latency_ms=elapsed,
+            headers=dict(answer.headers) if answer is not None else {},
+        )
     except Exception as exc:  # noqa: BLE001 — a page must render whatever the client does
         elapsed = (time.perf_counter() - started) * 1000
         return Call(service, method, path, "down", error=f"{type(exc).__name__}: {str(exc)[:160]}", latency_ms=elapsed)

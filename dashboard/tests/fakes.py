@@ -14,6 +14,7 @@ class FakeService:
 
     def __init__(self):
         self.routes: dict[tuple[str, str], tuple[int, object]] = {}
+        self.route_headers: dict[tuple[str, str], dict[str, str]] = {}
         self.requests: list[dict] = []
         self.delay = 0.0
         fake = self
@@ -44,6 +45,8 @@ class FakeService:
                 self.send_response(status)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(payload)))
+                for name, value in fake.route_headers.get((self.command, path), {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(payload)
 
@@ -60,8 +63,9 @@ class FakeService:
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
-    def on(self, method: str, path: str, status: int, body: object = None) -> None:
+    def on(self, method: str, path: str, status: int, body: object = None, *, headers: dict | None = None) -> None:
         self.routes[(method, path)] = (status, {} if body is None else body)
+        self.route_headers[(method, path)] = headers or {}
 
     def sent(self, method: str, path: str) -> list[dict]:
         return [r for r in self.requests if r["method"] == method and r["path"] == path]

@@ -131,6 +131,35 @@ def test_an_open_breaker_and_a_switched_off_one_are_expected_differently(lab):
     assert "breaker order → payment is off" in expected
 
 
+@pytest.mark.django_db
+def test_an_open_breaker_refuses_the_checkout_at_once_and_that_is_as_expected(lab, staff):
+    """Ensure with payment's breaker open the flow expects, and reports, a 503 with Retry-After and no order."""
+    prepare()
+    shop(lab, order_status=202, order={"id": 12, "status": "PENDING", "history": PAUSED})
+    refusal = {"code": "dependency_unavailable", "message": "The payment service is unavailable.", "peer": "payment"}
+    lab["order"].on("POST", "/api/orders/", 503, refusal, headers={"Retry-After": "7"})
+    payment_outage(lab, breaker={"state": "open", "fail_counter": 5, "fail_max": 5})
+
+    staff.post("/flows/checkout-sync/run/")
+
+    run = FlowRun.objects.get()
+    assert run.expected.startswith("503 at once with Retry-After"), run.expected
+    assert run.ok, run.outcome
+    assert run.outcome.startswith("503 at once (Retry-After: 7 s), no order saved"), run.outcome
+
+
+@pytest.mark.django_db
+def test_a_paused_order_is_not_what_an_open_breaker_should_give(lab, staff):
+    """Ensure with the breaker open a checkout that still paused (held stock) is reported as not expected."""
+    prepare()
+    shop(lab, order_status=202, order={"id": 12, "status": "PENDING", "history": PAUSED})
+    payment_outage(lab, breaker={"state": "open", "fail_counter": 5, "fail_max": 5})
+
+    staff.post("/flows/checkout-sync/run/")
+
+    assert not FlowRun.objects.get().ok
+
+
 def test_without_a_prepared_card_the_outage_stop_says_what_to_do(lab):
     """Ensure with payment down and nothing prepared the flow stops at saving the card and says how to prepare."""
     shop(lab, order_status=201, order={"id": 3, "status": "CONFIRMED", "history": CONFIRMED})
