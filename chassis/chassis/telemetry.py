@@ -11,6 +11,13 @@ Standard OpenTelemetry variables apply unchanged: ``OTEL_SDK_DISABLED``,
 ``http://127.0.0.1:8000``; point it at Jaeger's ``:4318`` instead if you like),
 ``OTEL_BSP_SCHEDULE_DELAY`` (the lab default is 1000 ms).
 
+Every export is authenticated: the exporter sends ``Authorization: Bearer`` with
+a service token this service signs with its own private key for the audience
+``dashboard`` (:class:`ServiceTokenAuth`), and the collector stores a span only
+under a service name that token's issuer owns. Without a usable key the export
+goes out unauthenticated, a warning is logged once, and the collector answers
+401 (the spans are lost; the service itself is unaffected).
+
 Every span carries the request id as ``lab.request_id``. :func:`span` and
 :func:`event` are what services use for saga steps, retries, breaker
 rejections and injected faults; without :func:`setup` they cost nothing.
@@ -19,15 +26,20 @@ rejections and injected faults; without :func:`setup` they cost nothing.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 
+import requests
 from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor
+from requests.auth import AuthBase
 
 from .requestid import get_request_id
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
+COLLECTOR_AUDIENCE = "dashboard"
+log = logging.getLogger("chassis.telemetry")
 tracer = trace.get_tracer("lab.chassis")
 _setup_lock = threading.Lock()
 _provider = None
@@ -58,9 +70,7 @@ def setup(service: str, *, exporter=None, instrument_django: bool = True) -> boo
         provider = TracerProvider(resource=Resource.create({"service.name": service}))
         provider.add_span_processor(RequestIdSpanProcessor())
         if exporter is None:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(timeout=2)))
+            provider.add_span_processor(BatchSpanProcessor(otlp_exporter()))
         else:
             provider.add_span_processor(SimpleSpanProcessor(exporter))
         trace.set_tracer_provider(provider)
@@ -74,6 +84,46 @@ def setup(service: str, *, exporter=None, instrument_django: bool = True) -> boo
 
             DjangoInstrumentor().instrument(tracer_provider=provider, excluded_urls="/metrics,/health/,/static/")
         return True
+
+
+class ServiceTokenAuth(AuthBase):
+    """``Authorization: Bearer <service token>`` on each export, for the collector to verify.
+
+    Why a service token and not a static secret in ``OTEL_EXPORTER_OTLP_HEADERS``:
+    each service already holds its own private key and the dashboard every public
+    key, so no new secret has to be made, mounted or rotated, and what the token
+    proves (who signed it) is exactly what the collector binds to the spans'
+    ``service.name``. Service tokens live at most two minutes, so a header read
+    once at start-up would go stale: this auth hook runs on every request the
+    exporter makes and takes the current token (:func:`chassis.auth.service_token`
+    reuses one until near its expiry, so that is one signature a minute or so).
+    """
+
+    def __init__(self, audience: str = COLLECTOR_AUDIENCE):
+        self.audience = audience
+        self._warned = False
+
+    def __call__(self, request):
+        from . import auth  # Django settings are read at export time, never at import
+
+        try:
+            token = auth.service_token(self.audience)
+        except Exception as exc:  # noqa: BLE001 — tracing must never break the service
+            if not self._warned:
+                self._warned = True
+                log.warning("spans are exported without a credential (the collector refuses them): %s", exc)
+            return request
+        request.headers["Authorization"] = f"Bearer {token}"
+        return request
+
+
+def otlp_exporter(**kwargs):
+    """The OTLP/HTTP span exporter, signing every export as this service (:class:`ServiceTokenAuth`)."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    session = requests.Session()
+    session.auth = ServiceTokenAuth()
+    return OTLPSpanExporter(timeout=2, session=session, **kwargs)
 
 
 def force_flush(timeout_ms: int = 5000) -> None:

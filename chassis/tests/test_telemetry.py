@@ -57,3 +57,42 @@ def test_injected_fault_is_a_span_event(api):
     api.post("/echo/", {"name": "a", "quantity": 1}, format="json")
     events = [e for s in EXPORTER.get_finished_spans() for e in s.events if e.name == "lab.fault"]
     assert events and events[0].attributes["kind"] == "error"
+
+
+def _export_one_span(exporter) -> None:
+    """Finish one span on a provider of its own whose only processor hands it to ``exporter`` at once."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("test").start_as_current_span("exported"):
+        pass
+    provider.shutdown()
+
+
+def test_otlp_exports_carry_a_service_token_for_the_collector(peer):
+    """Ensure every export is signed as this service for the collector (audience "dashboard"), fresh each time."""
+    from chassis import auth
+
+    _export_one_span(telemetry.otlp_exporter(endpoint=f"{peer.url}/v1/traces"))
+    exports = [r for r in peer.received if r["path"] == "/v1/traces"]
+    assert len(exports) == 1
+    scheme, token = exports[0]["headers"]["Authorization"].split(" ")
+    claims = auth.verify(token)
+    assert scheme == "Bearer"
+    assert (claims["iss"], claims["typ"], claims["aud"]) == ("inventory", "service", "dashboard")
+    auth.check_service_token_lifetime(claims)
+
+
+def test_an_export_without_a_usable_key_goes_out_unsigned_and_does_not_raise(peer, settings, caplog):
+    """Ensure a service that cannot sign still runs: the export is sent without a credential and a warning says so."""
+    from chassis import auth
+
+    settings.CHASSIS = {**settings.CHASSIS, "KEYS_DIR": "/dev/null/no-keys"}
+    auth._service_tokens.clear()
+    _export_one_span(telemetry.otlp_exporter(endpoint=f"{peer.url}/v1/traces"))
+    auth._service_tokens.clear()
+    exports = [r for r in peer.received if r["path"] == "/v1/traces"]
+    assert len(exports) == 1 and "Authorization" not in exports[0]["headers"]
+    assert "without a credential" in caplog.text

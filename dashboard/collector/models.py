@@ -22,6 +22,8 @@ class Span(models.Model):
     order_id = models.CharField(max_length=32, blank=True, default="", db_index=True)
     attributes = models.JSONField(default=dict)
     events = models.JSONField(default=list)
+    # About how much room the row takes (collector.otlp.stored_size): the table is pruned by total size too.
+    size_bytes = models.PositiveIntegerField(default=0)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["trace_id", "span_id"], name="span_unique_in_trace")]

@@ -143,28 +143,75 @@ def _convert_ids(obj) -> None:
 
 # Attribute values nested deeper than this (arrays in arrays...) are kept as a marker, not walked.
 MAX_VALUE_DEPTH = 8
+# What one span may bring, whatever the exporter sends (the OpenTelemetry SDK's own span limits
+# are 128 attributes and 128 events; a value's length it leaves unbounded, so the collector cuts it).
+MAX_VALUE_CHARS = 4096  # a string (or hex of bytes) longer than this is cut, with a marker saying so
+MAX_KEY_CHARS = 255
+MAX_ATTRIBUTES = 128  # per span, per event, per resource; the rest are left out
+MAX_ARRAY_ITEMS = 128  # elements of one array or key-value list value
+MAX_EVENTS = 128
+MAX_SPANS_PER_EXPORT = 2048  # beyond this the spans are rejected (partial_success); the SDK sends 512 at most
+# A stored row's size is counted as its JSON columns and strings plus this much for the rest.
+ROW_OVERHEAD_BYTES = 200
+
+
+def cut(text: str, limit: int = MAX_VALUE_CHARS) -> str:
+    """``text`` if it fits in ``limit`` characters; else its start and a marker, ``limit`` characters in all."""
+    if len(text) <= limit:
+        return text
+    marker = f"… [{len(text) - limit} more characters cut by the collector]"
+    return text[: max(limit - len(marker), 0)] + marker
 
 
 def any_value(value, depth: int = 0):
-    """An OTLP ``AnyValue`` as the Python value it holds (nested at most MAX_VALUE_DEPTH deep)."""
+    """An OTLP ``AnyValue`` as the Python value it holds (nested at most MAX_VALUE_DEPTH deep, strings cut)."""
     kind = value.WhichOneof("value")
     if kind is None:
         return None
     if kind in ("array_value", "kvlist_value") and depth >= MAX_VALUE_DEPTH:
         return f"[nested deeper than {MAX_VALUE_DEPTH} levels: left out]"
     if kind == "array_value":
-        return [any_value(v, depth + 1) for v in value.array_value.values]
+        return [any_value(v, depth + 1) for v in value.array_value.values[:MAX_ARRAY_ITEMS]]
     if kind == "kvlist_value":
-        return {kv.key: any_value(kv.value, depth + 1) for kv in value.kvlist_value.values}
+        return {
+            cut(kv.key, MAX_KEY_CHARS): any_value(kv.value, depth + 1)
+            for kv in value.kvlist_value.values[:MAX_ARRAY_ITEMS]
+        }
     if kind == "bytes_value":
-        return binascii.hexlify(value.bytes_value).decode()
+        return cut(binascii.hexlify(value.bytes_value[: MAX_VALUE_CHARS // 2 + 1]).decode())
+    if kind == "string_value":
+        return cut(value.string_value)
     if kind == "double_value" and not math.isfinite(value.double_value):
         return str(value.double_value)  # JSON columns refuse NaN and infinities
     return getattr(value, kind)
 
 
 def attributes(key_values) -> dict:
-    return {kv.key: any_value(kv.value) for kv in key_values}
+    return {cut(kv.key, MAX_KEY_CHARS): any_value(kv.value) for kv in key_values[:MAX_ATTRIBUTES]}
+
+
+def service_of(resource_spans) -> str:
+    """The ``service.name`` a resource names ("unknown" when it names none)."""
+    for kv in resource_spans.resource.attributes:
+        if kv.key == "service.name":
+            return str(any_value(kv.value) or "unknown")[:64]
+    return "unknown"
+
+
+def services(request: ExportTraceServiceRequest) -> set[str]:
+    """Every service an export's spans are in the name of."""
+    return {service_of(r) for r in request.resource_spans if any(s.spans for s in r.scope_spans)}
+
+
+def stored_size(row: dict) -> int:
+    """About how many bytes a span row takes in the table (its JSON, its strings, a fixed overhead)."""
+    return (
+        len(json.dumps(row["attributes"]))
+        + len(json.dumps(row["events"]))
+        + len(row["name"])
+        + len(row["status_message"])
+        + ROW_OVERHEAD_BYTES
+    )
 
 
 def order_id_from(attrs: dict) -> str:
@@ -181,12 +228,16 @@ def order_id_from(attrs: dict) -> str:
 
 def rows(request: ExportTraceServiceRequest) -> tuple[list[dict], int, str]:
     """Span rows of an export, plus how many spans were rejected and why (first reason)."""
-    out, rejected, reason = [], 0, ""
+    out, rejected, reason, seen = [], 0, "", 0
     for resource_spans in request.resource_spans:
-        resource = attributes(resource_spans.resource.attributes)
-        service = str(resource.get("service.name") or "unknown")[:64]
+        service = service_of(resource_spans)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
+                seen += 1
+                if seen > MAX_SPANS_PER_EXPORT:
+                    rejected += 1
+                    reason = reason or f"an export may carry at most {MAX_SPANS_PER_EXPORT} spans; send smaller batches"
+                    continue
                 trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
                 if len(trace_id) != 32 or len(span_id) != 16 or not int(trace_id, 16) or not int(span_id, 16):
                     rejected += 1
@@ -196,26 +247,30 @@ def rows(request: ExportTraceServiceRequest) -> tuple[list[dict], int, str]:
                 start, end = int(span.start_time_unix_nano), int(span.end_time_unix_nano)
                 end = max(end, start)
                 attrs = attributes(span.attributes)
-                out.append(
-                    {
-                        "trace_id": trace_id,
-                        "span_id": span_id,
-                        "parent_span_id": parent if len(parent) == 16 and int(parent, 16) else "",
-                        "service": service,
-                        "name": span.name[:255] or "(unnamed)",
-                        "kind": KINDS.get(span.kind, "unspecified"),
-                        "start_ns": start,
-                        "end_ns": end,
-                        "duration_ms": round((end - start) / 1e6, 3),
-                        "status": STATUSES.get(span.status.code, "unset"),
-                        "status_message": span.status.message[:255],
-                        "request_id": str(attrs.get("lab.request_id") or "")[:64],
-                        "order_id": order_id_from(attrs),
-                        "attributes": attrs,
-                        "events": [
-                            {"name": e.name, "time_ns": int(e.time_unix_nano), "attributes": attributes(e.attributes)}
-                            for e in span.events
-                        ],
-                    }
-                )
+                row = {
+                    "trace_id": trace_id,
+                    "span_id": span_id,
+                    "parent_span_id": parent if len(parent) == 16 and int(parent, 16) else "",
+                    "service": service,
+                    "name": span.name[:255] or "(unnamed)",
+                    "kind": KINDS.get(span.kind, "unspecified"),
+                    "start_ns": start,
+                    "end_ns": end,
+                    "duration_ms": round((end - start) / 1e6, 3),
+                    "status": STATUSES.get(span.status.code, "unset"),
+                    "status_message": span.status.message[:255],
+                    "request_id": str(attrs.get("lab.request_id") or "")[:64],
+                    "order_id": order_id_from(attrs),
+                    "attributes": attrs,
+                    "events": [
+                        {
+                            "name": cut(e.name, MAX_KEY_CHARS),
+                            "time_ns": int(e.time_unix_nano),
+                            "attributes": attributes(e.attributes),
+                        }
+                        for e in span.events[:MAX_EVENTS]
+                    ],
+                }
+                row["size_bytes"] = stored_size(row)
+                out.append(row)
     return out, rejected, reason

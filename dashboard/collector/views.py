@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 from chassis.errors import error_body
 from console import auth, peers
 
-from . import metrics, otlp, selectors
+from . import exporters, metrics, otlp, selectors
 from .services import spans_ingest
 
 log = logging.getLogger("collector")
@@ -22,10 +22,21 @@ def _otlp_error(status: int, code: str, message: str) -> JsonResponse:
     return JsonResponse(error_body(code, message), status=status)
 
 
-@csrf_exempt  # the services post spans without a browser session; loopback lab, no credentials
+@csrf_exempt  # the services post spans without a browser session; they authenticate with a service token
 @require_POST
 def otlp_traces(request):
-    """``POST /v1/traces``: an OTLP/HTTP export (protobuf or JSON) → 200 with an empty response."""
+    """``POST /v1/traces``: an OTLP/HTTP export (protobuf or JSON) → 200 with an empty response.
+
+    401 without a valid exporter token, 403 when the export names a service the
+    token's issuer does not own (:mod:`collector.exporters`); nothing is stored then.
+    """
+    try:
+        identity = exporters.exporter_identity(request.META.get("HTTP_AUTHORIZATION", ""))
+    except exporters.ExporterRefused as exc:
+        log.info("refused an OTLP export: %s", exc.message)
+        response = _otlp_error(exc.status, exc.code, exc.message)
+        response["WWW-Authenticate"] = 'Bearer realm="lab"'
+        return response
     limit = settings.TRACES_MAX_BODY_BYTES
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -41,12 +52,16 @@ def otlp_traces(request):
     try:
         body = otlp.decompress(body, request.META.get("HTTP_CONTENT_ENCODING", ""), limit=limit)
         export = otlp.decode(body, content_type)
+        exporters.check_services(identity, otlp.services(export))
         rows, rejected, reason = otlp.rows(export)
     except otlp.PayloadTooLarge as exc:
         return _otlp_error(413, "payload_too_large", str(exc))
     except otlp.MalformedPayload as exc:
         log.info("refused an OTLP export: %s", exc)
         return _otlp_error(400, "malformed_otlp", str(exc))
+    except exporters.ExporterRefused as exc:
+        log.warning("refused an OTLP export: %s", exc.message)
+        return _otlp_error(exc.status, exc.code, exc.message)
     spans_ingest(rows=rows)
     kind = otlp.JSON if otlp.media_type(content_type) == otlp.JSON else otlp.PROTOBUF
     return HttpResponse(otlp.encode_response(kind, rejected=rejected, message=reason), content_type=kind)

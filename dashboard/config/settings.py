@@ -88,6 +88,8 @@ TRACES_MAX_BODY_BYTES = env.int("TRACES_MAX_BODY_BYTES", default=5 * 1024 * 1024
 TRACES_KEEP_SPANS = env.int("TRACES_KEEP_SPANS", default=50_000)
 TRACES_KEEP_MINUTES = env.int("TRACES_KEEP_MINUTES", default=60)
 TRACES_PRUNE_EVERY = env.int("TRACES_PRUNE_EVERY", default=500)
+# And by size: the oldest spans go once the stored ones add up to more than this (0: no size bound).
+TRACES_KEEP_BYTES = env.int("TRACES_KEEP_BYTES", default=256 * 1024 * 1024)
 
 # Where collectstatic writes and WhiteNoise serves from. A test lab started beside
 # the running one collects into its own directory: WhiteNoise remembers each

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from chassis.testing import user_token
+from chassis.testing import service_token, user_token
 from console.auth import SESSION_KEY
 
 from .conftest import staff_session
@@ -70,7 +70,8 @@ def test_without_public_read_everything_needs_a_login(client, lab, settings):
     assert client.get("/api/metrics/summary/").status_code == 403
     assert client.get("/login/").status_code == 200
     assert client.get("/health/").status_code == 200
-    assert client.post("/v1/traces", b"{}", content_type="application/json").status_code == 200
+    exporter = {"HTTP_AUTHORIZATION": f"Bearer {service_token(caller='order', audience='dashboard')}"}
+    assert client.post("/v1/traces", b"{}", content_type="application/json", **exporter).status_code == 200
     staff_session(client)
     assert client.get("/").status_code == 200
 

@@ -14,6 +14,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from chassis.testing import service_token
 from collector.models import Span as StoredSpan
 
 pytestmark = pytest.mark.django_db
@@ -72,8 +73,15 @@ def span(
     return out
 
 
-def post(client, body: bytes, content_type: str, **headers):
-    return client.generic("POST", "/v1/traces", body, content_type=content_type, **headers)
+def exporter_auth(service: str) -> dict:
+    """The header a service's exporter sends: a service token it signs for the collector."""
+    return {"HTTP_AUTHORIZATION": f"Bearer {service_token(caller=service, audience='dashboard')}"}
+
+
+def post(client, body: bytes, content_type: str, *, exporter: str | None = "user", **headers):
+    """POST an export as ``exporter`` would (None: with no credential at all)."""
+    auth = exporter_auth(exporter) if exporter else {}
+    return client.generic("POST", "/v1/traces", body, content_type=content_type, **{**auth, **headers})
 
 
 def test_protobuf_export_is_stored(client):
@@ -83,7 +91,9 @@ def test_protobuf_export_is_stored(client):
         name="lab.fault", time_unix_nano=root.start_time_unix_nano + 5_000_000, attributes=[kv("kind", "latency")]
     )
     child = span(CHILD, parent=ROOT, name="saga.reserve", start_ms=5, duration_ms=20, error=True)
-    response = post(client, export("order", [root, child]).SerializeToString(), "application/x-protobuf")
+    response = post(
+        client, export("order", [root, child]).SerializeToString(), "application/x-protobuf", exporter="order"
+    )
 
     assert response.status_code == 200
     assert response["Content-Type"] == "application/x-protobuf"
@@ -135,7 +145,7 @@ def test_json_export_with_hex_ids_is_stored(client):
             }
         ]
     }
-    response = post(client, json.dumps(body).encode(), "application/json")
+    response = post(client, json.dumps(body).encode(), "application/json", exporter="payment")
 
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"
@@ -259,10 +269,108 @@ def test_deeply_nested_attribute_values_are_cut_at_a_bounded_depth(client):
         nested = outer
     one = span(ROOT)
     one.attributes.append(KeyValue(key="deep", value=nested))
-    response = post(client, export("order", [one]).SerializeToString(), "application/x-protobuf")
+    response = post(client, export("order", [one]).SerializeToString(), "application/x-protobuf", exporter="order")
     assert response.status_code == 200
     value = StoredSpan.objects.get(span_id=ROOT).attributes["deep"]
     for _ in range(otlp.MAX_VALUE_DEPTH):
         assert isinstance(value, list)
         value = value[0]
     assert value.startswith("[nested deeper than")
+
+
+def test_an_export_without_a_credential_is_401_and_stores_nothing(client):
+    """Ensure anyone who cannot show a service token cannot add spans to the traces."""
+    response = post(client, export("user", [span(ROOT)]).SerializeToString(), "application/x-protobuf", exporter=None)
+    assert response.status_code == 401
+    assert response.json()["code"] == "not_authenticated"
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert StoredSpan.objects.count() == 0
+
+
+def test_a_token_for_another_audience_is_401(client):
+    """Ensure a service token meant for a service (not the collector) is refused here."""
+    token = service_token(caller="user", audience="order")
+    response = post(
+        client,
+        export("user", [span(ROOT)]).SerializeToString(),
+        "application/x-protobuf",
+        exporter=None,
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+    assert response.status_code == 401 and response.json()["code"] == "invalid_token"
+    assert StoredSpan.objects.count() == 0
+
+
+def test_spans_in_another_services_name_are_refused_with_403(client):
+    """Ensure the order service cannot export spans as the payment service: 403, none of the export stored."""
+    request = export("order", [span(ROOT)])
+    request.resource_spans.extend(export("payment", [span(CHILD, name="POST /api/payments/charge/")]).resource_spans)
+    response = post(client, request.SerializeToString(), "application/x-protobuf", exporter="order")
+    assert response.status_code == 403
+    assert response.json()["code"] == "forbidden_service" and "'payment'" in response.json()["message"]
+    assert StoredSpan.objects.count() == 0
+
+
+def test_an_export_without_a_service_name_is_refused(client):
+    """Ensure spans naming no service are not stored under a made-up one."""
+    request = export("user", [span(ROOT)])
+    del request.resource_spans[0].resource.attributes[:]
+    response = post(client, request.SerializeToString(), "application/x-protobuf", exporter="user")
+    assert response.status_code == 403
+    assert StoredSpan.objects.count() == 0
+
+
+def test_the_order_services_worker_exports_under_its_own_name(client):
+    """Ensure the Celery worker, which signs with the order service's key, may export as "worker"."""
+    response = post(
+        client, export("worker", [span(ROOT)]).SerializeToString(), "application/x-protobuf", exporter="order"
+    )
+    assert response.status_code == 200
+    assert StoredSpan.objects.get().service == "worker"
+
+
+def test_a_megabyte_attribute_is_cut_to_the_cap(client):
+    """Ensure a 1 MB attribute value is stored cut to MAX_VALUE_CHARS, saying so, not whole."""
+    from collector import otlp
+
+    big = span(ROOT, **{"http__user_agent": "A" * 1_000_000})
+    response = post(client, export("user", [big]).SerializeToString(), "application/x-protobuf")
+    assert response.status_code == 200
+    stored = StoredSpan.objects.get()
+    value = stored.attributes["http.user_agent"]
+    assert len(value) == otlp.MAX_VALUE_CHARS
+    assert value.startswith("AAAA") and value.endswith("more characters cut by the collector]")
+    assert stored.size_bytes < 2 * otlp.MAX_VALUE_CHARS
+
+
+def test_attributes_events_and_spans_per_export_are_capped(client, monkeypatch):
+    """Ensure one span keeps at most MAX_ATTRIBUTES attributes and MAX_EVENTS events, and an export its span cap."""
+    from collector import otlp
+
+    monkeypatch.setattr(otlp, "MAX_SPANS_PER_EXPORT", 3)
+    crowded = span(ROOT, **{f"a{i}": i for i in range(otlp.MAX_ATTRIBUTES + 50)})
+    for i in range(otlp.MAX_EVENTS + 20):
+        crowded.events.add(name=f"e{i}", time_unix_nano=BASE)
+    spans = [crowded] + [span(f"{i + 2:016x}", parent=ROOT) for i in range(4)]
+    response = post(client, export("user", spans).SerializeToString(), "application/x-protobuf")
+    assert response.status_code == 200
+    answer = ExportTraceServiceResponse()
+    answer.ParseFromString(response.content)
+    assert answer.partial_success.rejected_spans == 2
+    assert "at most 3 spans" in answer.partial_success.error_message
+    assert StoredSpan.objects.count() == 3
+    stored = StoredSpan.objects.get(span_id=ROOT)
+    assert len(stored.attributes) == otlp.MAX_ATTRIBUTES
+    assert len(stored.events) == otlp.MAX_EVENTS
+
+
+def test_stored_spans_are_pruned_by_total_size(client, settings):
+    """Ensure the oldest spans go once the stored ones add up to more than TRACES_KEEP_BYTES; the newest stay."""
+    settings.TRACES_KEEP_BYTES = 20_000
+    for i in range(10):  # ten exports of one ~4 KB span each: 40 KB in all
+        body = export("user", [span(f"{i + 1:016x}", start_ms=i, payload="p" * 3800)]).SerializeToString()
+        assert post(client, body, "application/x-protobuf").status_code == 200
+    sizes = list(StoredSpan.objects.order_by("id").values_list("span_id", "size_bytes"))
+    assert sum(size for _, size in sizes) <= 20_000
+    assert 0 < len(sizes) < 10
+    assert sizes[-1][0] == f"{10:016x}"  # the newest is kept
