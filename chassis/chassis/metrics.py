@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 
+from django.db import connection
 from django.http import HttpResponse
 from django.urls import Resolver404, resolve
 from django.views.decorators.csrf import csrf_exempt
@@ -34,6 +35,7 @@ RETRIES = Counter("lab_retries_total", "Extra attempts made by the client, by pe
 FAULTS_INJECTED = Counter("lab_faults_injected_total", "Injected faults that bit, by kind.", ["kind"])
 SHED = Counter("lab_requests_shed_total", "Requests refused unstarted, by reason (a passed deadline).", ["reason"])
 SAGA_OUTCOMES = Counter("lab_saga_outcomes_total", "Checkout sagas finished, by outcome.", ["outcome"])
+DB_QUERIES = Counter("lab_db_queries_total", "SQL statements run while serving requests, by route.", ["route"])
 
 _live_gauges: dict[str, tuple[str, list[str], object]] = {}
 
@@ -97,7 +99,9 @@ class MetricsMiddleware:
 
     def __call__(self, request):
         started = time.perf_counter()
-        response = self.get_response(request)
+        queries = _QueryCount()
+        with connection.execute_wrapper(queries):
+            response = self.get_response(request)
         match = getattr(request, "resolver_match", None)
         if match is None:  # answered before routing (an injected fault): still count it under its route
             try:
@@ -108,4 +112,19 @@ class MetricsMiddleware:
         if route != "/metrics":
             HTTP_DURATION.labels(route).observe(time.perf_counter() - started)
             HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+            if queries.count:
+                DB_QUERIES.labels(route).inc(queries.count)
         return response
+
+
+class _QueryCount:
+    """Counts the SQL statements of one request (``connection.execute_wrapper``): the cost the bench budgets."""
+
+    __slots__ = ("count",)
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, execute, sql, params, many, context):
+        self.count += 1
+        return execute(sql, params, many, context)

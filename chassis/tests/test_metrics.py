@@ -80,3 +80,22 @@ def test_fault_hits_and_peer_outcomes_are_counted(client, api, peer, settings):
     )
     assert value(after, "lab_retries_total", peer="payment") - value(before, "lab_retries_total", peer="payment") >= 3
     assert ("lab_breaker_state", (("peer", "payment"),)) in after
+
+
+@pytest.mark.django_db
+def test_sql_statements_are_counted_by_route(client):
+    """Ensure lab_db_queries_total adds the statements a request ran to its route (the bench's query budget)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    before = scrape(client)
+    with CaptureQueriesContext(connection) as queries:
+        client.get("/health/")
+    ran = len([q for q in queries.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")])
+    after = scrape(client)
+
+    assert ran >= 1
+    assert (
+        value(after, "lab_db_queries_total", route="/health/") - value(before, "lab_db_queries_total", route="/health/")
+        == ran
+    )
