@@ -77,6 +77,13 @@ if DASHBOARD_READ_TIMEOUT > 1.5 or DASHBOARD_CONNECT_TIMEOUT > DASHBOARD_READ_TI
 # so an injected 800 ms latency shows as latency, not as a dashboard timeout.
 DASHBOARD_FLOW_TIMEOUT = env.float("DASHBOARD_FLOW_TIMEOUT", default=10.0)
 
+# The Audit page: anonymous visitors share one audit at most this old; each audit walks at most this
+# many pages (of 1000 rows) per reconciliation endpoint; anonymous reads are limited per client IP.
+DASHBOARD_AUDIT_FRESH_SECONDS = env.int("DASHBOARD_AUDIT_FRESH_SECONDS", default=15)
+DASHBOARD_AUDIT_MAX_PAGES = env.int("DASHBOARD_AUDIT_MAX_PAGES", default=20)
+DASHBOARD_AUDIT_ANONYMOUS_PER_WINDOW = env.int("DASHBOARD_AUDIT_ANONYMOUS_PER_WINDOW", default=10)
+DASHBOARD_AUDIT_ANONYMOUS_WINDOW_SECONDS = env.int("DASHBOARD_AUDIT_ANONYMOUS_WINDOW_SECONDS", default=60)
+
 # Metrics: each service's /metrics is scraped when a page asks for the summary.
 METRICS_SCRAPE_TIMEOUT = env.float("METRICS_SCRAPE_TIMEOUT", default=1.0)
 METRICS_WINDOW_SECONDS = env.int("METRICS_WINDOW_SECONDS", default=60)

@@ -22,7 +22,7 @@ from labctl.facade import LabNotFound
 from . import auth, flows, lab, links, peers, selectors, tracing
 from . import labs as lab_pages
 from . import load as load_runs
-from .audit import audit_run
+from .audit import anonymous_rate_limited, audit_shared
 from .models import FlowRun
 from .services import flow_run_record
 
@@ -391,7 +391,20 @@ def audit(request):
 @require_GET
 @auth.read_view
 def audit_partial(request):
-    return render(request, "console/_audit.html", {"audit": audit_run()})
+    """The last shared audit (anonymous: rate-limited per IP); staff with ``?fresh=1`` compute a new one."""
+    staff = auth.current_staff(request) is not None
+    if not staff:
+        wait = anonymous_rate_limited(request.META.get("REMOTE_ADDR", ""))
+        if wait:
+            response = HttpResponse(
+                f"Too many audit reads from your address: try again in {wait} s (or log in as staff).",
+                status=429,
+                content_type="text/plain; charset=utf-8",
+            )
+            response["Retry-After"] = str(wait)
+            return response
+    audit = audit_shared(force=staff and request.GET.get("fresh") == "1")
+    return render(request, "console/_audit.html", {"audit": audit, "staff": staff})
 
 
 @require_GET
