@@ -6,6 +6,8 @@ service, answer with an output serializer.
 
 from __future__ import annotations
 
+from django.core.cache import cache
+from django.db import DatabaseError
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
@@ -16,6 +18,7 @@ from rest_framework.views import APIView
 
 from chassis.auth import IsStaff
 from chassis.errors import ErrorOutput
+from chassis.lab import resilience
 
 from . import selectors, services
 from .serializers import (
@@ -85,12 +88,27 @@ class ProductListCreateApi(InputFormMixin, APIView):
     def get(self, request: Request) -> Response:
         query = ProductListQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
-        products = selectors.product_list(
-            search=query.validated_data["search"],
-            skus=query.validated_data.get("sku"),
-            include_inactive=query.validated_data["include_inactive"] and request.user.is_staff,
-        )
-        return paginated(self, request, products, ProductListOutput)
+        include_inactive = query.validated_data["include_inactive"] and request.user.is_staff
+        key = f"lab:fallback:catalog:{int(include_inactive)}:{request.get_full_path()}"
+        try:
+            products = selectors.product_list(
+                search=query.validated_data["search"],
+                skus=query.validated_data.get("sku"),
+                include_inactive=include_inactive,
+            )
+            response = paginated(self, request, products, ProductListOutput)
+        except DatabaseError:
+            # The fallback switch: a catalog page may be served from the last good copy, marked
+            # stale; stock for a reservation never is (reservations do not come through here).
+            cached = cache.get(key) if resilience.switches()["fallback"]["enabled"] else None
+            if cached is None:
+                raise
+            return Response({**cached, "stale": True}, headers={"X-Lab-Stale": "true"})
+        try:
+            cache.set(key, dict(response.data), timeout=24 * 3600)
+        except Exception:  # noqa: BLE001 — the catalog answers without its copy when the cache is down
+            pass
+        return response
 
     @extend_schema(
         operation_id="products_create",

@@ -120,3 +120,52 @@ def test_browsable_api_renders_html(client, make_product):
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/html")
     assert b"KB-001" in response.content
+
+
+def _database_fails(monkeypatch):
+    """Every query of the catalog's selector fails as a database down would (the database fault's error)."""
+    from django.db import OperationalError
+
+    from catalog import selectors
+
+    def down(**_kwargs):
+        raise OperationalError("database down")
+
+    monkeypatch.setattr(selectors, "product_list", down)
+
+
+def test_fallback_serves_the_last_good_catalog_page_marked_stale(client, make_product, monkeypatch):
+    """Ensure with the fallback switch on, a database failure serves the page last answered, marked stale."""
+    from chassis.lab import resilience
+
+    resilience.switches_reset()
+    make_product("KB-001", stock=7)
+    good = client.get(URL)
+    assert good.status_code == 200 and "stale" not in good.json()
+    _database_fails(monkeypatch)
+
+    served = client.get(URL)
+
+    assert served.status_code == 200
+    assert served["X-Lab-Stale"] == "true"
+    assert served.json()["stale"] is True
+    assert skus(served) == ["KB-001"]
+
+
+def test_without_the_fallback_a_database_failure_is_a_503(client, make_product, monkeypatch):
+    """Ensure with the fallback switch off, the same failure answers 503 (no stale copy, no traceback)."""
+    from chassis.lab import resilience
+
+    resilience.switches_reset()
+    make_product("KB-001", stock=7)
+    assert client.get(URL).status_code == 200
+    resilience.switches_update(changes={"fallback": {"enabled": False}})
+    _database_fails(monkeypatch)
+
+    try:
+        refused = client.get(URL)
+    finally:
+        resilience.switches_reset()
+
+    assert refused.status_code == 503
+    assert "stale" not in refused.json()
