@@ -814,9 +814,22 @@ def write_final_stats(environment, **_kwargs) -> None:
         {"method": e.method, "name": e.name, "error": str(e.error), "occurrences": e.occurrences}
         for e in list(stats.errors.values())
     ]
+    total = stats.total  # Locust's own "Aggregated" row: every entry above, the FLOW ones included
+    aggregated = {
+        "requests": total.num_requests,
+        "failures": total.num_failures,
+        "rps": round(total.total_rps, 3),
+        "p50_ms": total.get_response_time_percentile(0.5),
+        "p95_ms": total.get_response_time_percentile(0.95),
+        "p99_ms": total.get_response_time_percentile(0.99),
+    }
     measured = (stats.last_request_timestamp or 0) - (stats.start_time or 0)
     with open(path, "w", encoding="utf-8") as handle:
-        json.dump({"entries": entries, "errors": errors, "seconds": round(max(measured, 0.0), 3)}, handle, indent=2)
+        json.dump(
+            {"entries": entries, "aggregated": aggregated, "errors": errors, "seconds": round(max(measured, 0.0), 3)},
+            handle,
+            indent=2,
+        )
 
 
 events.quitting.add_listener(write_final_stats)

@@ -23,6 +23,24 @@ def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="milliseconds")
 
 
+# The service name of the order service's Celery worker: a trace it starts on its own (no parent span,
+# so no request queued it) is one of its periodic jobs (recovering sagas, expiring reservations...).
+BACKGROUND_SERVICE = "worker"
+
+
+def _background_traces():
+    return Span.objects.filter(service=BACKGROUND_SERVICE, parent_span_id="").values("trace_id")
+
+
+def http_status(attributes: dict) -> int | None:
+    """The HTTP status a span's request was answered with (either semantic-convention name), if any."""
+    for key in ("http.response.status_code", "http.status_code"):
+        value = (attributes or {}).get(key)
+        if isinstance(value, (int, str)) and str(value).isdigit():
+            return int(value)
+    return None
+
+
 def trace_list(
     *,
     service: str = "",
@@ -30,18 +48,25 @@ def trace_list(
     min_duration_ms: float | None = None,
     request_id: str = "",
     order_id: str = "",
+    background: bool = True,
     limit: int = 50,
 ) -> list[dict]:
     """The most recent traces (newest first) matching every filter given.
 
-    Each: ``trace_id, root {name, service}, services, span_count, duration_ms,
-    error, start`` (ISO time) and ``start_ns``.
+    Each: ``trace_id, root {name, service, http_status}, services, span_count,
+    duration_ms, error, background, start`` (ISO time) and ``start_ns``.
+    ``background=False`` leaves out the worker's periodic jobs (see
+    :data:`BACKGROUND_SERVICE`). ``error`` is true when a span failed;
+    ``root.http_status`` is what the root's request was answered (a server span
+    answering 4xx is not an error to OpenTelemetry, but it is what the caller got).
     """
     limit = max(1, min(int(limit), MAX_LIST))
     spans = Span.objects.all()
     for field, value in (("service", service), ("request_id", request_id), ("order_id", order_id)):
         if value:
             spans = spans.filter(trace_id__in=Span.objects.filter(**{field: value}).values("trace_id"))
+    if not background:
+        spans = spans.exclude(trace_id__in=_background_traces())
     traces = spans.values("trace_id").annotate(
         start=Min("start_ns"), end=Max("end_ns"), span_count=Count("id"), errors=Count("id", filter=Q(status="error"))
     )
@@ -58,21 +83,35 @@ def trace_list(
     )
     for span in members:
         by_trace.setdefault(span["trace_id"], []).append(span)
-    out = []
+    roots_of = {}
     for t in traces:
         spans_of = by_trace.get(t["trace_id"], [])
         ids = {s["span_id"] for s in spans_of}
         roots = sorted((s for s in spans_of if s["parent_span_id"] not in ids), key=lambda s: s["start_ns"])
-        root = roots[0] if roots else None
+        roots_of[t["trace_id"]] = roots[0] if roots else None
+    root_filter = Q(pk__in=[])
+    for trace_id, root in roots_of.items():
+        if root:
+            root_filter |= Q(trace_id=trace_id, span_id=root["span_id"])
+    root_attributes = {
+        (r["trace_id"], r["span_id"]): r["attributes"]
+        for r in Span.objects.filter(root_filter).values("trace_id", "span_id", "attributes")
+    }
+    out = []
+    for t in traces:
+        spans_of = by_trace.get(t["trace_id"], [])
+        root = roots_of[t["trace_id"]]
+        status = http_status(root_attributes.get((t["trace_id"], root["span_id"]), {})) if root else None
         out.append(
             {
                 "trace_id": t["trace_id"],
-                "root": {"name": root["name"], "service": root["service"]} if root else None,
+                "root": {"name": root["name"], "service": root["service"], "http_status": status} if root else None,
                 "complete": bool(root) and not root["parent_span_id"],
                 "services": sorted({s["service"] for s in spans_of}),
                 "span_count": t["span_count"],
                 "duration_ms": round((t["end"] - t["start"]) / 1e6, 3),
                 "error": t["errors"] > 0,
+                "background": bool(root) and root["service"] == BACKGROUND_SERVICE and not root["parent_span_id"],
                 "start": _iso(t["start"]),
                 "start_ns": t["start"],
             }
@@ -220,6 +259,7 @@ def waterfall_rows(tree: dict) -> list[dict]:
                 **{k: v for k, v in node.items() if k != "children"},
                 "depth": depth,
                 "label": span_label(node),
+                "http_status": http_status(node["attributes"]),
                 "left_pct": round(min(left, 99.7), 3),
                 "width_pct": round(min(width, 100 - min(left, 99.7)), 3),
                 "marks": [

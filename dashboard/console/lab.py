@@ -119,6 +119,23 @@ class Preset:
     def fault_body(self) -> dict:
         return {"id": f"preset-{self.slug}", **(self.body or {})}
 
+    @property
+    def is_action(self) -> bool:
+        """Done once (a process killed), not a fault that stays until cleared."""
+        return self.body is None
+
+    @property
+    def lasts(self) -> str:
+        """How long the preset's effect lasts, in words."""
+        if self.is_action:
+            return "Once: an action, not a fault. Nothing to clear; supervisord starts the worker again."
+        ttl = (self.body or {}).get("ttl_seconds")
+        if not ttl:
+            return "Until you clear it (its clear button, or Clear all faults)."
+        minutes, seconds = divmod(int(ttl), 60)
+        length = f"{minutes} minute{'s' if minutes != 1 else ''}" if minutes and not seconds else f"{int(ttl)} s"
+        return f"{length}, then it clears itself (or clear it sooner)."
+
 
 PRESETS = {
     p.slug: p

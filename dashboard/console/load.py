@@ -8,17 +8,48 @@ draw, whether a run died or its files are half written.
 
 from __future__ import annotations
 
+import ast
+import re
 from dataclasses import dataclass
 
 from django.conf import settings
 
 from labctl import facade
 
-from . import tracing
+from . import links, tracing
 
 
 def scenarios() -> tuple[str, ...]:
     return facade.load_scenarios()
+
+
+def scenario_descriptions() -> list[dict]:
+    """Each scenario with what it does, from its locustfile's docstring (so the page says what the code does).
+
+    ``summary`` is the docstring's first line, ``detail`` its first plain paragraph after it
+    (not a table, a list's heading or the ``Usage:`` lines); both "" when the file cannot be read.
+    """
+    directory = links.loadtests_dir()
+    out = []
+    for name in scenarios():
+        summary = detail = ""
+        try:
+            doc = ast.get_docstring(ast.parse((directory / f"{name}.py").read_text(encoding="utf-8"))) or ""
+        except (OSError, SyntaxError, TypeError, ValueError):
+            doc = ""
+        paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", doc) if p.strip()]
+        if paragraphs:
+            summary = paragraphs[0]
+            detail = next(
+                (
+                    p
+                    for p in paragraphs[1:]
+                    if not p.endswith(":") and "====" not in p and not p.startswith(("Usage:", "Environment:"))
+                ),
+                "",
+            )
+        out.append({"name": name, "summary": summary, "detail": detail})
+    return out
 
 
 def runs(*, limit: int = 20) -> list[dict]:
@@ -112,3 +143,41 @@ def chart_points(history: list[dict], key: str, *, width: int = 600, height: int
     step = width / (len(values) - 1)
     points = " ".join(f"{i * step:.1f},{height - 4 - (v / top) * (height - 8):.1f}" for i, v in enumerate(values))
     return {"points": points, "max": top}
+
+
+# A rate from Locust's first second is one request over a sliding window that has barely started
+# (46 req/s from one request): none is shown before this much of the run is in.
+RATE_AFTER_SECONDS = 5
+RATE_AFTER_REQUESTS = 10
+
+
+def measured(history: list[dict]) -> list[dict]:
+    """The points of ``history`` from which on its rates mean something (see ``RATE_AFTER_*``)."""
+    first = next((p.get("t") for p in history if isinstance(p.get("t"), int)), None)
+    return [
+        p
+        for p in history
+        if first is not None
+        and isinstance(p.get("t"), int)
+        and p["t"] - first >= RATE_AFTER_SECONDS
+        and (p.get("requests") or 0) >= RATE_AFTER_REQUESTS
+    ]
+
+
+def endpoint_table(status: dict) -> dict:
+    """The endpoint rows (flows last) and their total, which is Locust's own "Aggregated" row.
+
+    A finished run's rows are its final figures (written once every request is in);
+    a running one's are Locust's CSV, rewritten every second.
+    """
+    summary = status.get("summary") or {}
+    if summary.get("endpoints") is not None:
+        rows = list(summary["endpoints"]) + list(summary.get("flows") or [])
+        total = summary.get("aggregated")
+    else:
+        rows = list(status.get("endpoints") or [])
+        total = status.get("aggregated")
+    rows.sort(key=lambda r: (r.get("method") == "FLOW", -(r.get("requests") or 0)))
+    if total:
+        total = {"p50_ms": None, "p95_ms": None, "p99_ms": None, "rps": None, **total}
+    return {"rows": rows, "total": total}

@@ -158,8 +158,38 @@ def sparkline_points(series: list[float], *, width: int = 160, height: int = 36)
     return " ".join(f"{i * step:.1f},{height - 2 - (v / top) * (height - 4):.1f}" for i, v in enumerate(series))
 
 
+def worker_process() -> dict:
+    """The Celery worker as supervisord runs it: ``state`` (up, starting, down, absent, unknown) and ``detail``.
+
+    "Kill the worker" is an action; this is what shows it coming back (supervisord's
+    state and, once running again, its pid and uptime).
+    """
+    name = settings.DASHBOARD_WORKER_PROGRAM
+    programs = lab.supervisor_programs()
+    if programs is None:
+        return {
+            "state": "unknown",
+            "detail": "no supervisord is running here (the lab was not started with make up): "
+            "nothing would start a killed worker again",
+        }
+    members = [p for p in programs.values() if p.get("name") == name or p.get("group") == name]
+    if not members:
+        return {"state": "absent", "detail": f"supervisord has no '{name}' program"}
+    names = sorted({str(p.get("statename", "?")) for p in members})
+    detail = "; ".join(
+        f"{p.get('statename', '?')}" + (f", {p['description']}" if p.get("description") else "") for p in members
+    )
+    if names == ["RUNNING"]:
+        state = "up"
+    elif set(names) & {"STARTING", "BACKOFF"}:
+        state = "starting"
+    else:
+        state = "down"
+    return {"state": state, "detail": detail}
+
+
 def faults_page() -> dict:
-    """Each service's active faults (or why they could not be read)."""
+    """Each service's active faults (or why they could not be read), and the worker process."""
     results = peers.gather({s: (lab.faults_list, s) for s in SERVICES})
     out = []
     for service in SERVICES:
@@ -174,7 +204,7 @@ def faults_page() -> dict:
                 "state": result.state if result is not None else "timeout",
             }
         )
-    return {"services": out}
+    return {"services": out, "worker": worker_process(), "metrics_window": settings.METRICS_WINDOW_SECONDS}
 
 
 def resilience_page() -> dict:
@@ -308,7 +338,7 @@ def data_page(token: str) -> dict:
                 "tables": tables,
             }
         )
-    return {"services": out}
+    return {"services": out, "worker": worker_process(), "metrics_window": settings.METRICS_WINDOW_SECONDS}
 
 
 def _column(name: str, currency: str) -> dict:

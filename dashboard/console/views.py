@@ -8,6 +8,7 @@ its card and never turns a page into a 500.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -130,7 +131,12 @@ def faults_clear_all(request):
         messages.error(
             request, "Could not clear: " + "; ".join(f"{s} ({r.state}: {r.message})" for s, r in failed.items())
         )
-    messages.success(request, f"Cleared {cleared} fault(s) on {len(results) - len(failed)} of {len(results)} services.")
+    messages.success(
+        request,
+        f"Cleared {cleared} fault(s) on {len(results) - len(failed)} of {len(results)} services. "
+        f"The overview's 5xx and latency figures cover the last {settings.METRICS_WINDOW_SECONDS} s: "
+        "a card that was failing shows its errors until they have left that window.",
+    )
     return redirect(_back(request, "console:faults"))
 
 
@@ -317,6 +323,8 @@ def _trace_filters(request) -> dict:
         "min_duration_ms": min_duration,
         "request_id": request.GET.get("request_id", "")[:64],
         "order_id": request.GET.get("order_id", "")[:32],
+        # The worker's periodic jobs (every 15 s) would bury the requests: hidden unless asked for.
+        "background": request.GET.get("background") == "show",
         "limit": limit,
     }
 
@@ -341,7 +349,8 @@ def traces_page(request):
 @require_GET
 @auth.read_view
 def traces_partial(request):
-    return render(request, "console/_trace_table.html", {"traces": traces.trace_list(**_trace_filters(request))})
+    filters = _trace_filters(request)
+    return render(request, "console/_trace_table.html", {"traces": traces.trace_list(**filters), "filters": filters})
 
 
 @require_GET
@@ -418,6 +427,7 @@ def load(request):
             "page": "load",
             "loadtests": directory is not None,
             "scenarios": load_runs.scenarios(),
+            "descriptions": load_runs.scenario_descriptions(),
             "runs": load_runs.runs(),
             "form": request.GET,
             "limits": load_runs.LIMITS,
@@ -435,7 +445,7 @@ def load_start(request):
     if run_id is None:
         messages.error(request, f"The run did not start: {error}")
         return redirect("console:load")
-    messages.success(request, f"Started {spec.scenario}: {spec.users} users for {spec.duration}.")
+    # No flash message: the run's page says whether it is running or finished, and keeps saying it as it changes.
     return redirect("console:load_run", run_id=run_id)
 
 
@@ -461,10 +471,16 @@ def load_run_partial(request, run_id: str):
 
 def _load_context(status: dict) -> dict:
     history = status.get("history") or []
+    measured = load_runs.measured(history)
+    charts = {key: load_runs.chart_points(history, key) for key in ("p95_ms", "users")}
+    charts.update({key: load_runs.chart_points(measured, key) for key in ("rps", "failures_per_s")})
     return {
         "run": status,
         "live": status.get("state") in ("starting", "running"),
-        "charts": {key: load_runs.chart_points(history, key) for key in ("rps", "p95_ms", "users", "failures_per_s")},
+        "rate_measured": bool(measured),
+        "charts": charts,
+        "endpoints": load_runs.endpoint_table(status),
+        "rate_after": {"seconds": load_runs.RATE_AFTER_SECONDS, "requests": load_runs.RATE_AFTER_REQUESTS},
     }
 
 

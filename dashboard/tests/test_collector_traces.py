@@ -140,7 +140,7 @@ def test_trace_list_summarises_and_filters():
     traces = selectors.trace_list()
     assert [t["trace_id"] for t in traces] == [f"{2:032x}", f"{1:032x}"]  # newest first
     checkout = traces[0]
-    assert checkout["root"] == {"name": "POST /api/orders/", "service": "order"}
+    assert checkout["root"] == {"name": "POST /api/orders/", "service": "order", "http_status": None}
     assert checkout["services"] == ["order", "payment"]
     assert (checkout["span_count"], checkout["duration_ms"], checkout["error"]) == (2, 300, True)
 
@@ -150,6 +150,34 @@ def test_trace_list_summarises_and_filters():
     assert [t["trace_id"] for t in selectors.trace_list(request_id="rid-2")] == [f"{2:032x}"]
     assert [t["trace_id"] for t in selectors.trace_list(order_id="42")] == [f"{2:032x}"]
     assert len(selectors.trace_list(limit=1)) == 1
+
+
+def test_trace_list_hides_the_workers_periodic_jobs_on_request():
+    """Ensure a trace the worker starts on its own is flagged background and left out with background=False.
+
+    A saga task queued by a request is a child in the request's trace: it stays.
+    """
+    services.spans_ingest(
+        rows=[
+            row(1, 1, name="run/orders.sagas_recover", service="worker"),
+            row(2, 1, name="POST /api/orders/", service="order", start_ms=10),
+            row(2, 2, parent=1, name="run/orders.saga_run", service="worker", start_ms=20),
+        ]
+    )
+    everything = {t["trace_id"]: t["background"] for t in selectors.trace_list()}
+    assert everything == {f"{1:032x}": True, f"{2:032x}": False}
+    assert [t["trace_id"] for t in selectors.trace_list(background=False)] == [f"{2:032x}"]
+
+
+def test_trace_list_and_waterfall_give_the_http_status():
+    """Ensure a root answered 4xx shows its status (OpenTelemetry leaves a server span's 4xx unset, not error)."""
+    refused = row(4, 1, name="POST /api/orders/", status="unset")
+    refused["attributes"] = {"http.response.status_code": 409}
+    services.spans_ingest(rows=[refused])
+    (listed,) = selectors.trace_list()
+    assert listed["root"]["http_status"] == 409 and listed["error"] is False
+    (drawn,) = selectors.waterfall_rows(selectors.trace_get(trace_id=f"{4:032x}"))
+    assert drawn["http_status"] == 409
 
 
 def test_trace_api(client):

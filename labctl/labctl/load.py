@@ -408,6 +408,14 @@ def _read_csv(path: Path) -> list[dict]:
         return []
 
 
+def _aggregated_row(run_dir: Path) -> dict | None:
+    """Locust's "Aggregated" row of ``locust_stats.csv`` (as of its last rewrite), if there is one."""
+    for row in _read_csv(run_dir / "locust_stats.csv"):
+        if row.get("Name") == "Aggregated":
+            return _endpoint(row)
+    return None
+
+
 def _endpoint(row: dict) -> dict:
     requests = _number(row.get("Request Count"), int) or 0
     failures = _number(row.get("Failure Count"), int) or 0
@@ -488,8 +496,10 @@ def summarize(run_dir: Path, *, spec: RunSpec, exit_code: int | None, elapsed: f
             for e in final["entries"]
         ]
         failures_rows = final.get("errors", [])
+        aggregated = final.get("aggregated")
     else:  # the CSV Locust rewrites every second (a run that died)
         rows = [_endpoint(r) for r in _read_csv(run_dir / "locust_stats.csv") if r.get("Name") != "Aggregated"]
+        aggregated = _aggregated_row(run_dir)
         failures_rows = [
             {
                 "method": r.get("Method"),
@@ -527,6 +537,13 @@ def summarize(run_dir: Path, *, spec: RunSpec, exit_code: int | None, elapsed: f
         },
         "endpoints": sorted(endpoints, key=lambda e: -e["requests"]),
         "flows": flows,
+        # Locust's own "Aggregated" row: the endpoints and the flows together (the totals above leave the flows out).
+        "aggregated": aggregated
+        or {
+            "requests": sum(r["requests"] for r in rows),
+            "failures": sum(r["failures"] for r in rows),
+            "rps": round(sum(r["rps"] for r in rows), 2),
+        },
         "steps": steps_from_history(_read_csv(run_dir / "locust_stats_history.csv")),
         "failures": failures[:50],
         "files": {
@@ -712,6 +729,7 @@ def run_status(run_id: str, paths: Paths | None = None, *, history_points: int =
         "current": points[-1] if points else None,
         "history": points,
         "endpoints": [_endpoint(r) for r in _read_csv(run_dir / "locust_stats.csv") if r.get("Name") != "Aggregated"],
+        "aggregated": _aggregated_row(run_dir),
         "report": str(run_dir / "report.html") if (run_dir / "report.html").exists() else None,
     }
     if (run_dir / "summary.json").exists():

@@ -72,6 +72,8 @@ def start_dashboard(lab: Lab, workdir: Path, port: int) -> None:
         "REDIS_URL": redis_url,
         "LAB_REDIS_PREFIX": f"browser{os.getpid()}-{int(time.time())}",
         **{f"{name.upper()}_SERVICE_URL": url for name, url in lab.urls.items()},
+        # Its own address too: a load run checks every part's /health/ before it starts, this dashboard's included.
+        "DASHBOARD_SERVICE_URL": f"http://127.0.0.1:{port}",
         # The overview polls every 2 s; a summary over 20 s shows a burst of traffic at once.
         "METRICS_WINDOW_SECONDS": "20",
     }
