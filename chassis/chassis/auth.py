@@ -8,7 +8,9 @@ Two kinds of bearer token reach a service:
   (``iss=<caller>``, ``typ="service"``, ``aud=<callee>``, short-lived).
 
 Every service verifies both locally with the issuer's public key, so a
-user_service outage does not log anybody out. Only ``EdDSA`` is accepted:
+user_service outage does not log anybody out. A user token is also checked
+against the revocations user_service recorded (logout, password change,
+demotion: :mod:`chassis.revocation`), from a copy at most a second old. Only ``EdDSA`` is accepted:
 ``alg: none`` and HMAC tokens forged with a public key are refused.
 """
 
@@ -23,7 +25,7 @@ import jwt
 from django.conf import settings
 from rest_framework import authentication, exceptions, permissions
 
-from . import keys
+from . import keys, revocation
 
 ALGORITHM = "EdDSA"
 KNOWN_ISSUERS = ("user", "order", "inventory", "payment", "dashboard")
@@ -189,6 +191,10 @@ class LabJWTAuthentication(authentication.BaseAuthentication):
     def principal_from(self, claims: dict):
         kind = claims.get("typ")
         if kind == "access" and claims["iss"] == "user":
+            if revocation.is_revoked(claims):
+                raise exceptions.AuthenticationFailed(
+                    "Token has been revoked (logout, password change or a change of role); log in again."
+                )
             try:
                 return LabUser(
                     id=int(claims["sub"]),

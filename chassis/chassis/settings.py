@@ -15,6 +15,7 @@ in the namespaced ``CHASSIS`` dict.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import environ
@@ -33,11 +34,11 @@ def peer_urls(env: environ.Env) -> dict[str, str]:
     return {app.name: env.str(app.env_var, default=app.default_url).rstrip("/") for app in parts.APPS}
 
 
-def _shifted_redis_db(url: str, offset: int) -> str:
+def _shifted_redis_db(url: str, offset: int, *, absolute: int | None = None) -> str:
     from urllib.parse import urlparse
 
     parsed = urlparse(url)
-    current = int(parsed.path.lstrip("/") or 0)
+    current = int(parsed.path.lstrip("/") or 0) if absolute is None else absolute
     return parsed._replace(path=f"/{(current + offset) % 16}").geturl()
 
 
@@ -50,6 +51,49 @@ def own_keys_dir(keys_dir: Path, service: str) -> Path:
     if not (keys_dir / f"{service}.private.pem").exists() and (keys_dir / service / f"{service}.private.pem").exists():
         return keys_dir / service
     return keys_dir
+
+
+_RATE = re.compile(r"^\d+/(s|sec|second|m|min|minute|h|hour|d|day)$")
+
+
+def _rate(env: environ.Env, name: str, default: str) -> str:
+    """A throttle rate such as ``20/s`` or ``300/min`` from the environment; a malformed one fails at start."""
+    value = env.str(name, default=default).strip()
+    if not _RATE.match(value):
+        raise ImproperlyConfigured(
+            f"{name} must look like '10/min' (a count, '/', then s, min, hour or day); got {value!r}."
+        )
+    return value
+
+
+def _revocation_cache(env: environ.Env, root: Path, redis_url: str, service: str) -> dict:
+    """The cache every service shares for revoked access tokens: the user service's Redis database.
+
+    ``TOKEN_REVOCATION_REDIS_URL`` names it; by default it is ``REDIS_URL``'s server with the
+    database of the user service (the issuer), so each service finds the list whatever its own
+    database number. Without Redis, a file cache under ``var/cache/`` that every process of the
+    machine shares. A test run keeps a list of its own, per service, away from the lab's
+    and from another suite running at the same time.
+    """
+    url = env.str("TOKEN_REVOCATION_REDIS_URL", default="")
+    if not url and redis_url:
+        url = _shifted_redis_db(redis_url, 0, absolute=parts.APP_BY_NAME["user"].redis_db)
+    testing = "PYTEST_VERSION" in os.environ
+    prefix = f"{env.str('LAB_REDIS_PREFIX', default='lab')}:auth"
+    if url:
+        if testing:
+            url = _shifted_redis_db(url, 8)  # beside the services' own test databases, never the lab's
+            prefix = f"{prefix}:test-{service}"
+        return {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": url,
+            "KEY_PREFIX": prefix,
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    return {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(root / "var" / "cache" / (f"test-revocations-{service}" if testing else "revocations")),
+    }
 
 
 def build(
@@ -105,6 +149,7 @@ def build(
     database["ATOMIC_REQUESTS"] = False
 
     redis_url = env.str("REDIS_URL", default="")
+    revocation = _revocation_cache(env, root, redis_url, service)
     if redis_url and "PYTEST_VERSION" in os.environ:
         # A test run must not see (or flush) the running lab's faults, switches and
         # throttle counts: it uses the Redis database 8 above the service's own.
@@ -203,6 +248,8 @@ def build(
                 "chassis.browsable.LabBrowsableAPIRenderer",
             ],
             "UNAUTHENTICATED_USER": "chassis.auth.anonymous_user",
+            # Every write of a logged-in user is counted (chassis.throttling); views add their own limits.
+            "DEFAULT_THROTTLE_CLASSES": ["chassis.throttling.UserWriteThrottle"],
             "DEFAULT_THROTTLE_RATES": {},
         },
         "SPECTACULAR_SETTINGS": {
@@ -247,5 +294,9 @@ def build(
             # Several labs (a test run beside the running one) can share one Redis.
             "REDIS_PREFIX": env.str("LAB_REDIS_PREFIX", default="lab"),
             "DEPENDS_ON": list(depends_on),
+            # Where user_service records revoked access tokens and every verifier reads them (chassis.revocation).
+            "REVOCATION_CACHE": revocation,
+            # Writes (POST, PUT, PATCH, DELETE) a logged-in user may make per service (chassis.throttling).
+            "WRITE_RATE_PER_USER": _rate(env, "WRITE_RATE_PER_USER", "20/s"),
         },
     }

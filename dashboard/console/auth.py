@@ -9,6 +9,17 @@ expire, for the pages that read data as the admin.
 
 Changing the lab (faults, switches, flows) is done with the dashboard's own
 service identity; the login only decides who may ask the dashboard to do it.
+
+Staff status is not trusted for the session's 8 hours: on every request the
+session's access token is checked against the revocations user_service
+records (``chassis.revocation``, a copy at most a second old, no call to
+anybody). Demoting an account, changing its password or logging it out
+revokes its tokens, so its dashboard session ends within a second; a refresh
+that answers a token without ``staff`` ends it too.
+
+The login is forwarded with the browser's address (``X-Lab-Client-IP``, which
+user_service believes only with the dashboard's service token), so the login
+throttle counts each client, not the dashboard.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 
 from chassis import auth as chassis_auth
+from chassis import revocation
 
 from . import peers
 
@@ -34,9 +46,27 @@ class LoginRefused(Exception):
 
 
 def current_staff(request) -> dict | None:
-    """``{"id", "email", "name"}`` of the logged-in staff member, or None."""
+    """``{"id", "email", "name"}`` of the logged-in staff member, or None.
+
+    A session whose token was revoked (demotion, password change, logout elsewhere)
+    is closed here, at the first request that notices.
+    """
     data = request.session.get(SESSION_KEY) if hasattr(request, "session") else None
-    return data["user"] if data else None
+    if not data:
+        return None
+    if _revoked(data):
+        request.session.flush()
+        return None
+    return data["user"]
+
+
+def _revoked(data: dict) -> bool:
+    try:
+        # Verified when it was stored; only its sub, sid and iat are read here.
+        claims = jwt.decode(data.get("access", ""), options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return True
+    return revocation.is_revoked(claims)
 
 
 def _claims(access: str) -> dict:
@@ -60,7 +90,13 @@ def _store(request, pair: dict, claims: dict) -> None:
 
 def staff_login(request, *, email: str, password: str) -> dict:
     """Log in at user_service; open a session for staff only. Raises :class:`LoginRefused`."""
-    result = peers.call("user", "POST", "/api/auth/login/", json={"email": email, "password": password})
+    result = peers.call(
+        "user",
+        "POST",
+        "/api/auth/login/",
+        json={"email": email, "password": password},
+        headers={"X-Lab-Client-IP": request.META.get("REMOTE_ADDR", "")},
+    )
     if result.state in ("down", "timeout"):
         raise LoginRefused(f"The user service is unavailable ({result.state}); nobody can log in until it is back.")
     if result.status == 429:
@@ -101,6 +137,9 @@ def staff_access_token(request) -> str | None:
     try:
         claims = _claims(result.data["access"])
     except LoginRefused:
+        return None
+    if not claims.get("staff"):
+        request.session.flush()  # demoted since the login: the session's controls go with it
         return None
     _store(request, result.data, claims)
     return result.data["access"]

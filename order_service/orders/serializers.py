@@ -12,7 +12,10 @@ from .models import Order, OrderEvent, OrderLine, OrderStatus
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"
 PAYMENT_METHOD_PATTERN = r"^pm_[A-Za-z0-9_]{1,61}$"
 MAX_LINES = 50
-MAX_QUANTITY = 1000
+# A shop's "at most 10 per customer": one order cannot take a product's whole stock (20..200 units
+# in the demo catalog), nor, with MAX_UNITS_PER_ORDER, empty the shop in a few lines.
+MAX_QUANTITY = 10
+MAX_UNITS_PER_ORDER = 50
 
 
 class StrictIntegerField(serializers.IntegerField):
@@ -30,7 +33,11 @@ class OrderLineInput(serializers.Serializer):
         max_length=32,
         error_messages={"invalid": "Use 1 to 32 letters, digits, '.', '_' or '-' (like KB-001)."},
     )
-    quantity = StrictIntegerField(min_value=1, max_value=MAX_QUANTITY)
+    quantity = StrictIntegerField(
+        min_value=1,
+        max_value=MAX_QUANTITY,
+        error_messages={"max_value": f"At most {MAX_QUANTITY} units of one product per order."},
+    )
 
 
 class ShippingAddressInput(serializers.Serializer):
@@ -51,6 +58,11 @@ class _LinesMixin:
         if repeated:
             raise serializers.ValidationError(
                 f"Each sku may appear once; add up the quantities of {', '.join(repeated)}."
+            )
+        units = sum(line["quantity"] for line in lines)
+        if units > MAX_UNITS_PER_ORDER:
+            raise serializers.ValidationError(
+                f"An order holds at most {MAX_UNITS_PER_ORDER} units in all; these lines add up to {units}."
             )
         return lines
 

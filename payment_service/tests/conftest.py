@@ -116,3 +116,9 @@ def make_charge(make_method):
         ).charge
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def generous_write_rate(settings):
+    """The suite writes far faster than any customer; the write limit has tests of its own (test_throttling.py)."""
+    settings.CHASSIS = {**settings.CHASSIS, "WRITE_RATE_PER_USER": "100000/s"}

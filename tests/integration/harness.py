@@ -309,12 +309,18 @@ def start_lab(workdir: Path, *, workers: int = 2, threads: int = 4) -> Lab:
         "DEBUG": "false",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         **{f"{name.upper()}_SERVICE_URL": url for name, url in urls.items()},
-        # The whole suite logs in far more often than a person would.
+        # The whole suite logs in (and registers) far more often than a person would.
         "LOGIN_RATE_PER_IP": "100000/min",
         "LOGIN_RATE_PER_ACCOUNT": "100000/min",
+        "LOGIN_RATE_PER_EMAIL": "100000/min",
+        "REGISTER_RATE_PER_IP": "100000/min",
         # Keys of this run only, so parallel runs sharing Redis do not see each other's faults.
         "LAB_REDIS_PREFIX": f"it{os.getpid()}-{int(time.time())}",
     }
+    user_redis = read_env_file(ROOT / "var" / "env" / "user.env").get("REDIS_URL", "")
+    if user_redis:
+        # Every service reads the revoked access tokens where this lab's user_service writes them.
+        common["TOKEN_REVOCATION_REDIS_URL"] = urlparse(user_redis)._replace(path=f"/{SERVICES['user'][2]}").geturl()
     lab = Lab(urls=urls, database_urls={}, workdir=workdir)
     try:
         for name, (directory, _schema, redis_db) in SERVICES.items():

@@ -121,3 +121,48 @@ def test_logged_in_users_keep_ordering_without_user_service(lab, customer, produ
         assert customer.get("payment", "/api/payments/").status_code == 200
     finally:
         lab.thaw("user")
+
+
+def _refused_soon(api, service: str, path: str) -> int:
+    """The status a service answers once its copy of the revocations is fresh (read again within a second)."""
+    status = api.get(service, path).status_code
+    for _ in range(50):  # at most 5 s: bounded, generous beside the 0.5 s refresh
+        if status == 401:
+            break
+        time.sleep(0.1)
+        status = api.get(service, path).status_code
+    return status
+
+
+def test_logout_and_password_change_revoke_access_tokens_in_other_services(lab, new_customer):
+    """Ensure an access token is refused by order and payment after logout, and after a password change."""
+    import requests
+
+    from .conftest import Api
+
+    customer = new_customer("Revoked")
+
+    def log_in(password: str) -> tuple[Api, dict]:
+        answer = requests.post(
+            f"{lab.urls['user']}/api/auth/login/", json={"email": customer.email, "password": password}, timeout=30
+        )
+        assert answer.status_code == 200, answer.text
+        return Api(lab, answer.json()["access"]), answer.json()
+
+    session, pair = log_in(customer.password)
+    assert session.get("order", "/api/orders/").status_code == 200
+    logout = requests.post(f"{lab.urls['user']}/api/auth/logout/", json={"refresh": pair["refresh"]}, timeout=30)
+    assert logout.status_code == 204, logout.text
+    assert _refused_soon(session, "order", "/api/orders/") == 401
+
+    other, _ = log_in(customer.password)
+    assert other.get("payment", "/api/payments/").status_code == 200
+    changed = other.post(
+        "user", "/api/users/me/password/", json={"old_password": customer.password, "new_password": "a-new-pass-77x"}
+    )
+    assert changed.status_code == 204, changed.text
+    assert _refused_soon(other, "payment", "/api/payments/") == 401
+    assert _refused_soon(other, "order", "/api/orders/") == 401
+
+    fresh, _ = log_in("a-new-pass-77x")
+    assert fresh.get("order", "/api/orders/").status_code == 200

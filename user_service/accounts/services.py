@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -12,13 +14,40 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
-from chassis.errors import InvalidRequest
+from chassis import revocation
+from chassis.errors import InvalidRequest, Unavailable
 
 from . import tokens
 from .exceptions import AccountUnavailable, InvalidCredentials, TokenRejected
 from .models import MAX_ADDRESSES_PER_USER, Address, RefreshToken, User, normalize_email
 
 DUPLICATE_EMAIL = "An account with this email already exists."
+# How long a revocation must be kept: the longest life of an access token it refuses, plus the
+# verifiers' leeway on exp.
+REVOCATION_LEEWAY = 10
+
+log = logging.getLogger("accounts.services")
+
+
+def _revocation_lifetime() -> int:
+    return settings.ACCESS_TOKEN_TTL + REVOCATION_LEEWAY
+
+
+def access_tokens_revoke(*, user_id: int) -> None:
+    """Refuse, in every service, each access token of the user issued until now.
+
+    Raises :class:`Unavailable` (503) when the revocation cannot be recorded, so the
+    caller's transaction is rolled back and nobody is told it happened.
+    """
+    try:
+        revocation.revoke_user(user_id=user_id, lifetime=_revocation_lifetime())
+    except revocation.RevocationUnavailable as exc:
+        log.warning("could not revoke the access tokens of user %s: %s", user_id, exc)
+        raise Unavailable(
+            "The token revocation list (Redis) is unavailable, so access tokens already issued could not "
+            "be cancelled; nothing was changed. Try again shortly.",
+            code="revocation_unavailable",
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -69,11 +98,29 @@ def user_password_change(*, user: User, old_password: str, new_password: str) ->
 
 
 def user_password_set(*, user: User, password: str) -> None:
-    """Store a new password and close every session opened with the old one."""
+    """Store a new password and close every session opened with the old one, access tokens included."""
     with transaction.atomic():
         user.set_password(password)
         user.save(update_fields=["password"])
         refresh_token_revoke_all(user_id=user.pk)
+        access_tokens_revoke(user_id=user.pk)  # last: if it fails, the password is not changed
+
+
+def user_staff_set(*, user: User, staff: bool) -> bool:
+    """Make ``user`` staff (and superuser) or not; return whether it changed.
+
+    A change of role ends every session of the account, access tokens included:
+    a demoted instructor's dashboard session loses its controls within a second,
+    and a promoted one logs in again to get a token that says so.
+    """
+    if user.is_staff == staff and user.is_superuser == staff:
+        return False
+    with transaction.atomic():
+        user.is_staff = user.is_superuser = staff
+        user.save(update_fields=["is_staff", "is_superuser"])
+        refresh_token_revoke_all(user_id=user.pk)
+        access_tokens_revoke(user_id=user.pk)
+    return True
 
 
 def user_login(*, email: str, password: str) -> TokenPair:
@@ -88,12 +135,13 @@ def user_login(*, email: str, password: str) -> TokenPair:
         raise InvalidCredentials()
     with transaction.atomic():
         User.objects.filter(pk=user.pk).update(last_login=timezone.now())
-        return _token_pair_issue(user=user)
+        return _token_pair_issue(user=user, sid=uuid.uuid4().hex)
 
 
-def _token_pair_issue(*, user: User) -> TokenPair:
-    access = tokens.token_issue(user=user, kind=tokens.ACCESS)
-    refresh = tokens.token_issue(user=user, kind=tokens.REFRESH)
+def _token_pair_issue(*, user: User, sid: str) -> TokenPair:
+    not_before = revocation.user_valid_after(user.pk)
+    access = tokens.token_issue(user=user, kind=tokens.ACCESS, sid=sid, not_before=not_before)
+    refresh = tokens.token_issue(user=user, kind=tokens.REFRESH, sid=sid, not_before=not_before)
     RefreshToken.objects.create(
         jti=refresh.jti,
         user=user,
@@ -124,6 +172,11 @@ def refresh_token_rotate(*, token: str) -> TokenPair:
             raise TokenRejected("This refresh token is not valid.")
         if record.revoked_at is not None:
             refresh_token_revoke_all(user_id=record.user_id)
+            # Best effort: the thief's access token too. The refusal below happens either way.
+            try:
+                revocation.revoke_user(user_id=record.user_id, lifetime=_revocation_lifetime())
+            except revocation.RevocationUnavailable as exc:
+                log.warning("could not revoke the access tokens of user %s: %s", record.user_id, exc)
             reused = True
         elif record.expires_at <= now:
             raise TokenRejected("This refresh token has expired; log in again.", code="token_expired")
@@ -132,7 +185,9 @@ def refresh_token_rotate(*, token: str) -> TokenPair:
         else:
             record.revoked_at = now
             record.save(update_fields=["revoked_at"])
-            return _token_pair_issue(user=record.user)
+            # The session goes on: logging out with the new refresh token ends it, old access tokens too.
+            sid = claims.get("sid") if isinstance(claims.get("sid"), str) else uuid.uuid4().hex
+            return _token_pair_issue(user=record.user, sid=sid)
     # Raised after the block so that the revocation above is committed.
     if reused:
         raise TokenRejected(
@@ -144,11 +199,27 @@ def refresh_token_rotate(*, token: str) -> TokenPair:
 
 
 def refresh_token_revoke(*, token: str) -> None:
-    """Log out: revoke one refresh token. Revoking an already revoked one is a no-op."""
+    """Log out: revoke one refresh token, and every access token of its session, in every service.
+
+    Revoking an already revoked one is a no-op. If the session's access tokens cannot
+    be revoked (the revocation list is unavailable) nothing is revoked: a 503.
+    """
     claims = tokens.refresh_claims_decode(token=token)
-    issued = RefreshToken.objects.filter(jti=claims["jti"], user_id=int(claims["sub"]))
-    if not issued.filter(revoked_at__isnull=True).update(revoked_at=timezone.now()) and not issued.exists():
-        raise TokenRejected("This refresh token is not valid.")
+    with transaction.atomic():
+        issued = RefreshToken.objects.filter(jti=claims["jti"], user_id=int(claims["sub"]))
+        if not issued.filter(revoked_at__isnull=True).update(revoked_at=timezone.now()) and not issued.exists():
+            raise TokenRejected("This refresh token is not valid.")
+        sid = claims.get("sid")
+        if isinstance(sid, str) and sid:
+            try:
+                revocation.revoke_session(sid=sid, lifetime=_revocation_lifetime())
+            except revocation.RevocationUnavailable as exc:
+                log.warning("could not revoke the access tokens of session %s: %s", sid, exc)
+                raise Unavailable(
+                    "The token revocation list (Redis) is unavailable, so this session's access token could "
+                    "not be cancelled; you are not logged out. Try again shortly.",
+                    code="revocation_unavailable",
+                ) from exc
 
 
 def refresh_token_revoke_all(*, user_id: int) -> int:
@@ -197,6 +268,7 @@ def lab_account_ensure(*, email: str, name: str, password: str, staff: bool) -> 
         created = user is None
         if created:
             user = User(email=email)
+        was_staff = user.is_staff and user.is_superuser
         wanted = {"name": name, "is_staff": staff, "is_superuser": staff, "is_active": True}
         changed = [field for field, value in wanted.items() if getattr(user, field) != value]
         for field in changed:
@@ -214,4 +286,8 @@ def lab_account_ensure(*, email: str, name: str, password: str, staff: bool) -> 
         if not changed:
             return "unchanged"
         user.save(update_fields=changed)
+        if new_password or was_staff != staff:
+            # A new password or a change of role ends the sessions opened before it (access tokens too).
+            refresh_token_revoke_all(user_id=user.pk)
+            access_tokens_revoke(user_id=user.pk)
         return "updated"

@@ -2,10 +2,11 @@
 
 Both kinds are EdDSA JWTs signed with the ``user`` key through
 ``chassis.auth.sign`` (``iss="user"``) and carry ``sub`` (the user id as a
-string), ``email``, ``name``, ``staff``, ``jti``, ``iat``, ``exp``; ``typ`` tells
-them apart. The chassis accepts only ``typ="access"`` as a bearer token, and
-:func:`refresh_claims_decode` accepts only ``typ="refresh"``, so neither can
-stand in for the other.
+string), ``email``, ``name``, ``staff``, ``sid`` (the login session, kept
+across refreshes, which logout revokes), ``jti``, ``iat``, ``exp``; ``typ``
+tells them apart. The chassis accepts only ``typ="access"`` as a bearer token,
+and :func:`refresh_claims_decode` accepts only ``typ="refresh"``, so neither
+can stand in for the other.
 """
 
 from __future__ import annotations
@@ -37,10 +38,16 @@ class IssuedToken:
     expires_at: int  # Unix time
 
 
-def token_issue(*, user, kind: str) -> IssuedToken:
-    """Sign an access or refresh token for ``user`` (a ``User`` row)."""
+def token_issue(*, user, kind: str, sid: str, not_before: int | None = None) -> IssuedToken:
+    """Sign an access or refresh token for ``user`` (a ``User`` row) in the login session ``sid``.
+
+    ``not_before`` is the user's valid-after time (``chassis.revocation``): a token
+    issued in the very second of a revocation is dated at it, so it is not refused.
+    """
     ttl = settings.ACCESS_TOKEN_TTL if kind == ACCESS else settings.REFRESH_TOKEN_TTL
     now = int(clock())
+    if not_before is not None and now < not_before:
+        now = not_before  # at most a second ahead, within every verifier's leeway
     jti = uuid.uuid4().hex
     claims = {
         "typ": kind,
@@ -48,6 +55,7 @@ def token_issue(*, user, kind: str) -> IssuedToken:
         "email": user.email,
         "name": user.name,
         "staff": bool(user.is_staff),
+        "sid": sid,
         "jti": jti,
         "iat": now,
         "exp": now + ttl,

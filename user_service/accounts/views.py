@@ -27,7 +27,13 @@ from .serializers import (
     UserListOutput,
     UserSearchQuery,
 )
-from .throttles import LoginAccountThrottle, LoginIpThrottle, PasswordChangeThrottle
+from .throttles import (
+    LoginAccountThrottle,
+    LoginEmailThrottle,
+    LoginIpThrottle,
+    PasswordChangeThrottle,
+    RegisterIpThrottle,
+)
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
@@ -36,6 +42,10 @@ ERROR_401 = OpenApiResponse(ErrorOutput, description="Missing, invalid or refuse
 ERROR_403 = OpenApiResponse(ErrorOutput, description="Logged in, but not allowed.")
 ERROR_404 = OpenApiResponse(ErrorOutput, description="Not found (or not yours).")
 ERROR_429 = OpenApiResponse(ErrorOutput, description="Too many attempts; see the Retry-After header.")
+ERROR_503_REVOCATION = OpenApiResponse(
+    ErrorOutput,
+    description="The token revocation list (Redis) is unavailable: nothing was changed (`revocation_unavailable`).",
+)
 
 
 def validated(serializer_class, data, **kwargs) -> dict:
@@ -80,16 +90,18 @@ class RegisterApi(PublicAuthView):
     """Create a customer account.
 
     The email is stored in lower case and must be unused; the password must pass Django's validators.
+    Throttled per client IP (`REGISTER_RATE_PER_IP`).
     """
 
     name = "Register"
     input_serializer_class = RegisterInput
     output_serializer_class = UserCreatedOutput
+    throttle_classes = [RegisterIpThrottle]
 
     @extend_schema(
         summary="Create a customer account",
         request=RegisterInput,
-        responses={201: UserCreatedOutput, 400: ERROR_400},
+        responses={201: UserCreatedOutput, 400: ERROR_400, 429: ERROR_429},
     )
     def post(self, request):
         user = services.user_create(**validated(RegisterInput, request.data))
@@ -100,13 +112,14 @@ class RegisterApi(PublicAuthView):
 class LoginApi(PublicAuthView):
     """Log in with email and password.
 
-    Throttled per email and per client IP; a wrong email and a wrong password get the same 401.
+    Throttled per client IP, per email from one client and per email from all clients (a wider cap);
+    a wrong email and a wrong password get the same 401.
     """
 
     name = "Log in"
     input_serializer_class = LoginInput
     output_serializer_class = TokenPairOutput
-    throttle_classes = [LoginIpThrottle, LoginAccountThrottle]
+    throttle_classes = [LoginIpThrottle, LoginAccountThrottle, LoginEmailThrottle]
 
     @extend_schema(
         summary="Log in: trade email and password for an access and a refresh token",
@@ -141,15 +154,15 @@ class RefreshApi(PublicAuthView):
 
 @extend_schema(tags=["auth"], auth=[])
 class LogoutApi(PublicAuthView):
-    """Revoke a refresh token. Access tokens already issued stay valid until they expire (15 minutes at most)."""
+    """Revoke a refresh token, and every access token of its session, in every service (within a second)."""
 
     name = "Log out"
     input_serializer_class = RefreshInput
 
     @extend_schema(
-        summary="Log out: revoke a refresh token",
+        summary="Log out: revoke a refresh token and the access tokens of its session",
         request=RefreshInput,
-        responses={204: None, 400: ERROR_400, 401: ERROR_401},
+        responses={204: None, 400: ERROR_400, 401: ERROR_401, 503: ERROR_503_REVOCATION},
     )
     def post(self, request):
         services.refresh_token_revoke(token=validated(RefreshInput, request.data)["refresh"])
@@ -185,7 +198,7 @@ class MeApi(LabApiView):
 
 @extend_schema(tags=["me"])
 class PasswordChangeApi(LabApiView):
-    """Change your password. Every refresh token of the account is revoked, so other devices must log in again."""
+    """Change your password. Every token of the account (refresh and access) is revoked: every device logs in again."""
 
     name = "Change my password"
     permission_classes = [IsLabUser]
@@ -193,9 +206,9 @@ class PasswordChangeApi(LabApiView):
     throttle_classes = [PasswordChangeThrottle]
 
     @extend_schema(
-        summary="Change your password (every refresh token is revoked)",
+        summary="Change your password (every refresh and access token is revoked)",
         request=PasswordChangeInput,
-        responses={204: None, 400: ERROR_400, 401: ERROR_401, 429: ERROR_429},
+        responses={204: None, 400: ERROR_400, 401: ERROR_401, 429: ERROR_429, 503: ERROR_503_REVOCATION},
     )
     def post(self, request):
         data = validated(PasswordChangeInput, request.data)

@@ -59,9 +59,13 @@ def _rate(name: str, default: str) -> str:
     return value
 
 
-# Login throttling, counted in the cache (Redis in the lab, so every gunicorn worker shares the counts).
+# Login throttling, counted in the cache (Redis in the lab, so every gunicorn worker shares the counts):
+# per email from one client, per email from all clients together (wider), per client IP.
 LOGIN_RATE_PER_ACCOUNT = _rate("LOGIN_RATE_PER_ACCOUNT", "10/min")
+LOGIN_RATE_PER_EMAIL = _rate("LOGIN_RATE_PER_EMAIL", "100/min")
 LOGIN_RATE_PER_IP = _rate("LOGIN_RATE_PER_IP", "300/min")
+# Accounts created per client IP: as many as logins, since a load run registers one per simulated user.
+REGISTER_RATE_PER_IP = _rate("REGISTER_RATE_PER_IP", "300/min")
 
 # How many reverse proxies sit in front of the service. 0 means the client's IP is
 # REMOTE_ADDR and an X-Forwarded-For header sent by a client is ignored, so nobody can

@@ -38,6 +38,16 @@ def _own_cache_namespace():
 
 
 @pytest.fixture(autouse=True)
+def _fresh_revocations():
+    """Each test starts with no revoked token (the list is this suite's own, see chassis.settings)."""
+    from chassis import revocation
+
+    revocation.clear()
+    yield
+    revocation.clear()
+
+
+@pytest.fixture(autouse=True)
 def _fresh_throttle_counts():
     """Forget login counts between tests (only the tests' own keys: the Redis database may be shared)."""
     _forget_cache_keys()
