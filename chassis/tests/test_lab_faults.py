@@ -180,3 +180,26 @@ def test_dependency_fault_delay_and_hang(peer, api, admin_headers, sleeps):
         ServiceClient("payment", base_url=peer.url).post("/charge/", json={})
     assert failure.value.reason == "read timed out"
     assert len(peer.received) == 1  # the delayed call only: the hung one never left
+
+
+def test_error_after_fault_serves_the_request_then_loses_its_answer(api, admin_headers, monkeypatch):
+    """Ensure an error fault with mode=after runs the view (its work is done), then answers its status instead."""
+    from tests.urls import EchoApi
+
+    served = []
+    original = EchoApi.post
+    monkeypatch.setattr(EchoApi, "post", lambda self, request: served.append(request.data) or original(self, request))
+    put_fault(api, admin_headers, kind="error", mode="after", status=503, path_prefix="/echo/", method="POST")
+    lost = api.post("/echo/", {"name": "a", "quantity": 1}, format="json")
+    assert lost.status_code == 503 and lost.json()["code"] == "answer_lost" and lost["X-Lab-Fault"]
+    assert served == [{"name": "a", "quantity": 1}]
+    assert api.get("/whoami/", **bearer(user_token(user_id=1))).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "fault", [{"kind": "error", "mode": "hang"}, {"kind": "latency", "delay_ms": 5, "mode": "after"}]
+)
+def test_mode_after_belongs_to_error_faults(api, admin_headers, fault):
+    """Ensure mode=after is refused on other kinds, and other modes on an error fault."""
+    response = api.put("/_lab/faults/", fault, format="json", **admin_headers)
+    assert response.status_code == 400 and "mode" in response.json()["fields"]

@@ -217,3 +217,16 @@ def test_gunicorn_hook_tells_the_serving_threads(serving_threads):
 
     gunicorn_conf.post_worker_init(SimpleNamespace(cfg=SimpleNamespace(threads=6)))
     assert resilience._serving_threads == 6
+
+
+def test_unsafe_switch_is_off_by_default_and_a_reset_turns_it_off(admin):
+    """Ensure the unsafe switch starts off, a PUT turns it on (only it), and DELETE puts it back off."""
+    body = admin.get("/_lab/resilience/").json()
+    assert body["switches"]["unsafe"] == {"charge_retry_new_key": False} == body["defaults"]["unsafe"]
+    on = set_switches(admin, unsafe={"charge_retry_new_key": True})
+    assert on["switches"]["unsafe"] == {"charge_retry_new_key": True}
+    assert on["switches"]["retries"] == body["switches"]["retries"]
+    assert (
+        admin.put("/_lab/resilience/", {"unsafe": {"charge_retry_new_key": "maybe"}}, format="json").status_code == 400
+    )
+    assert admin.delete("/_lab/resilience/").json()["switches"]["unsafe"] == {"charge_retry_new_key": False}

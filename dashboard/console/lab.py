@@ -38,11 +38,20 @@ def fault_clear(service: str, fault_id: str | None = None) -> peers.Call:
 
 
 def faults_clear_all() -> dict[str, peers.Call]:
-    """DELETE every service's faults (in parallel); each answer by service."""
-    results = peers.gather({s: (fault_clear, s) for s in peers.SERVICES})
+    """DELETE every service's faults and turn its unsafe switches off (in parallel); each answer by service.
+
+    "Clear all" leaves the lab safe: an unsafe switch takes a defence away, so it goes with the faults.
+    """
+    results = peers.gather({s: (_clear_faults_and_unsafe, s) for s in peers.SERVICES})
     return {
         s: results[s] or peers.Call(s, "DELETE", "/_lab/faults/", "timeout", error="no answer") for s in peers.SERVICES
     }
+
+
+def _clear_faults_and_unsafe(service: str) -> peers.Call:
+    cleared = fault_clear(service)
+    switched = resilience_update(service, {"unsafe": UNSAFE_OFF})
+    return cleared if switched.ok else switched
 
 
 def _number(data, name: str, errors: dict, *, cast=int, scale: float = 1.0):
@@ -168,6 +177,20 @@ PRESETS = {
             "order",
             {"kind": "database", "mode": "fail"},
         ),
+        Preset(
+            "payment-answers-lost",
+            "Payment's answers lost",
+            "payment_service captures each charge, then its answer is lost (503): the caller cannot know.",
+            "payment",
+            {
+                "kind": "error",
+                "mode": "after",
+                "status": 503,
+                "path_prefix": "/internal/charges/",
+                "method": "POST",
+                "ttl_seconds": 300,
+            },
+        ),
         Preset("kill-worker", "Kill the worker", "SIGKILL to the Celery worker; the process manager starts it again."),
     )
 }
@@ -195,6 +218,11 @@ SWITCH_FIELDS = {
     "bulkhead": (("max_concurrent", int),),
     "fallback": (),
 }
+# Switches that take a defence away (chassis.lab.resilience): off by default, red when on, off after "Clear all".
+UNSAFE_SWITCHES = {
+    "charge_retry_new_key": "UNSAFE: retry a lost charge with a new idempotency key",
+}
+UNSAFE_OFF = dict.fromkeys(UNSAFE_SWITCHES, False)
 
 
 def resilience_get(service: str) -> peers.Call:
@@ -215,6 +243,7 @@ def switches_from_form(data) -> tuple[dict, dict]:
             except ValueError:
                 errors.setdefault(section, []).append(f"{name}: enter a number.")
         changes[section] = values
+    changes["unsafe"] = {name: data.get(f"unsafe.{name}") == "on" for name in UNSAFE_SWITCHES}
     return changes, errors
 
 

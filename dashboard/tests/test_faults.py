@@ -25,6 +25,19 @@ pytestmark = pytest.mark.django_db
             {"id": "preset-flaky-inventory", "kind": "error", "status": 503, "probability": 0.3},
         ),
         ("orders-db-down", "order", {"id": "preset-orders-db-down", "kind": "database", "mode": "fail"}),
+        (
+            "payment-answers-lost",
+            "payment",
+            {
+                "id": "preset-payment-answers-lost",
+                "kind": "error",
+                "mode": "after",
+                "status": 503,
+                "path_prefix": "/internal/charges/",
+                "method": "POST",
+                "ttl_seconds": 300,
+            },
+        ),
     ],
 )
 def test_preset_sends_the_right_fault(staff, lab, slug, service, body):
@@ -85,12 +98,26 @@ def test_kill_the_worker_asks_labctl_for_a_kill(monkeypatch):
 
 
 def test_clear_all_deletes_every_services_faults(staff, lab):
-    """Ensure one button sends DELETE /_lab/faults/ to all four services."""
+    """Ensure one button sends DELETE /_lab/faults/ to all four services, and turns their unsafe switches off."""
+    for fake in lab.values():
+        fake.on("PUT", "/_lab/resilience/", 200, {"switches": {}, "breakers": {}})
     response = staff.post("/faults/clear-all/", follow=True)
     assert response.status_code == 200
     for fake in lab.values():
         assert len(fake.sent("DELETE", "/_lab/faults/")) == 1
+        assert [p["json"] for p in fake.sent("PUT", "/_lab/resilience/")] == [
+            {"unsafe": {"charge_retry_new_key": False}}
+        ]
     assert b"on 4 of 4 services" in response.content
+
+
+def test_clear_all_names_a_service_whose_unsafe_switch_stays_on(staff, lab):
+    """Ensure a service that refuses to turn its unsafe switch off is named, not reported as cleared."""
+    for name in ("user", "inventory", "payment"):
+        lab[name].on("PUT", "/_lab/resilience/", 200, {"switches": {}, "breakers": {}})
+    response = staff.post("/faults/clear-all/", follow=True)
+    assert b"Could not clear: order" in response.content
+    assert b"on 3 of 4 services" in response.content
 
 
 def test_clear_all_with_a_dead_service_clears_the_others(staff, lab, settings):
@@ -98,6 +125,8 @@ def test_clear_all_with_a_dead_service_clears_the_others(staff, lab, settings):
     from .fakes import dead_url
 
     settings.CHASSIS = {**settings.CHASSIS, "PEERS": {**settings.CHASSIS["PEERS"], "payment": dead_url()}}
+    for name in ("user", "order", "inventory"):
+        lab[name].on("PUT", "/_lab/resilience/", 200, {"switches": {}, "breakers": {}})
     response = staff.post("/faults/clear-all/", follow=True)
     assert b"Could not clear: payment (down" in response.content
     for name in ("user", "order", "inventory"):
@@ -237,7 +266,16 @@ def test_switches_form_sends_a_partial_update(staff, lab):
         "breaker": {"enabled": True, "fail_max": 4, "reset_timeout": 15},
         "bulkhead": {"enabled": True, "max_concurrent": 8},
         "fallback": {"enabled": False},
+        "unsafe": {"charge_retry_new_key": False},
     }
+
+
+def test_switches_form_turns_the_unsafe_switch_on(staff, lab):
+    """Ensure the red UNSAFE box of the form sends unsafe.charge_retry_new_key=true."""
+    lab["order"].on("PUT", "/_lab/resilience/", 200, {"switches": {}, "breakers": {}})
+    staff.post("/resilience/order/", {"unsafe.charge_retry_new_key": "on", "retries.enabled": "on"})
+    (put,) = lab["order"].sent("PUT", "/_lab/resilience/")
+    assert put["json"]["unsafe"] == {"charge_retry_new_key": True}
 
 
 def test_reset_breakers(staff, lab):

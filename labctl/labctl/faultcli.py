@@ -33,7 +33,7 @@ from .text import table
 
 SERVICE_NAMES = tuple(s.short for s in config.SERVICES)
 KINDS = (*FAULT_KINDS, "process")
-SWITCH_SECTIONS = ("timeouts", "retries", "breaker", "bulkhead", "fallback")
+SWITCH_SECTIONS = ("timeouts", "retries", "breaker", "bulkhead", "fallback", "unsafe")
 
 
 class CliError(Exception):
@@ -144,7 +144,10 @@ def describe_parameters(fault: dict) -> str:
     if kind == "latency":
         parts.append(f"delay {delay}")
     elif kind == "error":
-        parts.append(f"status {fault.get('status', 503)}")
+        parts.append(
+            f"status {fault.get('status', 503)}"
+            + (", after serving (answer lost)" if fault.get("mode") == "after" else "")
+        )
     elif kind == "database":
         parts.append(
             f"mode {fault.get('mode') or 'fail'}" + (f", delay {delay}" if fault.get("mode") == "slow" else "")
@@ -384,6 +387,10 @@ def render_resilience(bodies: dict[str, dict]) -> str:
     for service, body in bodies.items():
         for section, values in body.get("switches", {}).items():
             settings = ", ".join(f"{k}={v}" for k, v in values.items() if k != "enabled")
+            if section == "unsafe":  # no "enabled": each of its switches takes a defence away when on
+                on = [name for name, value in values.items() if value]
+                rows.append([service, section, "UNSAFE ON" if on else "off", ", ".join(on) or "-"])
+                continue
             rows.append([service, section, _on_off(values.get("enabled")), settings or "-"])
     breakers = []
     for service, body in bodies.items():
@@ -489,7 +496,11 @@ def add_parsers(sub) -> None:
     add.add_argument("--jitter-ms", type=int, metavar="MS", help="± random part of the delay (ms)")
     add.add_argument("--probability", type=float, metavar="P", help="share of requests hit, 0..1 (default 1)")
     add.add_argument("--status", type=int, metavar="STATUS", help="HTTP status of an error fault (default 503)")
-    add.add_argument("--mode", metavar="MODE", help="database: fail|slow; dependency: fail|delay|hang")
+    add.add_argument(
+        "--mode",
+        metavar="MODE",
+        help="database: fail|slow; dependency: fail|delay|hang; error: after (serve, then lose the answer)",
+    )
     add.add_argument("--target", metavar="PEER", help="dependency: the peer whose calls suffer")
     add.add_argument("--path-prefix", metavar="PREFIX", help="only requests whose path starts with this")
     add.add_argument("--method", metavar="METHOD", help="only requests with this HTTP method")

@@ -199,3 +199,16 @@ class SagaSettingsOutput(serializers.Serializer):
     queues = serializers.DictField(
         child=serializers.IntegerField(), allow_null=True, help_text="Tasks waiting per queue (Redis only)."
     )
+
+
+class ChargeRepairInput(serializers.Serializer):
+    """The orders whose extra charges to refund (the ids the audit names)."""
+
+    order_ids = serializers.ListField(
+        child=StrictIntegerField(min_value=1), min_length=1, max_length=500, help_text="Order ids."
+    )
+
+
+class ChargeRepairOutput(serializers.Serializer):
+    service = serializers.CharField()
+    repaired = serializers.ListField(child=serializers.DictField(), help_text="Per order: kept, refunded, refused.")

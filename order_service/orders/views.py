@@ -22,7 +22,10 @@ from chassis.pagination import ReconciliationPagination
 
 from . import broker, lab, selectors, services
 from .models import Order
+from .saga.repair import order_extra_charges_refund
 from .serializers import (
+    ChargeRepairInput,
+    ChargeRepairOutput,
     OrderCreateInput,
     OrderListQuery,
     OrderOutput,
@@ -303,3 +306,26 @@ class SagaModeApi(APIView):
         lab.saga_settings_reset()
         log.info("saga switch reset to its defaults")
         return Response(_saga_body())
+
+
+class ChargeRepairApi(APIView):
+    """The lab admin's repair: refund the charges payment captured for these orders but their saga never recorded.
+
+    Only the unsafe switch `unsafe.charge_retry_new_key` makes such charges; the
+    audit names the orders, and a lab's reset repairs them so the audit is green again.
+    """
+
+    name = "Charge repair"
+    permission_classes = [IsLabAdmin]
+
+    @extend_schema(
+        summary="Refund the orders' charges their saga did not record",
+        request=ChargeRepairInput,
+        responses={200: ChargeRepairOutput, 400: ErrorOutput, 401: ErrorOutput, 403: ErrorOutput, 503: ErrorOutput},
+    )
+    def post(self, request):
+        data = ChargeRepairInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        repaired = order_extra_charges_refund(order_ids=data.validated_data["order_ids"])
+        log.info("repair: %s", repaired)
+        return Response({"service": settings.SERVICE_NAME, "repaired": repaired})

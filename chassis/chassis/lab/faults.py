@@ -4,7 +4,9 @@ A fault is a small dict validated by :class:`FaultSerializer`. Kinds:
 
 ========== ==================================================================
 latency    each matching request waits ``delay_ms`` ± ``jitter_ms``
-error      each matching request answers ``status`` (500, 503, ...)
+error      each matching request answers ``status`` (500, 503, ...); with
+           ``mode=after`` the request is served first and only its answer is
+           replaced: the work is done, the caller never learns it (a lost answer)
 outage     every request answers 503, ``/health/`` included
 database   each query fails with a database error (``mode=fail``) or waits
            ``delay_ms`` (``mode=slow``)
@@ -53,13 +55,19 @@ class FaultSerializer(serializers.Serializer):
     delay_ms = serializers.IntegerField(min_value=0, max_value=30000, default=0)
     jitter_ms = serializers.IntegerField(min_value=0, max_value=10000, default=0)
     status = serializers.IntegerField(min_value=400, max_value=599, default=503)
-    mode = serializers.ChoiceField(choices=["", "fail", "slow", "delay", "hang"], default="")
+    mode = serializers.ChoiceField(choices=["", "fail", "slow", "delay", "hang", "after"], default="")
     target = serializers.ChoiceField(choices=["", *parts.SERVICE_NAMES], default="")
 
     def validate(self, data):
         kind = data["kind"]
         if kind == "latency" and not data["delay_ms"]:
             raise serializers.ValidationError({"delay_ms": ["A latency fault needs delay_ms > 0."]})
+        if kind == "error" and data["mode"] not in ("", "after"):
+            raise serializers.ValidationError(
+                {"mode": ["An error fault's mode is '' (answer at once) or 'after' (serve, then lose the answer)."]}
+            )
+        if kind != "error" and data["mode"] == "after":
+            raise serializers.ValidationError({"mode": ["Only an error fault has mode 'after'."]})
         if kind == "database":
             data["mode"] = data["mode"] or "fail"
             if data["mode"] not in ("fail", "slow"):
@@ -167,7 +175,7 @@ class FaultInjectionMiddleware:
         active = faults_active()
         if not active:
             return self.get_response(request)
-        database_fault = None
+        database_fault = lost_answer = None
         for fault in active:
             kind = fault["kind"]
             if kind == "outage":
@@ -176,6 +184,8 @@ class FaultInjectionMiddleware:
                 if kind == "latency":
                     record_hit(fault)
                     sleep(delay_seconds(fault))
+                elif kind == "error" and fault.get("mode") == "after":
+                    lost_answer = lost_answer or fault
                 elif kind == "error":
                     return _fault_response(
                         fault["status"], "injected_error", f"Injected fault: HTTP {fault['status']}.", fault
@@ -183,10 +193,18 @@ class FaultInjectionMiddleware:
                 elif database_fault is None:
                     database_fault = fault
         if database_fault is None:
-            return self.get_response(request)
-        record_hit(database_fault)
-        with _database_fault(database_fault):
-            return self.get_response(request)
+            response = self.get_response(request)
+        else:
+            record_hit(database_fault)
+            with _database_fault(database_fault):
+                response = self.get_response(request)
+        if lost_answer is None:
+            return response
+        # The request was served (a charge captured, a reservation held): only its answer is lost.
+        record_hit(lost_answer)
+        status = lost_answer["status"]
+        message = f"Injected fault: the request was served, its answer lost (HTTP {status})."
+        return _fault_response(status, "answer_lost", message, lost_answer)
 
 
 class _database_fault:

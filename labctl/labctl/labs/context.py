@@ -269,6 +269,55 @@ class LabContext:
             raise CheckError(f"trace {trace_id} is not in the dashboard's collector ({response.status_code})")
         return response.json()
 
+    # --- load runs (the Load page's and labctl load's, under var/loadtests/) ---------------
+
+    def load_runs(self, scenario: str, *, since: float | None = None) -> list[dict]:
+        """Runs of ``scenario`` against this lab's services started since ``since`` (default: the lab's
+        start), newest first, each ``run_status`` (state, parameters, and ``summary`` once finished)."""
+        from .. import load
+
+        since = self.started_at if since is None else since
+        found = []
+        for run in load.list_runs(self.api.paths, limit=40):
+            urls = (run.get("parameters") or {}).get("urls") or {}
+            if run.get("scenario") != scenario or urls.get("order", "").rstrip("/") != self.urls["order"]:
+                continue
+            if (parse_time(run.get("started_at")) or 0) < since:
+                break
+            found.append(load.run_status(run["run_id"], self.api.paths, history_points=600))
+        return found
+
+    def run_load(
+        self, scenario: str, *, users: int, duration: str, spawn_rate: float = 2, timeout: float = 400
+    ) -> dict:
+        """Start a run as the Load page does (against this lab's services) and wait for its end; its status."""
+        from .. import load
+
+        spec = load.RunSpec(
+            scenario=scenario,
+            users=users,
+            spawn_rate=spawn_rate,
+            duration=duration,
+            urls={service: self.urls[service] for service in SERVICES},
+        )
+        try:
+            run_id = load.start_run(spec, self.api.paths)
+        except load.LoadError as exc:
+            raise SolveError(f"the load run did not start: {exc}") from exc
+        deadline = time.monotonic() + timeout
+        dead_since = None
+        while time.monotonic() < deadline:
+            status = load.run_status(run_id, self.api.paths)
+            if status.get("summary") or status["state"] in ("finished", "failed", "stopped"):
+                return status
+            # "died" is read from the processes' command lines: believe it only when it lasts.
+            dead_since = (dead_since or time.monotonic()) if status["state"] == "died" else None
+            if dead_since and time.monotonic() - dead_since > 20:
+                raise SolveError(f"load run {run_id} died before its end; see var/loadtests/{run_id}/")
+            self.sleep(2)
+        load.stop_run(run_id, self.api.paths)
+        raise SolveError(f"load run {run_id} was still running after {timeout:.0f} s; asked it to stop")
+
     # --- what solves (and the reset) do ---------------------------------------------------
 
     def add_fault(self, service: str, **fault) -> dict:

@@ -9,6 +9,7 @@ transaction (:func:`progress.advance`).
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -16,6 +17,7 @@ from typing import Literal
 from django.conf import settings
 
 from chassis.client import PeerUnavailable
+from chassis.lab import resilience
 
 from ..clients import PeerRefused, inventory, payment
 from ..models import Order, OrderLine, OrderStatus, SagaStep
@@ -24,6 +26,8 @@ from .progress import advance, finish_cancelled, money, start_compensation
 log = logging.getLogger("orders.saga")
 
 CANCELLED_BY_CUSTOMER = "Cancelled by customer"
+# How many times the saga sends a charge whose answer was lost when the unsafe switch is on.
+UNSAFE_CHARGE_SENDS = 2
 
 SagaPolicy = Literal["compensate", "raise"]
 
@@ -78,14 +82,7 @@ def step_charge(order: Order, policy: SagaPolicy) -> None:
     if order.saga_step == SagaStep.RESERVED:
         order = advance(order.pk, expect=SagaStep.RESERVED, saga_step=SagaStep.CHARGING, charge_outcome_unknown=True)
     try:
-        charge = payment.payment_charge(
-            order_id=order.pk,
-            customer_id=order.customer_id,
-            payment_method=order.payment_method,
-            amount_cents=order.total_cents,
-            currency=order.currency,
-            idempotency_key=f"order-{order.pk}-charge",
-        )
+        charge = _charge(order)
         note = "payment captured"
     except payment.CardDeclined as exc:
         start_compensation(
@@ -128,6 +125,34 @@ def step_charge(order: Order, policy: SagaPolicy) -> None:
         charge_id=charge.id,
         charge_outcome_unknown=False,
     )
+
+
+def _charge(order: Order):
+    """Charge the order's total under the key ``order-<id>-charge``: captured once, however often it is sent.
+
+    With the lab's **unsafe** switch ``unsafe.charge_retry_new_key`` on (off by default), a charge whose
+    answer was lost is sent once more by the saga itself under a new key: payment cannot tell that from
+    a new charge and captures again. The consistency lab turns it on to watch the audit name the orders
+    charged twice; every reset of the switches turns it off.
+    """
+    unsafe = resilience.switches().get("unsafe", {}).get("charge_retry_new_key", False)
+    sends = UNSAFE_CHARGE_SENDS if unsafe else 1
+    for send in range(1, sends + 1):
+        key = f"order-{order.pk}-charge" if send == 1 else f"order-{order.pk}-charge-{uuid.uuid4().hex[:12]}"
+        try:
+            return payment.payment_charge(
+                order_id=order.pk,
+                customer_id=order.customer_id,
+                payment_method=order.payment_method,
+                amount_cents=order.total_cents,
+                currency=order.currency,
+                idempotency_key=key,
+            )
+        except PeerUnavailable as exc:
+            if send == sends:
+                raise
+            log.warning("order %s: UNSAFE switch on: charging again under a new key after %s", order.pk, exc)
+    raise AssertionError("unreachable: the last send returns or raises")
 
 
 def step_commit(order: Order, policy: SagaPolicy) -> None:
