@@ -203,16 +203,9 @@ def _obtain_access_token(*, email: str, password: str) -> tuple[str, dict]:
     except jwt.InvalidTokenError as exc:
         # This service does not trust user_service's key (keys regenerated without a restart?).
         raise LoginRefused(f"The token user_service issued does not verify here: {exc}.", 503) from exc
-    refresh = answer.data.get("refresh")
-    if isinstance(refresh, str) and refresh:
-        # The browser keeps only the short-lived access token; its refresh token would be a
-        # live credential nobody holds. Failing to revoke it is logged, not fatal.
-        try:
-            revoked = client.post("/api/auth/logout/", json={"refresh": refresh})
-            if revoked.status != 204:
-                log.warning("could not revoke the browsable login's refresh token: HTTP %s", revoked.status)
-        except PeerUnavailable as exc:
-            log.warning("could not revoke the browsable login's refresh token: %s", exc)
+    # The browser keeps only the short-lived access token; the refresh token is dropped here, never
+    # sent on. It is not logged out: a logout now revokes its whole session (``sid``), the access
+    # token in the cookie included. Unheld, it expires in user_service's table like any other.
     return token, claims
 
 

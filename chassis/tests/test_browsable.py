@@ -111,10 +111,13 @@ def test_login_with_a_wrong_password_shows_user_services_message(browser, user_s
     assert json.loads(sent["body"]) == {"email": "alice@lab.local", "password": "nope"}
 
 
-def test_login_sets_an_httponly_cookie_revokes_the_refresh_token_and_follows_next(browser, user_service):
-    """Ensure a good login keeps only the access token (HttpOnly, SameSite=Lax), revokes the refresh, goes to next."""
+def test_login_sets_an_httponly_cookie_keeps_its_session_and_follows_next(browser, user_service):
+    """Ensure a good login keeps only the access token (HttpOnly, SameSite=Lax), does not log out, goes to next.
+
+    A logout would revoke the session, the cookie's access token with it.
+    """
     access = user_token(user_id=7, email="alice@lab.local", name="Alice")
-    user_service.script = [(200, {"access": access, "refresh": "the-refresh-token"}), (204, None)]
+    user_service.script = [(200, {"access": access, "refresh": "the-refresh-token"})]
     browser.get("/api-auth/login/")
 
     response = browser.post(
@@ -125,8 +128,8 @@ def test_login_sets_an_httponly_cookie_revokes_the_refresh_token_and_follows_nex
     assert response.status_code == 302 and response["Location"] == "/whoami/"
     cookie = response.cookies[COOKIE]
     assert cookie.value == access and cookie["httponly"] and cookie["samesite"] == "Lax"
-    assert [r["path"] for r in user_service.received] == ["/api/auth/login/", "/api/auth/logout/"]
-    assert json.loads(user_service.received[1]["body"]) == {"refresh": "the-refresh-token"}
+    assert [r["path"] for r in user_service.received] == ["/api/auth/login/"]
+    assert "the-refresh-token" not in str(response.cookies)
     assert browser.get("/whoami/", HTTP_ACCEPT=HTML).status_code == 200
 
 
