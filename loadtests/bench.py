@@ -61,6 +61,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from labctl import config, load, supervisor  # noqa: E402
 from labctl.config import Paths  # noqa: E402
 from labctl.labapi import LabApi  # noqa: E402
+from retry_after import post_waiting_out_limits  # noqa: E402
 
 PATHS = Paths(ROOT)
 URLS = {s.short: s.url for s in config.SERVICES}
@@ -562,7 +563,8 @@ def restock(floor: int) -> None:
     for product in products:
         missing = floor - product.get("available", 0)
         if missing > 0:
-            session.post(
+            post_waiting_out_limits(
+                session,
                 f"{URLS['inventory']}/api/products/{product['sku']}/restock/",
                 timeout=30,
                 json={"quantity": missing, "note": "bench: stock floor"},

@@ -53,6 +53,7 @@ from locust.exception import RescheduleTask
 from locust.runners import WorkerRunner
 
 from chassis import parts
+from retry_after import post_waiting_out_limits
 
 SERVICES = parts.SERVICE_NAMES
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -752,7 +753,8 @@ def ensure_stock(floor: int | None = None, *, echo=print) -> int:
     for product in products[:100]:
         missing = floor - product.get("available", 0)
         if product.get("active", True) and missing > 0:
-            response = session.post(
+            response = post_waiting_out_limits(
+                session,
                 URLS["inventory"] + f"/api/products/{product['sku']}/restock/",
                 json={"quantity": missing, "note": "load test: stock floor"},
                 timeout=10,
