@@ -236,7 +236,7 @@ def build(
             "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
             "DEFAULT_PAGINATION_CLASS": "chassis.pagination.LabPagination",
             "PAGE_SIZE": 20,
-            "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+            "DEFAULT_SCHEMA_CLASS": "chassis.schema.LabAutoSchema",
             "EXCEPTION_HANDLER": "chassis.errors.exception_handler",
             "DEFAULT_PARSER_CLASSES": [
                 "chassis.parsers.SafeJSONParser",

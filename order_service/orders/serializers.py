@@ -81,6 +81,8 @@ class OrderCreateInput(_LinesMixin, serializers.Serializer):
 
 
 class OrderUpdateInput(_LinesMixin, serializers.Serializer):
+    schema_requires_one_of = True  # chassis.schema: an anyOf in the OpenAPI schema
+
     lines = OrderLineInput(many=True, allow_empty=False, max_length=MAX_LINES, required=False)
     shipping_address = ShippingAddressInput(required=False, allow_null=True)
 

@@ -86,6 +86,8 @@ class AddressInput(serializers.Serializer):
 class AddressUpdateInput(AddressInput):
     """PATCH: any subset of the address fields, at least one."""
 
+    schema_requires_one_of = True  # chassis.schema: an anyOf in the OpenAPI schema
+
     def validate(self, attrs):
         if not attrs:
             raise serializers.ValidationError(f"Send at least one of: {', '.join(self.fields)}.")
