@@ -33,21 +33,29 @@ def _revocation_lifetime() -> int:
     return settings.ACCESS_TOKEN_TTL + REVOCATION_LEEWAY
 
 
+def _revoke(record, *, what: str, refused: str) -> None:
+    """Run ``record`` (a revocation); if the list cannot be written, a 503 saying ``refused``."""
+    try:
+        record()
+    except revocation.RevocationUnavailable as exc:
+        log.warning("could not revoke the access tokens of %s: %s", what, exc)
+        raise Unavailable(
+            f"The token revocation list (Redis) is unavailable, so {refused}. Try again shortly.",
+            code="revocation_unavailable",
+        ) from exc
+
+
 def access_tokens_revoke(*, user_id: int) -> None:
     """Refuse, in every service, each access token of the user issued until now.
 
     Raises :class:`Unavailable` (503) when the revocation cannot be recorded, so the
     caller's transaction is rolled back and nobody is told it happened.
     """
-    try:
-        revocation.revoke_user(user_id=user_id, lifetime=_revocation_lifetime())
-    except revocation.RevocationUnavailable as exc:
-        log.warning("could not revoke the access tokens of user %s: %s", user_id, exc)
-        raise Unavailable(
-            "The token revocation list (Redis) is unavailable, so access tokens already issued could not "
-            "be cancelled; nothing was changed. Try again shortly.",
-            code="revocation_unavailable",
-        ) from exc
+    _revoke(
+        lambda: revocation.revoke_user(user_id=user_id, lifetime=_revocation_lifetime()),
+        what=f"user {user_id}",
+        refused="access tokens already issued could not be cancelled; nothing was changed",
+    )
 
 
 @dataclass(frozen=True)
@@ -211,15 +219,11 @@ def refresh_token_revoke(*, token: str) -> None:
             raise TokenRejected("This refresh token is not valid.")
         sid = claims.get("sid")
         if isinstance(sid, str) and sid:
-            try:
-                revocation.revoke_session(sid=sid, lifetime=_revocation_lifetime())
-            except revocation.RevocationUnavailable as exc:
-                log.warning("could not revoke the access tokens of session %s: %s", sid, exc)
-                raise Unavailable(
-                    "The token revocation list (Redis) is unavailable, so this session's access token could "
-                    "not be cancelled; you are not logged out. Try again shortly.",
-                    code="revocation_unavailable",
-                ) from exc
+            _revoke(
+                lambda: revocation.revoke_session(sid=sid, lifetime=_revocation_lifetime()),
+                what=f"session {sid}",
+                refused="this session's access token could not be cancelled; you are not logged out",
+            )
 
 
 def refresh_token_revoke_all(*, user_id: int) -> int:
