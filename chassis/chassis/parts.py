@@ -52,3 +52,28 @@ FAULT_KINDS: tuple[str, ...] = ("latency", "error", "outage", "database", "depen
 # How order_service runs its checkout saga: in the request ("sync", the default) or on its Celery worker.
 SAGA_MODES: tuple[str, ...] = ("sync", "async")
 DEFAULT_SAGA_MODE = SAGA_MODES[0]
+
+# The Faults page's named faults: (service, the fault's body). The dashboard's preset buttons PUT them,
+# and a lab's solve applies the very fault its text tells the student to click.
+PRESET_FAULTS: dict[str, tuple[str, dict]] = {
+    "payment-outage": ("payment", {"kind": "outage", "ttl_seconds": 120}),
+    "slow-inventory": ("inventory", {"kind": "latency", "delay_ms": 800, "jitter_ms": 100}),
+    "flaky-inventory": ("inventory", {"kind": "error", "status": 503, "probability": 0.3}),
+    "orders-db-down": ("order", {"kind": "database", "mode": "fail"}),
+    "payment-answers-lost": (
+        "payment",
+        {
+            "kind": "error",
+            "mode": "after",
+            "status": 503,
+            "path_prefix": "/internal/charges/",
+            "method": "POST",
+            "ttl_seconds": 300,
+        },
+    ),
+}
+
+
+def preset_fault(slug: str) -> dict:
+    """The body a preset PUTs on its service's ``/_lab/faults/``, its id included (``preset-<slug>``)."""
+    return {"id": f"preset-{slug}", **PRESET_FAULTS[slug][1]}

@@ -122,11 +122,19 @@ class Preset:
     slug: str
     title: str
     explains: str
-    service: str = ""
-    body: dict | None = None  # a fault to PUT on ``service``; None for a process fault
+
+    @property
+    def service(self) -> str:
+        """The service its fault is PUT on (chassis.parts.PRESET_FAULTS); empty for a process fault."""
+        return parts.PRESET_FAULTS[self.slug][0] if self.slug in parts.PRESET_FAULTS else ""
+
+    @property
+    def body(self) -> dict | None:
+        """The fault to PUT on ``service``; None for a process fault."""
+        return parts.PRESET_FAULTS[self.slug][1] if self.slug in parts.PRESET_FAULTS else None
 
     def fault_body(self) -> dict:
-        return {"id": f"preset-{self.slug}", **(self.body or {})}
+        return parts.preset_fault(self.slug)
 
     @property
     def is_action(self) -> bool:
@@ -149,47 +157,16 @@ class Preset:
 PRESETS = {
     p.slug: p
     for p in (
+        Preset("payment-outage", "Payment outage", "payment_service answers 503 to everything for 2 minutes."),
+        Preset("slow-inventory", "Slow inventory 800 ms", "Every inventory request waits 800 ms ± 100 ms."),
         Preset(
-            "payment-outage",
-            "Payment outage",
-            "payment_service answers 503 to everything for 2 minutes.",
-            "payment",
-            {"kind": "outage", "ttl_seconds": 120},
+            "flaky-inventory", "Flaky network: 30% errors on inventory", "Three inventory requests in ten answer 503."
         ),
-        Preset(
-            "slow-inventory",
-            "Slow inventory 800 ms",
-            "Every inventory request waits 800 ms ± 100 ms.",
-            "inventory",
-            {"kind": "latency", "delay_ms": 800, "jitter_ms": 100},
-        ),
-        Preset(
-            "flaky-inventory",
-            "Flaky network: 30% errors on inventory",
-            "Three inventory requests in ten answer 503.",
-            "inventory",
-            {"kind": "error", "status": 503, "probability": 0.3},
-        ),
-        Preset(
-            "orders-db-down",
-            "Database down on orders",
-            "Every query of order_service fails.",
-            "order",
-            {"kind": "database", "mode": "fail"},
-        ),
+        Preset("orders-db-down", "Database down on orders", "Every query of order_service fails."),
         Preset(
             "payment-answers-lost",
             "Payment's answers lost",
             "payment_service captures each charge, then its answer is lost (503): the caller cannot know.",
-            "payment",
-            {
-                "kind": "error",
-                "mode": "after",
-                "status": 503,
-                "path_prefix": "/internal/charges/",
-                "method": "POST",
-                "ttl_seconds": 300,
-            },
         ),
         Preset("kill-worker", "Kill the worker", "SIGKILL to the Celery worker; the process manager starts it again."),
     )

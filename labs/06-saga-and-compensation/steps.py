@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import time
 
+from chassis import parts
 from labctl.labs.context import DECLINED_CARD, LabContext, parse_time
 from labctl.labs.model import CheckError, Question, SolveError, Step, failed, fixed, passed
 
-OUTAGE = {"id": "preset-payment-outage", "kind": "outage", "ttl_seconds": 120}
+OUTAGE = parts.preset_fault("payment-outage")  # the Faults page's preset of that name
 COMPENSATIONS = ("refunded", "released", "returned")
 COMMIT_FAILED = ("Stock could not be committed", "Inventory unavailable while committing")
 AUDIT_READS = 3  # a red audit is read again: one read of four services is not a snapshot

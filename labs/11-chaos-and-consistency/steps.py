@@ -9,19 +9,12 @@ order from payment's ledger, and the audit across the four services.
 
 from __future__ import annotations
 
+from chassis import parts
 from labctl.labs.context import LabContext, parse_time
 from labctl.labs.model import CheckError, Question, SolveError, Step, failed, fixed, passed
 
 SCENARIO = "chaos_timeline"
-ANSWERS_LOST = {
-    "id": "preset-payment-answers-lost",
-    "kind": "error",
-    "mode": "after",
-    "status": 503,
-    "path_prefix": "/internal/charges/",
-    "method": "POST",
-    "ttl_seconds": 300,
-}
+ANSWERS_LOST = parts.preset_fault("payment-answers-lost")  # the Faults page's preset of that name
 UNSAFE = "charge_retry_new_key"
 # What the solves run: small enough for two cores, long enough for every phase of the timeline.
 CHAOS_USERS, CHAOS_DURATION = 4, "30s"
