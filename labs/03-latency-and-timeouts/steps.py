@@ -242,8 +242,8 @@ def check_fail_fast(ctx: LabContext):
     if not found:
         return failed(
             "No checkout of yours has given up on inventory yet: with the tighter timeout, run "
-            "“Checkout (sync)” once more. (A 503 “nothing was saved” means your fault also slows the "
-            "product lookup: scope it to /internal/reservations/ and POST.)"
+            "“Checkout (sync)” once more. (Scope the fault to /internal/reservations/ and POST: a fault "
+            "on every inventory request also slows order's look-up of a lost reservation.)"
         )
     order = found[0]
     history = order.get("history") or []
@@ -323,7 +323,7 @@ STEPS = [
         hints=(
             "Faults page → inventory → kind latency, delay 800 ms, path prefix /internal/reservations/, "
             "method POST → Add. Then Flows → “Checkout (sync)” → Run, three times.",
-            "Not the “Slow inventory” preset: it slows the product lookup too (see step 3).",
+            "Not the “Slow inventory” preset: it slows the look-up of a lost reservation too (see step 3).",
         ),
         link="/faults/",
         link_label="Faults: add a latency fault on inventory",

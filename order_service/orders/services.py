@@ -79,7 +79,10 @@ def order_create(
     The same ``(customer_id, idempotency_key)`` with the same body returns the
     existing order (resuming its saga if an earlier run was interrupted); with
     another body it is a 409 ``idempotency_conflict``. Unknown or inactive skus
-    are a 400 and an unreachable inventory a 503, both before anything is written.
+    are a 400 that leaves no order: a synchronous checkout learns them from the
+    reservation, which also prices the lines (so a checkout makes three peer calls:
+    reserve, charge, commit); a draft or an async checkout from a catalog lookup
+    before anything is written (a 503 when inventory is unreachable then).
     """
     started = time.perf_counter()
     request_fingerprint = fingerprint(
@@ -98,7 +101,10 @@ def order_create(
     def create() -> Order:
         if checkout and not in_background:
             _fail_fast(started)
-        priced_lines, currency = _priced_lines(lines)
+            # The reservation prices the lines and refuses unknown skus: no catalog lookup first.
+            priced_lines, currency = _unpriced_lines(lines), "EUR"
+        else:
+            priced_lines, currency = _priced_lines(lines)
         with transaction.atomic():
             order = Order.objects.create(
                 customer_id=customer_id,
@@ -131,7 +137,13 @@ def order_create(
         send_saga_task(order_id=order.pk, runner=runner)
         return OrderOutcome(order=order, queued=True)
     if checkout:
-        order = order_saga_run(order_id=order.pk, runner=runner)
+        try:
+            order = order_saga_run(order_id=order.pk, runner=runner, raise_refused_lines=True)
+        except inventory.LinesRefused as exc:
+            # Nothing was reserved or charged: the order, saved a moment ago, goes as if never placed.
+            log.info("order %s: inventory refused its lines: %s", order.pk, exc)
+            Order.objects.filter(pk=order.pk).delete()
+            raise ValidationError({"lines": exc.messages}) from exc
     return OrderOutcome(order=order)
 
 
@@ -231,6 +243,11 @@ def _priced_lines(lines: list[dict]) -> tuple[list[OrderLine], str]:
         for line in lines
     ]
     return priced, currencies.pop()
+
+
+def _unpriced_lines(lines: list[dict]) -> list[OrderLine]:
+    """Unsaved lines for a checkout: the reservation's answer gives their names and prices."""
+    return [OrderLine(sku=line["sku"], name="", quantity=line["quantity"], unit_price_cents=0) for line in lines]
 
 
 def _replayed(order: Order) -> OrderOutcome:

@@ -29,7 +29,7 @@ from chassis.lab import store
 from chassis.testing import bearer, service_token, user_token
 from orders import lab, tasks
 from orders.clients import PeerRefused, inventory, payment
-from orders.clients.inventory import InsufficientStock, Product, Reservation, ReservationLine, Shortage
+from orders.clients.inventory import InsufficientStock, LinesRefused, Product, Reservation, ReservationLine, Shortage
 from orders.clients.payment import CardDeclined, Charge, Refund, Settlement
 from orders.models import Order, OrderEvent, OrderLine, OrderStatus, SagaStep
 
@@ -131,10 +131,14 @@ class FakeInventory:
             if idempotency_key in self.by_key:
                 result = self.reservations[self.by_key[idempotency_key]].as_result()
             else:
-                for line in lines:
-                    product = self.products.get(line["sku"])
-                    if product is None or not product.active:
-                        raise PeerRefused("inventory", 400, "invalid", f"Unknown sku {line['sku']}.")
+                unknown = [
+                    line["sku"]
+                    for line in lines
+                    if line["sku"] not in self.products or not self.products[line["sku"]].active
+                ]
+                if unknown:
+                    refused = PeerRefused("inventory", 400, "unknown_sku", f"Unknown or inactive sku: {unknown}.")
+                    raise LinesRefused(refused, [f"Unknown or inactive sku: {sku}." for sku in unknown])
                 shortages = [
                     Shortage(line["sku"], self.products[line["sku"]].available)
                     for line in lines

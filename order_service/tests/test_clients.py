@@ -204,7 +204,7 @@ def test_insufficient_stock_is_read_from_the_fields(peer, lines_field, described
 
 
 def test_other_refusals_become_peer_refused(peer):
-    """Ensure a 400 from inventory becomes PeerRefused with the peer's code and message."""
+    """Ensure a 400 from inventory becomes PeerRefused (LinesRefused) with the peer's code and message."""
     peer.answer(
         "POST /internal/reservations/", (400, {"code": "invalid", "message": "Unknown sku NOPE.", "request_id": "x"})
     )
@@ -213,6 +213,24 @@ def test_other_refusals_become_peer_refused(peer):
         inventory.inventory_reserve(order_id=7, lines=[{"sku": "NOPE", "quantity": 1}], idempotency_key="order-7-r")
 
     assert (caught.value.status, caught.value.code, caught.value.message) == (400, "invalid", "Unknown sku NOPE.")
+
+
+def test_unknown_skus_become_lines_refused_naming_each(peer):
+    """Ensure a 400 unknown_sku (the real inventory's answer) is LinesRefused with one message per sku it names."""
+    body = {
+        "code": "unknown_sku",
+        "message": "Unknown or inactive sku: NOPE-1, OLD-999.",
+        "fields": {"lines": ["NOPE-1: no active product has this sku.", "OLD-999: no active product has this sku."]},
+        "skus": ["NOPE-1", "OLD-999"],
+        "request_id": "x",
+    }
+    peer.answer("POST /internal/reservations/", (400, body))
+
+    with pytest.raises(inventory.LinesRefused) as caught:
+        inventory.inventory_reserve(order_id=7, lines=[{"sku": "NOPE-1", "quantity": 1}], idempotency_key="order-7-r")
+
+    assert caught.value.messages == ["Unknown or inactive sku: NOPE-1.", "Unknown or inactive sku: OLD-999."]
+    assert (caught.value.status, caught.value.code) == (400, "unknown_sku")
 
 
 def test_commit_and_release_post_to_the_reservation(peer):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from orders.models import Order, OrderStatus, SagaStep
+from orders.models import Order, OrderEvent, OrderLine, OrderStatus, SagaStep
 from tests.conftest import ALICE, notes, order_body, place
 
 pytestmark = pytest.mark.django_db
@@ -263,18 +263,22 @@ def test_draft_is_saved_pending_without_a_saga(alice, fake_inventory, fake_payme
     assert Order.objects.get().saga_step == SagaStep.NONE
 
 
-def test_inventory_down_before_anything_is_written_answers_503(alice, fake_inventory):
-    """Ensure an unreachable inventory at the product lookup answers 503 and writes no order."""
+def test_inventory_down_before_a_draft_is_written_answers_503(alice, fake_inventory):
+    """Ensure an unreachable inventory at a draft's product lookup answers 503 and writes no order.
+
+    (A checkout makes no lookup: with inventory's breaker open it is refused before its first
+    step, test_fail_fast.py; a reservation that fails cancels it, test_reserve_unavailable_*.)
+    """
     fake_inventory.fail("lookup")
 
-    response = place(alice)
+    response = place(alice, order_body(checkout=False))
 
     assert response.status_code == 503
     assert response.data["code"] == "dependency_unavailable"
     assert Order.objects.count() == 0
 
 
-def test_unknown_and_inactive_skus_are_named_and_nothing_is_written(alice, fake_inventory):
+def test_unknown_and_inactive_skus_are_named_and_nothing_is_written(alice, fake_inventory, fake_payment):
     """Ensure unknown or inactive skus answer 400 naming each sku in fields.lines, with no order written."""
     response = place(
         alice,
@@ -290,8 +294,37 @@ def test_unknown_and_inactive_skus_are_named_and_nothing_is_written(alice, fake_
     assert response.status_code == 400
     assert response.data["code"] == "invalid"
     assert response.data["fields"]["lines"] == ["Unknown or inactive sku: NOPE-1.", "Unknown or inactive sku: OLD-999."]
-    assert Order.objects.count() == 0
-    assert fake_inventory.calls_to("reserve") == []
+    assert Order.objects.count() == 0 and OrderEvent.objects.count() == 0 and OrderLine.objects.count() == 0
+    # The reservation refused them (there is no lookup first): nothing is held, nothing charged.
+    assert len(fake_inventory.calls_to("reserve")) == 1 and fake_inventory.reservations == {}
+    assert fake_payment.calls == []
+
+
+def test_a_checkout_calls_its_peers_three_times_reserve_charge_commit(alice, fake_inventory, fake_payment):
+    """Ensure a synchronous checkout makes exactly three peer calls: no product lookup before the reservation."""
+    response = place(alice)
+
+    assert response.status_code == 201 and response.data["status"] == "CONFIRMED", response.data
+    assert [name for name, _ in fake_inventory.calls] == ["reserve", "commit"]
+    assert [name for name, _ in fake_payment.calls] == ["charge"]
+    # The lines were priced by the reservation's answer.
+    assert [(line["name"], line["unit_price_cents"]) for line in response.data["lines"]] == [
+        ("Mechanical keyboard", 8900),
+        ("Wireless mouse", 2500),
+    ]
+
+
+def test_a_refused_sku_in_a_draft_checkout_cancels_the_draft(alice, fake_inventory, fake_payment):
+    """Ensure a draft whose product was withdrawn since it was saved ends CANCELLED at checkout, nothing charged."""
+    draft = place(alice, order_body(checkout=False))
+    fake_inventory.products["KB-001"].active = False
+
+    response = alice.post(f"/api/orders/{draft.data['id']}/checkout/")
+
+    assert response.status_code == 200, response.data
+    assert response.data["status"] == "CANCELLED"
+    assert response.data["status_reason"].startswith("Inventory refused the reservation: Unknown or inactive sku")
+    assert fake_payment.calls == []
 
 
 def test_an_interrupted_saga_is_resumed_from_its_step(alice, fake_inventory, fake_payment):

@@ -134,11 +134,11 @@ def test_list_filters_are_validated(alice, admin):
     assert admin.get("/api/orders/?customer_id=abc").status_code == 400
     assert admin.get("/api/orders/?customer_id=99999999999999999999").status_code == 400
     assert alice.get("/api/orders/?status=LOST").status_code == 400
-    assert alice.get("/api/orders/?page=abc").status_code == 404
+    assert alice.get("/api/orders/?page=abc").status_code == 400
 
 
 def test_a_lookup_inventory_refuses_is_a_400_not_an_outage(alice, monkeypatch):
-    """Ensure inventory's 400 on the product lookup (the client's skus) is a 400 on `lines`, nothing saved."""
+    """Ensure inventory's 400 on a draft's product lookup (the client's skus) is a 400 on `lines`, nothing saved."""
     from orders.clients import PeerRefused, inventory
     from orders.models import Order
 
@@ -148,12 +148,33 @@ def test_a_lookup_inventory_refuses_is_a_400_not_an_outage(alice, monkeypatch):
     monkeypatch.setattr(inventory, "inventory_products_lookup", refused)
     response = alice.post(
         "/api/orders/",
-        {"lines": [{"sku": "ab", "quantity": 1}], "payment_method": "pm_visa_4242"},
+        {"lines": [{"sku": "ab", "quantity": 1}], "payment_method": "pm_visa_4242", "checkout": False},
         format="json",
         HTTP_IDEMPOTENCY_KEY="refused-lookup-01",
     )
     assert response.status_code == 400, response.data
     assert "refused these skus" in response.json()["fields"]["lines"][0]
+    assert Order.objects.count() == 0
+
+
+def test_lines_the_reservation_refuses_are_a_400_not_a_cancelled_order(alice, monkeypatch):
+    """Ensure inventory's 400 on a checkout's reservation (the client's lines) is a 400 on `lines`, nothing saved."""
+    from orders.clients import PeerRefused, inventory
+    from orders.models import Order
+
+    def refused(**kwargs):
+        invalid = PeerRefused("inventory", 400, "invalid", "Invalid input.", {"lines": [{"sku": ["Use 3 to 32."]}]})
+        raise inventory.LinesRefused(invalid, ["The inventory service refused these lines: Invalid input."])
+
+    monkeypatch.setattr(inventory, "inventory_reserve", refused)
+    response = alice.post(
+        "/api/orders/",
+        {"lines": [{"sku": "ab", "quantity": 1}], "payment_method": "pm_visa_4242"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="refused-reserve-01",
+    )
+    assert response.status_code == 400, response.data
+    assert response.json()["fields"]["lines"] == ["The inventory service refused these lines: Invalid input."]
     assert Order.objects.count() == 0
 
 

@@ -65,6 +65,17 @@ class InsufficientStock(Exception):
         return "Not enough stock for " + ", ".join(parts)
 
 
+class LinesRefused(PeerRefused):
+    """Inventory refused the reservation's lines (a 400): unknown or inactive skus, mixed currencies, bad lines.
+
+    ``messages`` are for the order's ``lines`` field, one per sku inventory named when it named them.
+    """
+
+    def __init__(self, refused: PeerRefused, messages: list[str]):
+        super().__init__(refused.peer, refused.status, refused.code, refused.message, refused.fields)
+        self.messages = messages
+
+
 def inventory_products_lookup(*, skus: list[str]) -> dict[str, Product]:
     """The catalog entries of ``skus`` (at most 100), by sku; unknown skus are absent."""
     response = _client.get("/api/products/", params={"sku": ",".join(skus), "page_size": 100})
@@ -97,6 +108,8 @@ def inventory_reserve(
     response = _client.post("/internal/reservations/", json=body, idempotency_key=idempotency_key)
     if response.status == 409 and _code(response) == "insufficient_stock":
         raise _insufficient_stock(response, requested=[line["sku"] for line in lines])
+    if response.status == 400:
+        raise _lines_refused(response)
     if response.status not in (200, 201):
         raise refusal(PEER, response)
     return _reservation(response, "reserve")
@@ -184,6 +197,22 @@ def _reservation_from(data, response, what: str) -> Reservation:
         raise unreadable(PEER, what, response) from exc
 
 
+def _lines_refused(response) -> LinesRefused:
+    """The 400 inventory answers to lines it cannot reserve, with one message per sku it names."""
+    refused = refusal(PEER, response)
+    data = response.data if isinstance(response.data, dict) else {}
+    skus = data.get("skus") if refused.code == "unknown_sku" else None
+    if isinstance(skus, list) and skus:
+        messages = [f"Unknown or inactive sku: {str(sku)[:32]}." for sku in skus[:50]]
+    else:
+        named = refused.fields.get("lines")
+        named = named if isinstance(named, list) else []
+        messages = [str(m)[:200] for m in named[:50] if isinstance(m, str)] or [
+            f"The inventory service refused these lines: {refused.message}"
+        ]
+    return LinesRefused(refused, messages)
+
+
 _AVAILABLE = re.compile(r"(\d+)\s+available|available\D{0,3}(\d+)", re.IGNORECASE)
 
 
@@ -209,6 +238,7 @@ def _insufficient_stock(response, *, requested: list[str]) -> InsufficientStock:
 
 __all__ = [
     "InsufficientStock",
+    "LinesRefused",
     "PeerRefused",
     "PeerUnavailable",
     "Product",

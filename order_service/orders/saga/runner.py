@@ -15,10 +15,11 @@ from django.db import transaction
 from chassis import deadline, telemetry
 from chassis.client import PeerUnavailable
 
+from ..clients import inventory
 from ..models import Order, SagaStep
 from . import leases
 from .progress import SagaMoved, advance, finish_cancelled, record_event, start_compensation
-from .steps import STEPS, SagaPolicy
+from .steps import STEPS, SagaPolicy, reserve_refused
 
 log = logging.getLogger("orders.saga")
 
@@ -61,7 +62,12 @@ def order_saga_give_up(*, order_id: int, expect: str, peer: str) -> None:
 
 
 def order_saga_run(
-    *, order_id: int, on_unavailable: SagaPolicy = "compensate", runner: str = "", keep_lease: bool = False
+    *,
+    order_id: int,
+    on_unavailable: SagaPolicy = "compensate",
+    runner: str = "",
+    keep_lease: bool = False,
+    raise_refused_lines: bool = False,
 ) -> Order:
     """Run the saga of an order whose lease ``runner`` holds, from its ``saga_step`` to the end.
 
@@ -69,6 +75,9 @@ def order_saga_run(
     synchronous request (``"compensate"``) the saga decides at once (cancel,
     compensate, or stop where it is when nothing safe can be decided); a
     background worker (``"raise"``) gets the :class:`PeerUnavailable` to retry later.
+    Lines inventory refuses to reserve (unknown or inactive skus) cancel the order, or,
+    with ``raise_refused_lines``, raise :class:`inventory.LinesRefused` with nothing recorded
+    (the request placing the order answers 400 instead).
     The lease is given back at the end unless ``keep_lease`` (the worker does it).
     """
     try:
@@ -87,6 +96,10 @@ def order_saga_run(
                     telemetry.span(step.span_name, **{"order.id": order_id, "saga.step": order.saga_step}),
                 ):
                     step.run(order, on_unavailable)
+            except inventory.LinesRefused as exc:
+                if raise_refused_lines:
+                    raise
+                reserve_refused(order_id, exc)
             except PeerUnavailable as exc:
                 _note_unknown_reservation(order_id, exc)
                 if on_unavailable == "raise":

@@ -46,14 +46,10 @@ def step_reserve(order: Order, policy: SagaPolicy) -> None:
             order.pk, expect=SagaStep.RESERVING, reason=exc.describe(), step="out_of_stock", code="out_of_stock"
         )
         return
+    except inventory.LinesRefused:
+        raise  # the runner decides: a 400 for the request placing the order, a cancellation for anyone else
     except PeerRefused as exc:
-        finish_cancelled(
-            order.pk,
-            expect=SagaStep.RESERVING,
-            reason=f"Inventory refused the reservation: {exc.message}",
-            step="refused",
-            code="reserve_refused",
-        )
+        reserve_refused(order.pk, exc)
         return
 
     def reprice(locked: Order) -> None:
@@ -75,6 +71,17 @@ def step_reserve(order: Order, policy: SagaPolicy) -> None:
         reservation_outcome_unknown=False,
         total_cents=reservation.total_cents,
         currency=reservation.currency,
+    )
+
+
+def reserve_refused(order_id: int, exc: PeerRefused) -> None:
+    """Inventory refused the reservation: the order ends CANCELLED, nothing reserved or charged."""
+    finish_cancelled(
+        order_id,
+        expect=SagaStep.RESERVING,
+        reason=f"Inventory refused the reservation: {exc.message}",
+        step="refused",
+        code="reserve_refused",
     )
 
 
