@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from pathlib import Path
@@ -65,3 +66,47 @@ def service_token(*, caller: str, audience: str, ttl: int = 60) -> str:
 def bearer(token: str) -> dict:
     """Keyword arguments for Django's test client: ``client.get(url, **bearer(tok))``."""
     return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+
+
+class StatementCount:
+    """The SQL statements run so far inside :func:`statements_counted`, counted as ``lab_db_queries_total`` counts.
+
+    ``marks`` are the counts at each :meth:`mark` (e.g. when a fake peer is called), so a
+    test can tell how many statements each step of a request ran.
+    """
+
+    def __init__(self):
+        self.count = 0
+        self.marks: list[tuple[str, int]] = []
+        self.sql: list[str] = []
+
+    def __call__(self, execute, sql, params, many, context):
+        self.count += 1
+        self.sql.append(sql)
+        return execute(sql, params, many, context)
+
+    def mark(self, name: str) -> None:
+        self.marks.append((name, self.count))
+
+    def between_marks(self) -> dict[str, int]:
+        """Statements run before each mark since the previous one, and after the last (``"end"``)."""
+        counts, previous = {}, 0
+        for name, at in [*self.marks, ("end", self.count)]:
+            counts[name] = at - previous
+            previous = at
+        return counts
+
+
+@contextlib.contextmanager
+def statements_counted():
+    """Count the statements the default database runs inside (a ``connection.execute_wrapper``, as the metric does).
+
+    Transaction control (BEGIN, COMMIT) is not a statement the metric sees; a test that
+    wants the figures of a real request runs with ``django_db(transaction=True)``, where
+    ``atomic`` blocks are transactions, not savepoints.
+    """
+    from django.db import connection
+
+    counter = StatementCount()
+    with connection.execute_wrapper(counter):
+        yield counter

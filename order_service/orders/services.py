@@ -138,7 +138,7 @@ def order_create(
         return OrderOutcome(order=order, queued=True)
     if checkout:
         try:
-            order = order_saga_run(order_id=order.pk, runner=runner, raise_refused_lines=True)
+            order = order_saga_run(order_id=order.pk, runner=runner, raise_refused_lines=True, order=order)
         except inventory.LinesRefused as exc:
             # Nothing was reserved or charged: the order, saved a moment ago, goes as if never placed.
             log.info("order %s: inventory refused its lines: %s", order.pk, exc)

@@ -1,7 +1,7 @@
 """The saga's bookkeeping: record a step's outcome on the order, with its timeline events, and count the outcome.
 
-Every change of a running saga goes through :func:`advance`, which locks the
-order and checks it is still at the step the runner expected (else
+Every change of a running saga goes through :func:`advance`, which writes the
+order only if it is still at the step the runner expected (else
 :class:`SagaMoved`: another runner took over), so two runners never both record.
 """
 
@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 from django.db import transaction
+from django.utils import timezone
 
 from chassis import metrics, telemetry
 
@@ -37,9 +38,11 @@ def start_compensation(
     code: str,
     charge_outcome_unknown: bool | None = None,
     reservation_outcome_unknown: bool | None = None,
-) -> None:
-    advance(
+    order: Order | None = None,
+) -> Order:
+    return advance(
         order_id,
+        order=order,
         expect=expect,
         events=[("compensating", f"compensating: {reason}")],
         saga_step=SagaStep.COMPENSATING,
@@ -50,9 +53,12 @@ def start_compensation(
     )
 
 
-def finish_cancelled(order_id: int, *, expect: str, reason: str, step: str, code: str) -> None:
-    advance(
+def finish_cancelled(
+    order_id: int, *, expect: str, reason: str, step: str, code: str, order: Order | None = None
+) -> Order:
+    return advance(
         order_id,
+        order=order,
         expect=expect,
         events=[(step, reason), ("cancelled", f"cancelled: {reason}")],
         status=OrderStatus.CANCELLED,
@@ -66,6 +72,7 @@ def advance(
     order_id: int,
     *,
     expect: str,
+    order: Order | None = None,
     events: Iterable[tuple[str, str]] = (),
     then: Callable[[Order], None] | None = None,
     saga_step: str | None = None,
@@ -81,10 +88,17 @@ def advance(
     total_cents: int | None = None,
     currency: str | None = None,
 ) -> Order:
-    """Record a step's outcome: lock the order, check it is still at ``expect``, apply, log events.
+    """Record a step's outcome: if the order is still at ``expect``, apply the changes and log the events.
 
-    Every field given (not None) is set on the order; ``events`` are ``(step, note)``
-    pairs for its timeline, and ``then`` runs on the locked order in the same transaction.
+    One conditional ``UPDATE ... WHERE saga_step = expect`` both checks and writes (no
+    ``SELECT ... FOR UPDATE`` first): when it matches no row another runner took over
+    (:class:`SagaMoved`). Every field given (not None) is set, only those; ``events``
+    are ``(step, note)`` pairs for its timeline, and ``then`` runs on the order in the
+    same transaction, the row still locked by the UPDATE. The runner's lease is renewed,
+    or, once the saga is done, given back in the same statement.
+
+    ``order`` is the runner's copy of the order (read when not given): it is updated
+    in place and returned, so the runner need not read the order again.
     """
     changes = {
         "saga_step": saga_step,
@@ -100,21 +114,23 @@ def advance(
         "total_cents": total_cents,
         "currency": currency,
     }
+    changes = {name: value for name, value in changes.items() if value is not None}
+    if order is None:
+        order = Order.objects.get(pk=order_id)
+    done = changes.get("saga_step") == SagaStep.DONE
+    changes["saga_lease_until"] = None if done else leases.lease_end(held_by_worker=leases.is_task(order.saga_runner))
+    changes["updated_at"] = timezone.now()
     with transaction.atomic():
-        order = Order.objects.select_for_update().get(pk=order_id)
-        if order.saga_step != expect:
-            raise SagaMoved(f"order {order_id} is at {order.saga_step}, not {expect}")
+        if not Order.objects.filter(pk=order_id, saga_step=expect).update(**changes):
+            raise SagaMoved(f"order {order_id} is no longer at {expect}")
         for name, value in changes.items():
-            if value is not None:
-                setattr(order, name, value)
-        order.saga_lease_until = leases.lease_end(held_by_worker=leases.is_task(order.saga_runner))
-        order.save()
+            setattr(order, name, value)
         if then is not None:
             then(order)
         OrderEvent.objects.bulk_create(
             [OrderEvent(order=order, status=order.status, step=step, note=note[:255]) for step, note in events]
         )
-    if saga_step == SagaStep.DONE:
+    if done:
         _count_outcome(order)
     return order
 

@@ -68,6 +68,7 @@ def order_saga_run(
     runner: str = "",
     keep_lease: bool = False,
     raise_refused_lines: bool = False,
+    order: Order | None = None,
 ) -> Order:
     """Run the saga of an order whose lease ``runner`` holds, from its ``saga_step`` to the end.
 
@@ -79,15 +80,22 @@ def order_saga_run(
     with ``raise_refused_lines``, raise :class:`inventory.LinesRefused` with nothing recorded
     (the request placing the order answers 400 instead).
     The lease is given back at the end unless ``keep_lease`` (the worker does it).
+    ``order`` is the caller's copy of the order as it has just written it (else it is read).
     """
     try:
+        charge_just_recorded = False
         for _ in range(MAX_STEPS_PER_RUN):
-            order = Order.objects.get(pk=order_id)
+            if order is None:
+                order = Order.objects.get(pk=order_id)
             if order.saga_finished:
                 return order
-            under_deadline = order.saga_step in STOPPED_BY_DEADLINE
+            # A charge this run has just recorded (with the reservation) has not been sent yet: it
+            # runs under the request's deadline, as one sent from "reserved" does.
+            under_deadline = order.saga_step in STOPPED_BY_DEADLINE or charge_just_recorded
+            charge_just_recorded = False
             if under_deadline and deadline.expired():
                 _give_up_at_deadline(order)
+                order = None
                 continue
             try:
                 step = STEPS[order.saga_step]
@@ -95,23 +103,32 @@ def order_saga_run(
                     nullcontext() if under_deadline else deadline.lifted(),
                     telemetry.span(step.span_name, **{"order.id": order_id, "saga.step": order.saga_step}),
                 ):
-                    step.run(order, on_unavailable)
+                    was = order.saga_step
+                    order = step.run(order, on_unavailable)
+                    charge_just_recorded = (
+                        was == SagaStep.RESERVING and order is not None and order.saga_step == SagaStep.CHARGING
+                    )
             except inventory.LinesRefused as exc:
                 if raise_refused_lines:
                     raise
-                reserve_refused(order_id, exc)
+                order = reserve_refused(order_id, exc)
             except PeerUnavailable as exc:
+                order = None
                 _note_unknown_reservation(order_id, exc)
                 if on_unavailable == "raise":
                     raise
                 if not _after_unavailable(order_id, exc):
                     return Order.objects.get(pk=order_id)
         log.error("order %s: saga still running after %d steps; leaving it where it is", order_id, MAX_STEPS_PER_RUN)
+        order = None
         return Order.objects.get(pk=order_id)
     except SagaMoved:
+        order = None
         return Order.objects.get(pk=order_id)
     finally:
-        if not keep_lease:
+        # The step that finished the saga gave the lease back with its last write.
+        released = order is not None and order.saga_finished and order.saga_lease_until is None
+        if not keep_lease and not released:
             leases.order_saga_release(order_id=order_id, runner=runner)
 
 

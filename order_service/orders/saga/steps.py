@@ -16,6 +16,7 @@ from typing import Literal
 
 from django.conf import settings
 
+from chassis import deadline
 from chassis.client import PeerUnavailable
 from chassis.lab import resilience
 
@@ -32,7 +33,7 @@ UNSAFE_CHARGE_SENDS = 2
 SagaPolicy = Literal["compensate", "raise"]
 
 
-def step_reserve(order: Order, policy: SagaPolicy) -> None:
+def step_reserve(order: Order, policy: SagaPolicy) -> Order:
     lines = list(order.lines.all())
     try:
         reservation = inventory.inventory_reserve(
@@ -42,15 +43,18 @@ def step_reserve(order: Order, policy: SagaPolicy) -> None:
             ttl_seconds=settings.ORDER_RESERVATION_TTL_SECONDS,
         )
     except inventory.InsufficientStock as exc:
-        finish_cancelled(
-            order.pk, expect=SagaStep.RESERVING, reason=exc.describe(), step="out_of_stock", code="out_of_stock"
+        return finish_cancelled(
+            order.pk,
+            order=order,
+            expect=SagaStep.RESERVING,
+            reason=exc.describe(),
+            step="out_of_stock",
+            code="out_of_stock",
         )
-        return
     except inventory.LinesRefused:
         raise  # the runner decides: a 400 for the request placing the order, a cancellation for anyone else
     except PeerRefused as exc:
-        reserve_refused(order.pk, exc)
-        return
+        return reserve_refused(order.pk, exc, order=order)
 
     def reprice(locked: Order) -> None:
         # The reservation's prices are authoritative: the lines show what is charged.
@@ -61,12 +65,17 @@ def step_reserve(order: Order, policy: SagaPolicy) -> None:
                 line.name = by_sku[line.sku].name or line.name
         OrderLine.objects.bulk_update(lines, ["unit_price_cents", "name"])
 
-    advance(
+    # Recording the reservation also records the charge about to be sent (one write, not two), unless
+    # the request's deadline has passed meanwhile: then the runner stops at "reserved" and gives up.
+    charge_next = not deadline.expired()
+    return advance(
         order.pk,
+        order=order,
         expect=SagaStep.RESERVING,
         events=[("reserved", "stock reserved")],
         then=reprice,
-        saga_step=SagaStep.RESERVED,
+        saga_step=SagaStep.CHARGING if charge_next else SagaStep.RESERVED,
+        charge_outcome_unknown=True if charge_next else None,
         reservation_id=reservation.id,
         reservation_outcome_unknown=False,
         total_cents=reservation.total_cents,
@@ -74,10 +83,11 @@ def step_reserve(order: Order, policy: SagaPolicy) -> None:
     )
 
 
-def reserve_refused(order_id: int, exc: PeerRefused) -> None:
+def reserve_refused(order_id: int, exc: PeerRefused, *, order: Order | None = None) -> Order:
     """Inventory refused the reservation: the order ends CANCELLED, nothing reserved or charged."""
-    finish_cancelled(
+    return finish_cancelled(
         order_id,
+        order=order,
         expect=SagaStep.RESERVING,
         reason=f"Inventory refused the reservation: {exc.message}",
         step="refused",
@@ -85,30 +95,32 @@ def reserve_refused(order_id: int, exc: PeerRefused) -> None:
     )
 
 
-def step_charge(order: Order, policy: SagaPolicy) -> None:
+def step_charge(order: Order, policy: SagaPolicy) -> Order | None:
     if order.saga_step == SagaStep.RESERVED:
-        order = advance(order.pk, expect=SagaStep.RESERVED, saga_step=SagaStep.CHARGING, charge_outcome_unknown=True)
+        order = advance(
+            order.pk, order=order, expect=SagaStep.RESERVED, saga_step=SagaStep.CHARGING, charge_outcome_unknown=True
+        )
     try:
         charge = _charge(order)
         note = "payment captured"
     except payment.CardDeclined as exc:
-        start_compensation(
+        return start_compensation(
             order.pk,
+            order=order,
             expect=SagaStep.CHARGING,
             reason=f"Payment declined: {exc.code}",
             code="declined",
             charge_outcome_unknown=False,
         )
-        return
     except PeerRefused as exc:
-        start_compensation(
+        return start_compensation(
             order.pk,
+            order=order,
             expect=SagaStep.CHARGING,
             reason=f"Payment refused: {exc.message}",
             code="payment_refused",
             charge_outcome_unknown=False,
         )
-        return
     except PeerUnavailable as exc:
         # The charge may have been captured and its answer lost: ask payment what it holds.
         log.warning("order %s: charge outcome unknown (%s); looking it up", order.pk, exc)
@@ -116,19 +128,21 @@ def step_charge(order: Order, policy: SagaPolicy) -> None:
         if charge is None:
             if policy == "raise":
                 raise  # the worker charges again later with the same key, or gives up at the deadline
-            start_compensation(
+            return start_compensation(
                 order.pk,
+                order=order,
                 expect=SagaStep.CHARGING,
                 reason="Payment service unavailable; nothing was charged.",
                 code="payment_unavailable",
             )
-            return
         note = "payment captured (learnt from payment after its answer was lost)"
-    advance(
+    # Recording the charge also records the commit about to be sent (one write, not two).
+    return advance(
         order.pk,
+        order=order,
         expect=SagaStep.CHARGING,
         events=[("charged", note)],
-        saga_step=SagaStep.CHARGED,
+        saga_step=SagaStep.COMMITTING,
         charge_id=charge.id,
         charge_outcome_unknown=False,
     )
@@ -162,21 +176,22 @@ def _charge(order: Order):
     raise AssertionError("unreachable: the last send returns or raises")
 
 
-def step_commit(order: Order, policy: SagaPolicy) -> None:
+def step_commit(order: Order, policy: SagaPolicy) -> Order:
     if order.saga_step == SagaStep.CHARGED:
-        order = advance(order.pk, expect=SagaStep.CHARGED, saga_step=SagaStep.COMMITTING)
+        order = advance(order.pk, order=order, expect=SagaStep.CHARGED, saga_step=SagaStep.COMMITTING)
     try:
         inventory.inventory_commit(reservation_id=order.reservation_id)
     except PeerRefused as exc:
-        start_compensation(
+        return start_compensation(
             order.pk,
+            order=order,
             expect=SagaStep.COMMITTING,
             reason=f"Stock could not be committed: {exc.message}",
             code="commit_refused",
         )
-        return
-    advance(
+    return advance(
         order.pk,
+        order=order,
         expect=SagaStep.COMMITTING,
         events=[("committed", "stock committed"), ("confirmed", "confirmed")],
         status=OrderStatus.CONFIRMED,
@@ -253,10 +268,13 @@ def step_compensate(order: Order, policy: SagaPolicy) -> None:
 
 @dataclass(frozen=True)
 class SagaStepDef:
-    """What the runner does for an order at ``step``: call ``run``, inside a span named ``span_name``."""
+    """What the runner does for an order at ``step``: call ``run``, inside a span named ``span_name``.
+
+    ``run`` returns the order as it recorded it, or None when the runner must read it again.
+    """
 
     step: SagaStep
-    run: Callable[[Order, SagaPolicy], None]
+    run: Callable[[Order, SagaPolicy], Order | None]
     span_name: str
 
 
