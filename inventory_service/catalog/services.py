@@ -7,13 +7,16 @@ Reservation life cycle (driven by order_service's checkout saga)::
       └──sweeper (past expires_at)──▶ EXPIRED
 
 How stock stays right under concurrent load: every change runs in one
-transaction that first locks the ``Stock`` rows it touches with
-``SELECT ... FOR UPDATE``, always in ascending product id order (so two
-checkouts sharing products queue instead of deadlocking), then moves the
-quantities with one conditional ``UPDATE`` and appends the matching
-``StockMovement`` rows. If the database still aborts a transaction for a
-deadlock or a lock wait timeout, it is replayed a few times, then answered
-503 ``stock_busy`` (never 500).
+transaction that moves the quantities with one conditional ``UPDATE`` (a row
+changes only if its counter holds enough) and appends the matching
+``StockMovement`` rows. A reservation and a commit, on every checkout's path,
+let that ``UPDATE`` take the row locks itself (in ascending product id order,
+the order of its scan) and learn a shortage from the rows it could not change;
+a restock, a release and the sweeper lock the ``Stock`` rows first with
+``SELECT ... FOR UPDATE``, in the same ascending order, so two transactions
+sharing products queue instead of deadlocking. If the database still aborts a
+transaction for a deadlock or a lock wait timeout, it is replayed a few times,
+then answered 503 ``stock_busy`` (never 500).
 
 A HELD reservation past its ``expires_at`` can still be committed until the
 sweeper (:func:`reservations_expire`) has expired it: the saga may already
@@ -90,12 +93,16 @@ def _lock_stocks(product_ids: Iterable[int]) -> dict[int, Stock]:
     return {stock.product_id: stock for stock in stocks}
 
 
-def _shift(*, quantities: dict[int, int], source: str, target: str | None, now: datetime) -> None:
+def _shift(
+    *, quantities: dict[int, int], source: str, target: str | None, now: datetime, or_short: bool = False
+) -> bool:
     """Move ``quantities[product_id]`` units from counter ``source`` to ``target``, in one UPDATE.
 
-    The UPDATE only touches rows whose ``source`` holds enough, and every row
-    must be touched: the rows are locked, so anything else is a bug, and the
-    transaction is rolled back rather than left half done.
+    The UPDATE only touches rows whose ``source`` holds enough. Every row must be
+    touched: else, with ``or_short``, False (some row had not enough; the caller
+    rolls the transaction back); without, a RuntimeError (the rows were locked or
+    the counter is known to hold enough, so it is a bug) that rolls it back rather
+    than leave it half done.
     """
 
     def shifted(field: str, sign: int) -> Case:
@@ -109,8 +116,11 @@ def _shift(*, quantities: dict[int, int], source: str, target: str | None, now: 
     if target:
         changes[target] = shifted(target, +1)
     updated = Stock.objects.filter(enough).update(**changes)
-    if updated != len(quantities):
-        raise RuntimeError(f"stock changed under lock: {updated} of {len(quantities)} rows had enough {source}")
+    if updated == len(quantities):
+        return True
+    if or_short:
+        return False
+    raise RuntimeError(f"stock changed under lock: {updated} of {len(quantities)} rows had enough {source}")
 
 
 def _record(*, kind: str, quantities: dict[int, int], reservation: Reservation | None = None, note: str = "") -> None:
@@ -229,6 +239,10 @@ def _unknown_skus(skus: list[str]) -> InvalidRequest:
     )
 
 
+class _Short(Exception):
+    """Not every line had enough stock: the transaction is rolled back, then the shortage answered."""
+
+
 def _insufficient(shortages: list[dict]) -> Conflict:
     return Conflict(
         f"Not enough stock for {', '.join(s['sku'] for s in shortages)}; nothing was reserved.",
@@ -278,18 +292,9 @@ def reservation_create(
                 fields={"lines": ["Reserve products priced in one currency at a time."]},
             )
         quantities = {products[sku].pk: qty for sku, qty in wanted.items()}
-        stocks = _lock_stocks(quantities)
-        shortages = [
-            {"sku": sku, "requested": qty, "available": stocks[products[sku].pk].available}
-            for sku, qty in wanted.items()
-            if stocks[products[sku].pk].available < qty
-        ]
-        if shortages:
-            # The same key may have won while we waited for the locks: that is a replay, not a shortage.
-            raced = once.replay()
-            if raced is not None:
-                return raced
-            raise _insufficient(shortages)
+        # The UPDATE takes the units and the row locks at once; a row it could not change had too few.
+        if not _shift(quantities=quantities, source="available", target="reserved", now=now, or_short=True):
+            raise _Short
         reservation = Reservation.objects.create(
             order_id=order_id,
             idempotency_key=idempotency_key,
@@ -297,7 +302,7 @@ def reservation_create(
             status=Status.HELD,
             expires_at=now + timedelta(seconds=ttl_seconds),
         )
-        ReservationLine.objects.bulk_create(
+        lines = ReservationLine.objects.bulk_create(
             ReservationLine(
                 reservation=reservation,
                 product=products[sku],
@@ -307,12 +312,39 @@ def reservation_create(
             )
             for sku, qty in wanted.items()
         )
-        _shift(quantities=quantities, source="available", target="reserved", now=now)
         _record(kind=Kind.RESERVE, quantities=quantities, reservation=reservation, note=f"order {order_id}")
-        return reservation
+        return with_lines(reservation, lines)
 
-    reservation, replayed = once.run(lambda: run_in_transaction(reserve))
-    return reservation_get(reservation_id=reservation.pk), not replayed
+    def reserve_or_short() -> Reservation:
+        try:
+            return run_in_transaction(reserve)
+        except _Short:
+            pass  # rolled back: nothing was taken
+        # The same key may have won meanwhile: that is a replay, not a shortage.
+        raced = once.replay()
+        if raced is not None:
+            return raced
+        stocks = {
+            stock.product.sku: stock
+            for stock in Stock.objects.select_related("product").filter(product__sku__in=wanted)
+        }
+        shortages = [
+            {"sku": sku, "requested": qty, "available": stocks[sku].available if sku in stocks else 0}
+            for sku, qty in wanted.items()
+            if sku not in stocks or stocks[sku].available < qty
+        ] or [{"sku": sku, "requested": qty, "available": stocks[sku].available} for sku, qty in wanted.items()]
+        raise _insufficient(shortages)
+
+    reservation, replayed = once.run(reserve_or_short)
+    # A new reservation is answered as written (its lines and products are at hand); a replay as it is now.
+    return (reservation_get(reservation_id=reservation.pk) if replayed else reservation), not replayed
+
+
+def with_lines(reservation: Reservation, lines: list[ReservationLine]) -> Reservation:
+    """``reservation`` answering ``reservation.lines.all()`` with ``lines`` (each with its product), by sku, unread."""
+    lines = sorted(lines, key=lambda line: line.product.sku)
+    reservation._prefetched_objects_cache = {"lines": lines}  # noqa: SLF001 — what prefetch_related would put there
+    return reservation
 
 
 def _lock_reservation(reservation_id: uuid.UUID) -> Reservation:
@@ -340,27 +372,33 @@ def reservation_commit(*, reservation_id: uuid.UUID, now: datetime | None = None
     """
     now = now or timezone.now()
 
-    def commit() -> Reservation:
-        reservation = _lock_reservation(reservation_id)
-        if reservation.status == Status.HELD:
-            _transition(
-                reservation=reservation,
-                to=Status.COMMITTED,
-                kind=Kind.COMMIT,
-                source="reserved",
-                target="sold",
-                now=now,
-            )
-        elif reservation.status != Status.COMMITTED:
-            raise Conflict(
-                f"Reservation {reservation.pk} is {reservation.status}; only a HELD reservation can be committed.",
-                code="reservation_not_held",
-                status=reservation.status,
-            )
-        return reservation
+    def commit() -> Reservation | None:
+        # One conditional UPDATE checks HELD and takes the reservation's row lock, the one the sweeper
+        # takes too: exactly one of them wins. Its lines' units are reserved, so the stock UPDATE holds.
+        if not Reservation.objects.filter(pk=reservation_id, status=Status.HELD).update(
+            status=Status.COMMITTED, updated_at=now
+        ):
+            return None
+        lines = list(
+            ReservationLine.objects.select_related("reservation", "product").filter(reservation_id=reservation_id)
+        )
+        quantities = {line.product_id: line.quantity for line in lines}
+        _shift(quantities=quantities, source="reserved", target="sold", now=now)
+        reservation = lines[0].reservation
+        _record(kind=Kind.COMMIT, quantities=quantities, reservation=reservation, note=f"order {reservation.order_id}")
+        return with_lines(reservation, lines)
 
-    run_in_transaction(commit)
-    return reservation_get(reservation_id=reservation_id)
+    reservation = run_in_transaction(commit)
+    if reservation is not None:
+        return reservation
+    reservation = reservation_get(reservation_id=reservation_id)
+    if reservation.status != Status.COMMITTED:
+        raise Conflict(
+            f"Reservation {reservation.pk} is {reservation.status}; only a HELD reservation can be committed.",
+            code="reservation_not_held",
+            status=reservation.status,
+        )
+    return reservation
 
 
 def reservation_release(*, reservation_id: uuid.UUID, now: datetime | None = None) -> Reservation:
