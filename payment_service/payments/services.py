@@ -171,7 +171,8 @@ def charge_create(
     )
 
     def create() -> Charge:
-        _refuse_if_voided(idempotency_key, lock=False)
+        # A voided key is refused inside the write's transaction (below), which is the check that counts:
+        # one read before it would only refuse the same charges a statement earlier.
         method = PaymentMethod.objects.filter(
             token=payment_method, customer_id=customer_id, removed_at__isnull=True
         ).first()
