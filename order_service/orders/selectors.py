@@ -21,6 +21,17 @@ def order_list(*, user: LabUser, customer_id: int | None = None, status: str | N
     return orders.prefetch_related("lines", "events").order_by("-created_at", "-id")
 
 
+def order_as_answered(*, order: Order, user: LabUser) -> Order:
+    """``order`` as it is when its writer holds its lines and history (a checkout just done), else read for ``user``.
+
+    Only the order's own customer (or staff) is answered from memory, as :func:`order_get_for_user` would.
+    """
+    held = getattr(order, "_prefetched_objects_cache", {})
+    if "lines" in held and "events" in held and (order.customer_id == user.id or user.is_staff):
+        return order
+    return order_get_for_user(order_id=order.pk, user=user)
+
+
 def order_get_for_user(*, order_id: int, user: LabUser) -> Order:
     """One order with its lines and history; another customer's order is a 404 (staff see all)."""
     order = Order.objects.prefetch_related("lines", "events").filter(pk=order_id).first()

@@ -37,6 +37,7 @@ from .saga import (
     request_runner,
     send_saga_task,
     task_runner,
+    with_lines_and_history,
 )
 
 log = logging.getLogger("orders.saga")
@@ -121,6 +122,10 @@ def order_create(
             for line in priced_lines:
                 line.order = order
             OrderLine.objects.bulk_create(priced_lines)
+            if not in_background:
+                # The saga (run with this very order) and the answer read the lines and the
+                # history from here, not from the database; a queued saga is another story.
+                with_lines_and_history(order, priced_lines, [])
             record_event(order, "received", "order received" if checkout else "order received as a draft")
             if in_background:
                 order.saga_deadline = order.created_at + timedelta(seconds=saga["deadline_seconds"])

@@ -80,7 +80,7 @@ _SAGA_RESPONSES = {
 
 
 def _order_response(order: Order, request, *, status_code: int, replayed: bool = False) -> Response:
-    order = selectors.order_get_for_user(order_id=order.pk, user=request.user)
+    order = selectors.order_as_answered(order=order, user=request.user)
     response = Response(OrderOutput(order).data, status=status_code)
     if replayed:
         response[REPLAYED_HEADER] = "true"

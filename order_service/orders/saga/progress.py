@@ -25,9 +25,27 @@ class SagaMoved(Exception):
     """The order is no longer at the step this runner expected: another runner took over."""
 
 
-def record_event(order: Order, step: str, note: str) -> None:
+def record_event(order: Order, step: str, note: str) -> OrderEvent:
     """Add one entry to the order's timeline, with the order's status as it is now."""
-    OrderEvent.objects.create(order=order, status=order.status, step=step, note=note[:255])
+    event = OrderEvent.objects.create(order=order, status=order.status, step=step, note=note[:255])
+    _remember_events(order, [event])
+    return event
+
+
+def with_lines_and_history(order: Order, lines: list, events: list) -> Order:
+    """``order`` answering ``.lines.all()`` and ``.events.all()`` from what its writer holds, unread.
+
+    :func:`advance` and :func:`record_event` append the events they write, so the order a
+    checkout ends with can be answered without reading it back.
+    """
+    order._prefetched_objects_cache = {"lines": lines, "events": events}  # noqa: SLF001 — as prefetch_related would
+    return order
+
+
+def _remember_events(order: Order, events: list[OrderEvent]) -> None:
+    cache = getattr(order, "_prefetched_objects_cache", None)
+    if cache is not None and isinstance(cache.get("events"), list):
+        cache["events"].extend(events)
 
 
 def start_compensation(
@@ -127,9 +145,10 @@ def advance(
             setattr(order, name, value)
         if then is not None:
             then(order)
-        OrderEvent.objects.bulk_create(
+        written = OrderEvent.objects.bulk_create(
             [OrderEvent(order=order, status=order.status, step=step, note=note[:255]) for step, note in events]
         )
+    _remember_events(order, written)
     if done:
         _count_outcome(order)
     return order
