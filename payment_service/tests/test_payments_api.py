@@ -85,17 +85,19 @@ def test_ledger_filtered_by_order(api, staff_auth, make_charge, django_assert_ma
 @pytest.mark.parametrize(
     "query, status",
     [
-        # A page that is not a page number, or past the last one, is a 404 ...
-        ("?page=abc", 404),
+        # A page past the last one is a 404 ...
         ("?page=999", 404),
-        ("?page=0", 404),
-        # ... a page size that is not a positive number falls back to the default size.
-        ("?page_size=-1", 200),
-        ("?page_size=abc", 200),
+        # ... a page or page size that is not a positive integer is a 400 ...
+        ("?page=abc", 400),
+        ("?page=0", 400),
+        ("?page_size=-1", 400),
+        ("?page_size=abc", 400),
+        # ... and a page size over the maximum is cut to it.
+        ("?page_size=100000", 200),
     ],
 )
 def test_bad_pagination_is_never_a_500(api, staff_auth, make_charge, query, status):
-    """Ensure nonsense paging parameters answer a 404 (bad page) or the first page (bad size), never 500."""
+    """Ensure nonsense paging parameters answer a 400 (not a number), a 404 (past the end) or a page, never 500."""
     make_charge()
     for url in ("/api/payments/", "/api/ledger/"):
         response = api.get(url + query, auth=staff_auth)
