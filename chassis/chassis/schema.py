@@ -12,6 +12,9 @@ that, the same way on every service. :class:`LabAutoSchema` (the services'
   gunicorn reads at most 4094 bytes of request line;
 * 503 everywhere: the database (or a peer, or a request past its deadline) is unavailable.
 
+An optional query parameter may be sent empty (``?status=``): the input
+serializers read it as absent, as from an HTML form (``allowEmptyValue``).
+
 It also documents request bodies as JSON only (the browsable API's HTML forms
 post form data, but no client of the API does), PATCH bodies as the view
 validates them (DRF does not make a serializer partial by itself: a view says
@@ -90,6 +93,7 @@ _ANSWERS = {
     429: "Too many requests; try again after the Retry-After header's seconds.",
     503: "Unavailable for now (the database, a peer service, or the request's deadline passed); try again.",
 }
+_PAGING = ("page", "page_size")  # chassis.pagination: a positive integer, an empty one refused
 _PAGE_PAST_THE_END = "Not found; on a list, `page` is past the last page."
 _URI_TOO_LONG = {
     "description": "The request line is over 4094 bytes: gunicorn refuses it with its own HTML page.",
@@ -118,6 +122,11 @@ class LabAutoSchema(AutoSchema):
                 },
             )
 
+        for parameter in parameters:
+            if parameter["in"] == "query" and not parameter.get("required") and parameter["name"] not in _PAGING:
+                # An input serializer reads query parameters as an HTML form: an empty value
+                # (``?status=``) of an optional one is no filter at all, not a bad one.
+                parameter["allowEmptyValue"] = True
         takes_input = "requestBody" in operation or any(
             p["in"] == "query" or (p["in"] == "header" and p.get("required")) for p in parameters
         )
