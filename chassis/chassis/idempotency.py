@@ -81,9 +81,15 @@ class IdempotentCreate(Generic[T]):
         self._replayed = existing
         return existing
 
-    def run(self, create: Callable[[], T]) -> tuple[T, bool]:
-        """``(record, replayed)``: the earlier record, or the one ``create`` makes (in its own transaction)."""
-        existing = self.replay()
+    def run(self, create: Callable[[], T], *, look_first: bool = True) -> tuple[T, bool]:
+        """``(record, replayed)``: the earlier record, or the one ``create`` makes (in its own transaction).
+
+        With ``look_first`` False the lookup is skipped on the way in: ``create`` writes
+        first, and a replay is told by the unique key refusing its row (its transaction
+        rolled back), one statement less for every first request. Only for a ``create``
+        that does nothing outside its transaction before that write: a replay runs it.
+        """
+        existing = self.replay() if look_first else None
         if existing is not None:
             return existing, True
         try:

@@ -102,3 +102,21 @@ def test_create_may_return_a_replay_found_under_its_locks():
 
     record, replayed = once.run(create)
     assert replayed and record is store.rows["k"]
+
+
+def test_writing_first_replays_and_conflicts_through_the_unique_key():
+    """Ensure with look_first=False no lookup runs before create; a replay and a conflict are told by the key."""
+    store = Store()
+    lookups = []
+
+    def once(body):
+        return IdempotentCreate(
+            lookup=lambda: lookups.append(1) or store.rows.get("k"), request_fingerprint=fingerprint(body)
+        )
+
+    first, replayed = once({"x": 1}).run(store.create("k", {"x": 1}), look_first=False)
+    assert not replayed and lookups == []
+    again, replayed = once({"x": 1}).run(store.create("k", {"x": 1}), look_first=False)
+    assert replayed and again is first and lookups == [1]
+    with pytest.raises(IdempotencyConflict):
+        once({"x": 2}).run(store.create("k", {"x": 2}), look_first=False)

@@ -280,6 +280,14 @@ def reservation_create(
     )
 
     def reserve() -> Reservation:
+        # Written first: a replay is refused here by the unique key, before it touches any stock.
+        reservation = Reservation.objects.create(
+            order_id=order_id,
+            idempotency_key=idempotency_key,
+            request_fingerprint=request_fingerprint,
+            status=Status.HELD,
+            expires_at=now + timedelta(seconds=ttl_seconds),
+        )
         products = {p.sku: p for p in Product.objects.filter(sku__in=wanted, active=True)}
         unknown = [sku for sku in wanted if sku not in products]
         if unknown:
@@ -295,13 +303,6 @@ def reservation_create(
         # The UPDATE takes the units and the row locks at once; a row it could not change had too few.
         if not _shift(quantities=quantities, source="available", target="reserved", now=now, or_short=True):
             raise _Short
-        reservation = Reservation.objects.create(
-            order_id=order_id,
-            idempotency_key=idempotency_key,
-            request_fingerprint=request_fingerprint,
-            status=Status.HELD,
-            expires_at=now + timedelta(seconds=ttl_seconds),
-        )
         lines = ReservationLine.objects.bulk_create(
             ReservationLine(
                 reservation=reservation,
@@ -335,7 +336,8 @@ def reservation_create(
         ] or [{"sku": sku, "requested": qty, "available": stocks[sku].available} for sku, qty in wanted.items()]
         raise _insufficient(shortages)
 
-    reservation, replayed = once.run(reserve_or_short)
+    # No lookup first: the reservation's row is the first write, and its unique key tells a replay.
+    reservation, replayed = once.run(reserve_or_short, look_first=False)
     # A new reservation is answered as written (its lines and products are at hand); a replay as it is now.
     return (reservation_get(reservation_id=reservation.pk) if replayed else reservation), not replayed
 

@@ -99,9 +99,20 @@ def order_create(
     in_background = checkout and (saga_mode or saga["mode"]) == "async"
     runner = (task_runner() if in_background else request_runner()) if checkout else ""
 
+    # A synchronous checkout writes first and learns a replay from the unique key (one lookup less
+    # for every new order); a draft or an async checkout looks first, since its catalog lookup
+    # (a peer call) comes before its write.
+    writes_first = checkout and not in_background
+
     def create() -> Order:
-        if checkout and not in_background:
-            _fail_fast(started)
+        if writes_first:
+            try:
+                _fail_fast(started)
+            except Unavailable:
+                earlier = once.replay()  # a replay is answered, breaker open or not
+                if earlier is not None:
+                    return earlier
+                raise
             # The reservation prices the lines and refuses unknown skus: no catalog lookup first.
             priced_lines, currency = _unpriced_lines(lines), "EUR"
         else:
@@ -135,7 +146,7 @@ def order_create(
                 )
         return order
 
-    order, replayed = once.run(create)
+    order, replayed = once.run(create, look_first=not writes_first)
     if replayed:
         return _replayed(order)
     if in_background:

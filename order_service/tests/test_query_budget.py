@@ -13,9 +13,9 @@ from tests.conftest import order_body, place
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-# The idempotency lookup; the order, its lines and its first event in one transaction (the
-# reservation's body and the answer use the lines and events as written, unread).
-BEFORE_RESERVE = 4
+# The order (its unique key tells a replay: no lookup first), its lines and its first event in
+# one transaction (the reservation's body and the answer use the lines and events as written).
+BEFORE_RESERVE = 3
 # The reservation and the charge about to be sent recorded in one UPDATE, the lines repriced, one event.
 AFTER_RESERVE = 3
 # The charge and the commit about to be sent in one UPDATE, one event.
@@ -45,7 +45,7 @@ def counted(monkeypatch, fake_inventory, fake_payment):
 
 
 def test_a_checkout_stays_within_its_statements_per_step(alice, counted):
-    """Ensure a sync checkout runs 11 statements in order_service, each step its share, with the usual answer."""
+    """Ensure a sync checkout runs 10 statements in order_service, each step its share, with the usual answer."""
     response = place(alice, order_body())
 
     assert response.status_code == 201 and response.data["status"] == "CONFIRMED", response.data
@@ -55,6 +55,6 @@ def test_a_checkout_stays_within_its_statements_per_step(alice, counted):
         "inventory_commit": AFTER_CHARGE,
         "end": AFTER_COMMIT,
     }, [counted.between_marks(), counted.sql]
-    assert counted.count == BEFORE_RESERVE + AFTER_RESERVE + AFTER_CHARGE + AFTER_COMMIT == 11
+    assert counted.count == BEFORE_RESERVE + AFTER_RESERVE + AFTER_CHARGE + AFTER_COMMIT == 10
     # Answered from memory, the order reads as it does from the database.
     assert alice.get(f"/api/orders/{response.data['id']}/").data == response.data

@@ -177,6 +177,10 @@ def charge_create(
             token=payment_method, customer_id=customer_id, removed_at__isnull=True
         ).first()
         if method is None:
+            # A replay is answered even once its card is removed (no lookup was made before this one).
+            replayed = once.replay()
+            if replayed is not None:
+                return replayed
             raise ValidationError({"payment_method": ["No usable payment method with this token for this customer."]})
         decline_code = DECLINE_CODES.get(method.outcome, "")
 
@@ -207,7 +211,8 @@ def charge_create(
 
         return _atomic_replayed(write, what="charge")
 
-    charge, replayed = once.run(create)
+    # No lookup first: the charge's row is the first write, and its unique key tells a replay.
+    charge, replayed = once.run(create, look_first=False)
     return ChargeResult(charge=charge, replayed=replayed)
 
 

@@ -15,13 +15,14 @@ from .conftest import charge_body, new_key
 pytestmark = pytest.mark.django_db(transaction=True)
 
 URL = "/internal/charges/"
-# The idempotency lookup, the payment method, the charge, its ledger entry, and the settlement
-# of its key read under lock once the charge is written (a void that came first refuses it).
-CHARGE = 5
+# The payment method, the charge (its unique key tells a replay: no lookup first), its ledger
+# entry, and the settlement of its key read under lock once the charge is written (a void that
+# came first refuses it).
+CHARGE = 4
 
 
 def test_a_charge_stays_within_its_statements(api, order_auth, make_method):
-    """Ensure a captured charge costs 5 statements, with its ledger entry as ever."""
+    """Ensure a captured charge costs 4 statements, with its ledger entry as ever."""
     method = make_method()
     connection.ensure_connection()  # a new connection's session setup is not the charge's
 
