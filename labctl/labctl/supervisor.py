@@ -21,12 +21,15 @@ from pathlib import Path
 from .config import Paths, Service, Worker
 from .provision import child_env
 
-DEFAULT_WORKERS = 2
-GUNICORN_ARGS = f"--workers {DEFAULT_WORKERS} --threads 4 --worker-class gthread --timeout 30 --access-logfile -"
+# One process per service, eight threads in it: the lab's whole default fits in 1 GB (each gunicorn worker is a
+# Django process of about 90 MB), with as many request slots as two workers of four threads gave.
+# ``labctl scale`` adds processes when someone wants to see what more of them buys on this machine.
+DEFAULT_WORKERS = 1
+GUNICORN_ARGS = f"--workers {DEFAULT_WORKERS} --threads 8 --worker-class gthread --timeout 30 --access-logfile -"
 
 
 def gunicorn_workers(paths: Paths, service: Service) -> int:
-    """How many gunicorn workers ``service`` runs: ``labctl scale`` overrides in var/scale.json, else 2."""
+    """How many gunicorn workers ``service`` runs: ``labctl scale`` overrides in var/scale.json, else 1."""
     from .scale import read_scale
 
     return read_scale(paths).get(service.short, DEFAULT_WORKERS)

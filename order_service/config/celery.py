@@ -2,7 +2,7 @@
 
 Run from ``order_service/``::
 
-    celery -A config worker --loglevel INFO --concurrency 4 --hostname worker@%h --queues saga,beat
+    celery -A config worker --loglevel INFO --pool threads --concurrency 4 --hostname worker@%h --queues saga,beat
     celery -A config beat --loglevel INFO --schedule $LAB_ROOT/var/run/celerybeat-schedule
 
 Its configuration is the ``CELERY_*`` part of ``config/settings.py`` (broker,
@@ -72,6 +72,25 @@ def _saga_task_received(request=None, **_kwargs) -> None:
 @signals.worker_process_init.connect(weak=False)
 def _trace_worker_process(**_kwargs) -> None:
     """Tracing starts in each pool process, after the fork (the span exporter runs a thread)."""
+    _start_tracing()
+
+
+@signals.worker_init.connect(weak=False)
+def _trace_threaded_worker(sender=None, **_kwargs) -> None:
+    """A pool that does not fork (``--pool threads``, as the lab runs it) runs its tasks here: trace from here.
+
+    A prefork pool must not: a tracer started before the fork would leave its children an exporter thread
+    that no longer runs. They start their own (above).
+    """
+    from celery import concurrency
+    from celery.concurrency.prefork import TaskPool as PreforkPool
+
+    pool = concurrency.get_implementation(sender.pool_cls) if sender is not None else None
+    if isinstance(pool, type) and not issubclass(pool, PreforkPool):
+        _start_tracing()
+
+
+def _start_tracing() -> None:
     from chassis import telemetry
 
     if telemetry.setup("worker", instrument_django=False):

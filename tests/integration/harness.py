@@ -170,6 +170,8 @@ class Lab:
                 "worker",
                 "--loglevel",
                 "INFO",
+                "--pool",
+                "threads",
                 "--concurrency",
                 str(concurrency),
                 "--hostname",

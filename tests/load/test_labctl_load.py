@@ -208,7 +208,7 @@ def test_scale_is_kept_and_changes_only_the_workers_of_that_service(tmp_path):
     paths = Paths(tmp_path)
     inventory, order = SERVICE_BY_NAME["inventory"], SERVICE_BY_NAME["order"]
     default = supervisor.program_command(paths, inventory)
-    assert "--workers 2 " in default
+    assert "--workers 1 --threads 8 " in default
     scale.write_scale(paths, scale.parse_assignments(["inventory=3"]))
     assert "--workers 3 " in supervisor.program_command(paths, inventory)
     assert supervisor.program_command(paths, order) == supervisor.program_command(
