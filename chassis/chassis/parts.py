@@ -60,6 +60,7 @@ PRESET_FAULTS: dict[str, tuple[str, dict]] = {
     "slow-inventory": ("inventory", {"kind": "latency", "delay_ms": 800, "jitter_ms": 100}),
     "flaky-inventory": ("inventory", {"kind": "error", "status": 503, "probability": 0.3}),
     "orders-db-down": ("order", {"kind": "database", "mode": "fail"}),
+    "inventory-db-down": ("inventory", {"kind": "database", "mode": "fail", "ttl_seconds": 600}),
     "payment-answers-lost": (
         "payment",
         {
@@ -71,6 +72,13 @@ PRESET_FAULTS: dict[str, tuple[str, dict]] = {
             "ttl_seconds": 300,
         },
     ),
+}
+
+
+# A service that calls no peer has no breaker, but its fallback switch may still govern something of its own:
+# what it serves from its last good copy when its own database fails (the Resilience page shows that switch).
+OWN_FALLBACKS: dict[str, str] = {
+    "inventory": "serve the catalog's last good page, marked stale, when its database fails (never stock to reserve)",
 }
 
 

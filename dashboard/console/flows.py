@@ -159,6 +159,17 @@ class LabState:
         )
 
     @property
+    def inventory_db_down(self) -> bool:
+        """Whether every query of inventory fails (a database fault in mode fail, on every request)."""
+        return any(
+            f.get("kind") == "database"
+            and f.get("mode", "fail") == "fail"
+            and float(f.get("probability", 1.0) or 0) >= 1.0
+            and not f.get("path_prefix")
+            for f in self.faults.get("inventory", [])
+        )
+
+    @property
     def breaker_open(self) -> bool:
         """Open and still within its reset_timeout (after it, the next checkout is the half-open trial)."""
         if not (self.breaker_enabled is not False and self.breaker and self.breaker.get("state") == "open"):
@@ -280,6 +291,14 @@ def pick_product(j: Journey) -> dict:
         200,
         doing="listing products",
     )
+    if page.get("stale"):
+        # inventory's fallback: its database failed and it served the last good copy of this page.
+        j.hops[-1]["note"] += " — STALE: inventory's last good copy (X-Lab-Stale: true)"
+        j.facts["catalog_stale"] = True
+        j.notes.append(
+            f"The catalog came from inventory's last good copy, marked stale: {page.get('count', 0)} products, "
+            "their stock as it was then."
+        )
     products = [p for p in page.get("results", []) if p.get("active", True) and (p.get("available") or 0) > 0]
     if not products:
         raise FlowStop("listing products: nothing in stock to order (restock from the browsable API)")
@@ -464,11 +483,18 @@ def flow_register(j: Journey) -> str:
 def flow_browse(j: Journey) -> str:
     register_and_login(j)
     product = pick_product(j)
-    j.expect(
-        j.call("inventory", "GET", "/api/products/", params={"search": product["name"].split()[0]}, note="search"),
-        200,
-        doing="searching",
-    )
+    search_params = {"search": product["name"].split()[0]}
+    if j.facts.get("catalog_stale"):
+        # inventory's database is down: only a page it answered before has a copy; the others are its 503.
+        search = j.call("inventory", "GET", "/api/products/", params=search_params, note="search")
+        detail = j.call("inventory", "GET", f"/api/products/{product['sku']}/", note="product page")
+        found = "stale" if isinstance(search.data, dict) and search.data.get("stale") else search.status or search.state
+        return (
+            f"the catalog served from its last good copy, marked stale ({product['sku']}: "
+            f"{product.get('available')} available then); search: {found}, "
+            f"product page: {detail.status or detail.state}"
+        )
+    j.expect(j.call("inventory", "GET", "/api/products/", params=search_params, note="search"), 200, doing="searching")
     detail = j.expect(
         j.call("inventory", "GET", f"/api/products/{product['sku']}/", note="product page"),
         200,
@@ -655,8 +681,29 @@ EXPECTATIONS = {
 PAYMENT_FLOWS = ("checkout-sync", "checkout-async", "declined", "cancel-refund")
 
 
+def _inventory_refused(j: Journey) -> bool:
+    """The checkout reserved nothing: the order's saga stopped on inventory, or order refused it at once (503)."""
+    if j.facts.get("accepted_status") == 503:
+        return bool(j.facts.get("refused")) and not j.order
+    order = j.order or {}
+    said = " ".join([str(order.get("status_reason") or ""), paused_note(order)]).lower()
+    return order.get("status") != "CONFIRMED" and "inventory unavailable" in said
+
+
 def expectation(flow: Flow, state: LabState) -> tuple[str, Callable[[Journey, str], bool]]:
     """What this flow should show under the lab's state, and the check of it (≤ 200 characters, for FlowRun)."""
+    if state.inventory_db_down and flow.slug == "browse":
+        return (
+            "inventory's database is down: the catalog from its last good copy, marked stale, while its fallback is "
+            "on (with it off, browsing fails: 503)",
+            lambda j, outcome: bool(j.facts.get("catalog_stale")),
+        )
+    if state.inventory_db_down and flow.slug == "checkout-sync":
+        return (
+            "inventory's database is down: the reservation refused (503), nothing reserved or charged, the order "
+            "PENDING or refused at once",
+            lambda j, outcome: _inventory_refused(j),
+        )
     if flow.slug not in PAYMENT_FLOWS or not state.payment_unavailable:
         return flow.expected, EXPECTATIONS[flow.slug]
     if flow.slug == "checkout-async":

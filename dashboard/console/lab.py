@@ -164,6 +164,11 @@ PRESETS = {
         ),
         Preset("orders-db-down", "Database down on orders", "Every query of order_service fails."),
         Preset(
+            "inventory-db-down",
+            "Database down on inventory",
+            "Every query of inventory_service fails for 10 minutes: its /health/ and its API answer 503.",
+        ),
+        Preset(
             "payment-answers-lost",
             "Payment's answers lost",
             "payment_service captures each charge, then its answer is lost (503): the caller cannot know.",
@@ -207,9 +212,16 @@ def resilience_get(service: str) -> peers.Call:
 
 
 def switches_from_form(data) -> tuple[dict, dict]:
-    """A partial PUT body from the switches form: every section, enabled from its checkbox."""
+    """A partial PUT body from the switches form: every section it shows, enabled from its checkbox.
+
+    A panel that shows only some sections (a service calling no peer shows its own fallback alone)
+    names them in ``sections``; the sections it does not show are left as they are.
+    """
     changes, errors = {}, {}
+    shown = (data.get("sections") or "").split()
     for section, params in SWITCH_FIELDS.items():
+        if shown and section not in shown:
+            continue
         values: dict = {"enabled": data.get(f"{section}.enabled") == "on"}
         for name, cast in params:
             raw = (data.get(f"{section}.{name}") or "").strip()
@@ -220,7 +232,8 @@ def switches_from_form(data) -> tuple[dict, dict]:
             except ValueError:
                 errors.setdefault(section, []).append(f"{name}: enter a number.")
         changes[section] = values
-    changes["unsafe"] = {name: data.get(f"unsafe.{name}") == "on" for name in UNSAFE_SWITCHES}
+    if not shown or "unsafe" in shown:
+        changes["unsafe"] = {name: data.get(f"unsafe.{name}") == "on" for name in UNSAFE_SWITCHES}
     return changes, errors
 
 

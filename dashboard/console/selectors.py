@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 
+from chassis import parts
 from collector import metrics
 
 from . import lab, peers
@@ -227,14 +228,16 @@ def resilience_page() -> dict:
                 # breaker means no peer: its switches govern no call at all.
                 "breakers": breakers,
                 "calls_peers": bool(breakers),
+                # What its fallback switch governs of its own, calling no peer (chassis.parts.OWN_FALLBACKS).
+                "own_fallback": "" if breakers else parts.OWN_FALLBACKS.get(service, ""),
                 "error": "" if ok else (result.message if result is not None else "no answer in time"),
             }
         )
     saga = results.get("saga")
     return {
         "services": out,
-        "callers": [s for s in out if s["calls_peers"] or s["error"]],
-        "no_peers": [s for s in out if not s["calls_peers"] and not s["error"]],
+        "callers": [s for s in out if s["calls_peers"] or s["error"] or s["own_fallback"]],
+        "no_peers": [s for s in out if not s["calls_peers"] and not s["error"] and not s["own_fallback"]],
         "saga": saga.data if saga is not None and lab.saga_available(saga) else None,
         "saga_error": "" if saga is not None and saga.state != "timeout" else "no answer in time",
     }

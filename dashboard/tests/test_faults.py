@@ -26,6 +26,11 @@ pytestmark = pytest.mark.django_db
         ),
         ("orders-db-down", "order", {"id": "preset-orders-db-down", "kind": "database", "mode": "fail"}),
         (
+            "inventory-db-down",
+            "inventory",
+            {"id": "preset-inventory-db-down", "kind": "database", "mode": "fail", "ttl_seconds": 600},
+        ),
+        (
             "payment-answers-lost",
             "payment",
             {

@@ -286,3 +286,70 @@ def test_the_declined_page_explains_the_trace_errors(lab, staff):
     assert 'data-testid="expected-errors"' in page and "402 (card declined)" in page
     assert 'data-testid="order-hop-latency"' in page
     assert 'data-testid="saga-duration"' in page and "120 ms" in page
+
+
+DB_DOWN = {"id": "preset-inventory-db-down", "kind": "database", "mode": "fail", "probability": 1.0}
+
+
+def inventory_db_down(lab) -> None:
+    lab["inventory"].on("GET", "/_lab/faults/", 200, {"service": "inventory", "faults": [DB_DOWN]})
+
+
+def test_checkout_with_inventory_database_down_expects_the_reservation_refused(lab):
+    """Ensure a checkout whose reservation inventory refused (503) is what the flow expects under the fault."""
+    prepare()
+    refused = {
+        "id": 14,
+        "status": "PENDING",
+        "status_reason": "Inventory unavailable while reserving stock; nothing was charged.",
+        "history": [
+            {"status": "PENDING", "step": "received", "note": "order received", "at": "2026-01-01T10:00:00.000000Z"},
+            {
+                "status": "PENDING",
+                "step": "paused",
+                "note": "paused: inventory unavailable (HTTP 503)",
+                "at": "2026-01-01T10:00:00.900000Z",
+            },
+        ],
+    }
+    shop(lab, order_status=202, order=refused)
+    inventory_db_down(lab)
+
+    result = flows.flow_run("checkout-sync")
+
+    assert result.ok, result.outcome
+    assert "reservation refused (503)" in result.flow.expected
+    assert "paused: inventory unavailable" in result.outcome
+
+
+def test_checkout_confirmed_while_inventory_database_is_down_is_not_as_expected(lab):
+    """Ensure the flow does not call a confirmed order right while inventory cannot reserve anything."""
+    prepare()
+    shop(lab, order_status=201, order={"id": 15, "status": "CONFIRMED", "history": CONFIRMED})
+    inventory_db_down(lab)
+
+    assert not flows.flow_run("checkout-sync").ok
+
+
+def test_browse_with_inventory_database_down_shows_the_stale_copy(lab):
+    """Ensure a catalog served from inventory's last good copy is marked STALE on its hop and in the outcome."""
+    lab["user"].on("POST", "/api/auth/register/", 201, {"id": 7, "email": "x@lab.local"})
+    lab["user"].on("POST", "/api/auth/login/", 200, {"access": "tok", "refresh": "r", "expires_in": 900})
+    mug = {"sku": "MUG-1", "name": "Lab mug", "active": True, "available": 9}
+    stale = {"count": 1, "stale": True, "results": [mug]}
+    lab["inventory"].on("GET", "/api/products/", 200, stale)
+    down = {"code": "database_unavailable", "message": "The service's database is unavailable; try again shortly."}
+    lab["inventory"].on("GET", "/api/products/MUG-1/", 503, down)
+    inventory_db_down(lab)
+
+    result = flows.flow_run("browse")
+
+    assert result.ok, result.outcome
+    assert "last good copy, marked stale" in result.flow.expected
+
+    listing = next(h for h in result.hops if h["note"].startswith("browse the catalog"))
+    assert "STALE" in listing["note"]
+    assert any("last good copy, marked stale: 1 products" in note for note in result.notes)
+    assert "marked stale (MUG-1: 9 available then)" in result.outcome
+    assert "product page: 503" in result.outcome
+    assert [h["note"] for h in result.hops][-2:] == ["search", "product page"]

@@ -53,14 +53,34 @@ def _fieldset(form: str, section: str) -> str:
 
 
 def test_only_a_service_that_calls_peers_has_a_switches_panel(staff, lab):
+    """Ensure a service calling no peer has no panel, unless its fallback serves something of its own."""
     _resilience(lab)
     html = staff.get("/resilience/").content.decode()
     assert 'data-testid="switches-order"' in html
-    for service in ("user", "inventory", "payment"):
+    for service in ("user", "payment"):
         assert f'data-testid="switches-{service}"' not in html
     notice = re.search(r'data-testid="no-peers">(.*?)</p>', html, re.S).group(1)
-    assert "<strong>Users</strong>, <strong>Inventory</strong> and <strong>Payments</strong>" in notice
+    assert "<strong>Users</strong> and <strong>Payments</strong>" in notice and "Inventory" not in notice
     assert "call no peer" in notice and "govern nothing" in notice
+
+
+def test_inventory_has_a_panel_with_its_own_fallback_only(staff, lab):
+    """Ensure inventory (no peer, a fallback of its own) shows the fallback switch alone, and says what it serves."""
+    _resilience(lab)
+    form = _form(staff.get("/resilience/").content.decode(), "inventory")
+    assert re.findall(r'data-switch="(\w+)"', form) == ["fallback"]
+    assert "last good page, marked stale" in form
+    assert '<input type="hidden" name="sections" value="fallback">' in form
+
+
+def test_inventory_fallback_form_changes_the_fallback_alone(staff, lab):
+    """Ensure unticking inventory's fallback PUTs only that switch, not its (hidden) timeouts or retries."""
+    _resilience(lab)
+    lab["inventory"].on("PUT", "/_lab/resilience/", 200, {"service": "inventory", "switches": SWITCHES})
+    response = staff.post("/resilience/inventory/", {"sections": "fallback"})
+    assert response.status_code == 302
+    (put,) = lab["inventory"].sent("PUT", "/_lab/resilience/")
+    assert put["json"] == {"fallback": {"enabled": False}}
 
 
 def test_a_service_whose_switches_cannot_be_read_keeps_its_panel_with_the_reason(staff, lab):
@@ -70,7 +90,7 @@ def test_a_service_whose_switches_cannot_be_read_keeps_its_panel_with_the_reason
     html = staff.get("/resilience/").content.decode()
     assert "Could not read the switches" in _form(html, "payment")
     notice = re.search(r'data-testid="no-peers">(.*?)</p>', html, re.S).group(1)
-    assert "Payments" not in notice and "<strong>Users</strong> and <strong>Inventory</strong>" in notice
+    assert "Payments" not in notice and "<strong>Users</strong>" in notice
 
 
 def test_a_closed_breaker_shows_no_opened_at_and_its_threshold_in_failures(client, lab):

@@ -152,12 +152,16 @@ def test_data_page_tells_a_watcher_it_needs_a_staff_login(anonymous):
 
 
 def test_resilience_switches_only_for_callers_and_off_looks_off(staff, admin_api, lab):
-    """Ensure only order has a switches panel, and unticking a defence disables its settings at once."""
+    """Ensure order has a switches panel, inventory its own fallback alone, and unticking a defence disables its
+    settings at once."""
     staff.tab.set_viewport_size({"width": 1366, "height": 800})
     tab = staff.open("/resilience/")
     expect(tab.locator("[data-testid=switches-order]")).to_be_visible()
-    for service in ("user", "inventory", "payment"):
+    for service in ("user", "payment"):
         expect(tab.locator(f"[data-testid=switches-{service}]")).to_have_count(0)
+    inventory = tab.locator("[data-testid=switches-inventory]")
+    expect(inventory.locator("fieldset[data-switch]")).to_have_count(1)
+    expect(inventory.locator("fieldset[data-switch=fallback]")).to_contain_text("marked stale")
     expect(tab.locator("[data-testid=no-peers]")).to_contain_text("call no peer")
     closed = tab.locator("[data-breaker=order-payment]")
     expect(closed).to_have_attribute("data-state", "closed")
