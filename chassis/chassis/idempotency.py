@@ -23,7 +23,8 @@ from .errors import IdempotencyConflict
 T = TypeVar("T")
 
 HEADER = "Idempotency-Key"
-_VALID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+KEY_PATTERN = r"^[A-Za-z0-9._:-]{8,128}$"  # also what the OpenAPI schemas say of the header
+_VALID = re.compile(KEY_PATTERN)
 
 
 def idempotency_key_from(request, *, required: bool = True) -> str | None:

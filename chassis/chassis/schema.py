@@ -29,6 +29,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSe
 from drf_spectacular.openapi import AutoSchema
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
+from rest_framework.serializers import ListSerializer
 
 from .countries import COUNTRY_CODES
 
@@ -123,6 +124,9 @@ class LabAutoSchema(AutoSchema):
             )
 
         for parameter in parameters:
+            if parameter["in"] == "header" and parameter["name"] == _idempotency().HEADER:
+                # Every service validates the key with the chassis (chassis.idempotency).
+                parameter["schema"] = {"type": "string", "pattern": _idempotency().KEY_PATTERN}
             if parameter["in"] == "query" and not parameter.get("required") and parameter["name"] not in _PAGING:
                 # An input serializer reads query parameters as an HTML form: an empty value
                 # (``?status=``) of an optional one is no filter at all, not a bad one.
@@ -162,6 +166,16 @@ class LabAutoSchema(AutoSchema):
                 self.method = "PATCH"
         return super()._get_request_for_media_type(serializer, direction)
 
+    def _map_serializer_field(self, field, direction, bypass_extensions=False):
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        # drf-spectacular leaves out a nested list's bounds (``many=True, min_length=1, max_length=50``).
+        if isinstance(field, ListSerializer) and schema.get("type") == "array":
+            if field.min_length is not None or not field.allow_empty:
+                schema.setdefault("minItems", max(field.min_length or 0, 0 if field.allow_empty else 1))
+            if field.max_length is not None:
+                schema.setdefault("maxItems", field.max_length)
+        return schema
+
     def _map_basic_serializer(self, serializer, direction):
         schema = super()._map_basic_serializer(serializer, direction)
         if direction == "request" and getattr(serializer, "schema_requires_one_of", False):
@@ -176,6 +190,12 @@ def _counts(throttle, method: str) -> bool:
     except ImportError:
         return True
     return method in WRITE_METHODS if isinstance(throttle, UserWriteThrottle) else True
+
+
+def _idempotency():
+    from . import idempotency  # imports the errors module, hence not at the top (see below)
+
+    return idempotency
 
 
 def _error_output():
