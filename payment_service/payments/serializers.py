@@ -10,9 +10,11 @@ import re
 from django.core.validators import RegexValidator
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from chassis.errors import ErrorOutput
+from chassis.fields import StrictCharField
 
 from . import cards
 from .models import Charge, ChargeSettlement, LedgerEntry, PaymentMethod, Refund
@@ -27,14 +29,12 @@ ORDER_ID_MESSAGE = "Use 1 to 64 characters among letters, digits, '_', ':', '.' 
 
 
 class PaymentMethodCreateInput(serializers.Serializer):
-    card_number = serializers.CharField(
+    card_number = StrictCharField(
         max_length=30, help_text="12 to 19 digits; spaces and dashes are ignored. Never stored."
     )
     exp_month = serializers.IntegerField(min_value=1, max_value=12)
     exp_year = serializers.IntegerField(min_value=2000, max_value=2100, help_text="Four digits, e.g. 2030.")
-    cvc = serializers.CharField(
-        min_length=3, max_length=4, help_text="3 digits (4 for American Express). Never stored."
-    )
+    cvc = StrictCharField(min_length=3, max_length=4, help_text="3 digits (4 for American Express). Never stored.")
 
     @sensitive_variables("value")
     def validate_card_number(self, value: str) -> str:
@@ -62,19 +62,27 @@ class PaymentMethodCreateInput(serializers.Serializer):
         return attrs
 
 
+@extend_schema_field(
+    {"oneOf": [{"type": "string", "maxLength": 64, "pattern": ORDER_ID_PATTERN.pattern}, {"type": "integer"}]}
+)
 class OrderIdField(serializers.CharField):
-    """An order id from order_service (an integer or a UUID), kept as a string."""
+    """An order id from order_service (an integer or a UUID), kept as a string; a string or an integer only."""
 
     def __init__(self, **kwargs):
         kwargs.setdefault("max_length", 64)
         kwargs.setdefault("validators", [RegexValidator(ORDER_ID_PATTERN, ORDER_ID_MESSAGE)])
         super().__init__(**kwargs)
 
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, (str, int)):
+            self.fail("invalid")
+        return super().to_internal_value(str(data))
+
 
 class ChargeCreateInput(serializers.Serializer):
     order_id = OrderIdField()
     customer_id = serializers.IntegerField(min_value=1, max_value=MAX_CUSTOMER_ID)
-    payment_method = serializers.CharField(max_length=64)
+    payment_method = StrictCharField(max_length=64)
     amount_cents = serializers.IntegerField(min_value=1, max_value=MAX_AMOUNT_CENTS)
     currency = serializers.RegexField(
         r"^[A-Za-z]{3}$", max_length=3, error_messages={"invalid": "Use a 3-letter ISO 4217 code, e.g. EUR."}
@@ -88,7 +96,7 @@ class RefundCreateInput(serializers.Serializer):
     amount_cents = serializers.IntegerField(
         min_value=1, max_value=MAX_AMOUNT_CENTS, required=False, help_text="Omit to refund what remains."
     )
-    reason = serializers.CharField(max_length=200)
+    reason = StrictCharField(max_length=200)
 
 
 class ChargeSettleInput(serializers.Serializer):
@@ -99,7 +107,7 @@ class ChargeSettleInput(serializers.Serializer):
         error_messages={"invalid": "Use 8 to 128 characters among letters, digits, '.', '_', ':' and '-'."},
     )
     order_id = OrderIdField()
-    reason = serializers.CharField(max_length=200)
+    reason = StrictCharField(max_length=200)
 
 
 class OrderIdQuery(serializers.Serializer):

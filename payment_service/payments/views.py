@@ -61,7 +61,7 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
     required=True,
     description="A unique key (8-128 characters) per operation; a retry with the same key and body replays the answer.",
 )
-ORDER_ID_PARAMETER = OpenApiParameter("order_id", OpenApiTypes.STR, OpenApiParameter.QUERY)
+ORDER_ID_PARAMETER = OrderIdQuery  # the schema shows the field's length and pattern
 
 
 def _order_id_filter(request, *, required: bool) -> str | None:
@@ -191,7 +191,7 @@ class ChargeInternalApi(GenericAPIView):
         return selectors.charge_list_for_order(order_id=_order_id_filter(self.request, required=True))
 
     @extend_schema(
-        parameters=[OpenApiParameter("order_id", OpenApiTypes.STR, OpenApiParameter.QUERY, required=True)],
+        parameters=[OrderIdRequiredQuery],
         responses={200: ChargeOutput(many=True), 400: ErrorOutput, **AUTH_ERRORS},
     )
     def get(self, request):

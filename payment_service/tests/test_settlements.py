@@ -184,3 +184,30 @@ def test_the_service_function_settles_by_key(make_charge):
     )
 
     assert (result.settlement.outcome, result.settlement.charge_id, result.replayed) == ("REFUNDED", made.pk, False)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "change, field",
+    [({"reason": 5}, "reason"), ({"order_id": 1.5}, "order_id"), ({"order_id": True}, "order_id")],
+)
+def test_a_settlement_of_the_wrong_types_is_400_and_settles_nothing(api, order_auth, change, field):
+    """Ensure a reason that is no string, or an order id that is neither a string nor an integer, is refused."""
+    body = {"charge_key": "order-9-charge", "order_id": "order-9", "reason": "order cancelled", **change}
+
+    response = api.post(SETTLE_URL, body, auth=order_auth, key=new_key("settle"))
+
+    assert response.status_code == 400, response.json()
+    assert field in response.json()["fields"]
+    assert ChargeSettlement.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_an_integer_order_id_is_kept_as_its_decimal_string(api, order_auth):
+    """Ensure order_service's integer order ids are accepted, as the schema's oneOf says."""
+    body = {"charge_key": "order-9-charge", "order_id": 9, "reason": "order cancelled"}
+
+    response = api.post(SETTLE_URL, body, auth=order_auth, key=new_key("settle"))
+
+    assert response.status_code == 201, response.json()
+    assert response.json()["order_id"] == "9"
