@@ -47,6 +47,18 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON boolean: true or false, not 0, 1 or "yes" (the schema says boolean)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
+@extend_schema_field(
+    {"oneOf": [{"type": "string", "minLength": 1, "maxLength": 64, "pattern": ORDER_ID_PATTERN}, {"type": "integer"}]}
+)
 class OrderIdField(serializers.CharField):
     """An order id: a string, or an integer kept as its decimal string (order_service's ids are integers)."""
 
@@ -98,7 +110,7 @@ class ProductCreateInput(serializers.Serializer):
         validators=[RegexValidator(CURRENCY_PATTERN, "Use a 3-letter ISO code in capitals, e.g. EUR.")],
         help_text="3-letter ISO code in capitals, e.g. EUR.",
     )
-    active = serializers.BooleanField(required=False, default=True)
+    active = StrictBooleanField(required=False, default=True)
     initial_stock = serializers.IntegerField(
         min_value=0, max_value=MAX_INITIAL_STOCK, help_text="Units in stock at creation (an INITIAL movement)."
     )
@@ -108,7 +120,7 @@ class ProductUpdateInput(serializers.Serializer):
     name = StrictCharField(max_length=200, required=False)
     description = StrictCharField(max_length=2000, required=False, allow_blank=True)
     price_cents = serializers.IntegerField(min_value=1, max_value=MAX_PRICE_CENTS, required=False)
-    active = serializers.BooleanField(required=False)
+    active = StrictBooleanField(required=False)
 
     IMMUTABLE = {
         "sku": "The sku cannot be changed; create a new product instead.",
@@ -132,7 +144,8 @@ class ProductRestockInput(serializers.Serializer):
 
 
 class ReservationLineInput(serializers.Serializer):
-    sku = StrictCharField(max_length=32)
+    # In any case (validate_sku upper-cases it); the validator is what the schema shows.
+    sku = StrictCharField(max_length=32, validators=[RegexValidator(r"^[A-Za-z0-9-]{3,32}$", SKU_MESSAGE)])
     quantity = serializers.IntegerField(min_value=1, max_value=MAX_LINE_QUANTITY)
 
     def validate_sku(self, value: str) -> str:

@@ -95,6 +95,8 @@ def test_duplicate_sku_is_400(client, staff, make_product):
         ({**VALID, "currency": "euro"}, "currency"),
         ({**VALID, "currency": "eur"}, "currency"),
         ({**VALID, "active": "perhaps"}, "active"),
+        ({**VALID, "active": 0}, "active"),  # a JSON boolean only, as the schema says
+        ({**VALID, "active": "true"}, "active"),
         ({**VALID, "initial_stock": -1}, "initial_stock"),
         ({**VALID, "initial_stock": 1_000_001}, "initial_stock"),
         ({**VALID, "initial_stock": None}, "initial_stock"),
