@@ -10,6 +10,7 @@ from .models import Address, User
 
 EMAIL_MAX = 254
 PASSWORD_MAX = 128
+PASSWORD_MIN = 8  # as AUTH_PASSWORD_VALIDATORS' MinimumLengthValidator
 NAME_MAX = 150
 TOKEN_MAX = 2048
 
@@ -21,13 +22,24 @@ def _password_field(**kwargs) -> serializers.CharField:
     )
 
 
+def _new_password_field(**kwargs) -> serializers.CharField:
+    # Django's MinimumLengthValidator (8) refuses a shorter one too; here the schema shows it (minLength).
+    return _password_field(
+        min_length=PASSWORD_MIN,
+        error_messages={
+            "min_length": f"This password is too short. It must contain at least {PASSWORD_MIN} characters."
+        },
+        **kwargs,
+    )
+
+
 # --- auth ---------------------------------------------------------------------
 
 
 class RegisterInput(serializers.Serializer):
     email = StrictEmailField(max_length=EMAIL_MAX)
-    password = _password_field(
-        help_text="At least 8 characters, not too common, not all digits, not like your email or name."
+    password = _new_password_field(
+        help_text="At least 8 characters, not too common, not all digits, not like your email or name.",
     )
     name = TextField(max_length=NAME_MAX)
 
@@ -71,7 +83,7 @@ class MeUpdateInput(serializers.Serializer):
 
 class PasswordChangeInput(serializers.Serializer):
     old_password = _password_field()
-    new_password = _password_field()
+    new_password = _new_password_field()
 
 
 class AddressInput(serializers.Serializer):

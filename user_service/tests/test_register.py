@@ -52,6 +52,16 @@ def test_register_refuses_weak_password(api, password):
 
 
 @pytest.mark.django_db
+def test_register_schema_says_how_short_a_password_may_be(api):
+    """Ensure the schema gives the password's minimum length, and a shorter one is refused as Django says it."""
+    schema = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    assert schema["components"]["schemas"]["RegisterInputRequest"]["properties"]["password"]["minLength"] == 8
+
+    body = assert_error(register(api, password="x9y8z7w"), 400, "invalid", "password")
+    assert body["fields"]["password"] == ["This password is too short. It must contain at least 8 characters."]
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("email", ["not-an-email", "a@", "@example.test", "a b@example.test", "x" * 250 + "@ex.test"])
 def test_register_refuses_bad_email(api, email):
     """Ensure a malformed or over-long email is a 400 on email."""
