@@ -37,7 +37,8 @@ def scenario_descriptions() -> list[dict]:
             doc = ast.get_docstring(ast.parse((directory / f"{name}.py").read_text(encoding="utf-8"))) or ""
         except (OSError, SyntaxError, TypeError, ValueError):
             doc = ""
-        paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", doc) if p.strip()]
+        # The docstrings are reStructuredText: ``NAME`` reads as NAME on the page.
+        paragraphs = [re.sub(r"``(.+?)``", r"\1", " ".join(p.split())) for p in re.split(r"\n\s*\n", doc) if p.strip()]
         if paragraphs:
             summary = paragraphs[0]
             detail = next(

@@ -248,3 +248,11 @@ def test_non_finite_or_negative_min_duration_is_a_400_on_the_api_and_ignored_by_
     assert client.get(f"/traces/?min_duration_ms={bad}").status_code == 200
     partial = client.get(f"/partials/traces/?min_duration_ms={bad}")
     assert partial.status_code == 200 and f"{9:032x}"[:8] in partial.content.decode()
+
+
+def test_waterfall_span_names_wrap_after_slashes_and_stay_escaped():
+    """Ensure a long span name may wrap only after a ``/`` (reserve and commit differ at the end), escaped."""
+    from console.templatetags.console_tags import break_after_slashes
+
+    wrapped = break_after_slashes("POST internal/reservations/<uuid:reservation_id>/commit/")
+    assert wrapped == "POST internal/<wbr>reservations/<wbr>&lt;uuid:reservation_id&gt;/<wbr>commit/<wbr>"

@@ -128,3 +128,14 @@ def test_a_running_load_shows_on_the_service_map(client, lab, monkeypatch):
     html = client.get("/partials/overview/").content.decode()
     assert 'data-node="load" data-state="up"' in html
     assert "checkout, 25 users" in html
+
+
+def test_scenario_descriptions_read_their_docstrings_as_plain_text():
+    """Ensure each scenario is described from its locustfile, ``literals`` shown without their backticks."""
+    from console import load as load_runs
+
+    described = {d["name"]: d for d in load_runs.scenario_descriptions()}
+    assert set(described) == set(load.SCENARIOS)
+    assert described["step_load"]["summary"].startswith("Step load")
+    assert "CHAOS_GRACE" in described["chaos_timeline"]["detail"]
+    assert not any("``" in d["summary"] + d["detail"] for d in described.values())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 
 from django import template
+from django.utils.html import conditional_escape
+from django.utils.safestring import mark_safe
 
 from chassis import parts
 
@@ -104,7 +106,7 @@ def cents(value) -> str:
 @register.filter
 def fit(detail, state) -> str:
     """A map node's detail, cut so that it fits on the line after the state word."""
-    room = 27 - len(str(state or ""))
+    room = 25 - len(str(state or ""))  # the state word is bold capitals: wider than the detail's letters
     detail = str(detail or "")
     return detail if len(detail) <= room else detail[: room - 1].rstrip() + "…"
 
@@ -113,3 +115,9 @@ def fit(detail, state) -> str:
 def get_link(links, service: str):
     """The browser links of ``service`` from the context's ``service_links``."""
     return next((link for link in links or [] if link["name"] == service), None)
+
+
+@register.filter
+def break_after_slashes(value) -> str:
+    """A path that may wrap after each ``/`` (a ``<wbr>``), not in the middle of a word; escaped first."""
+    return mark_safe("/<wbr>".join(conditional_escape(part) for part in str(value).split("/")))
