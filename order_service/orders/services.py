@@ -83,7 +83,11 @@ def order_create(
     are a 400 that leaves no order: a synchronous checkout learns them from the
     reservation, which also prices the lines (so a checkout makes three peer calls:
     reserve, charge, commit); a draft or an async checkout from a catalog lookup
-    before anything is written (a 503 when inventory is unreachable then).
+    before anything is written (a 503 when inventory is unreachable then). A
+    synchronous checkout whose reservation our breaker or bulkhead turns away unsent
+    is a 503 ``dependency_unavailable`` that leaves no order either; one whose
+    reservation was sent and not answered is the saga's to settle (CANCELLED, or
+    PENDING until it can tell).
     """
     started = time.perf_counter()
     request_fingerprint = fingerprint(
@@ -154,12 +158,25 @@ def order_create(
         return OrderOutcome(order=order, queued=True)
     if checkout:
         try:
-            order = order_saga_run(order_id=order.pk, runner=runner, raise_refused_lines=True, order=order)
+            order = order_saga_run(order_id=order.pk, runner=runner, raise_unreserved=True, order=order)
         except inventory.LinesRefused as exc:
             # Nothing was reserved or charged: the order, saved a moment ago, goes as if never placed.
             log.info("order %s: inventory refused its lines: %s", order.pk, exc)
             Order.objects.filter(pk=order.pk).delete()
             raise ValidationError({"lines": exc.messages}) from exc
+        except PeerUnavailable as exc:
+            # Our breaker or bulkhead turned the reservation away unsent: nothing is held anywhere.
+            log.info("order %s: reservation not sent: %s", order.pk, exc)
+            Order.objects.filter(pk=order.pk).delete()
+            retry_after = max(1, math.ceil(exc.retry_after or 1))
+            raise Unavailable(
+                "The inventory service is unavailable, so this checkout cannot complete; nothing was "
+                f"reserved or charged and no order was saved. Try again in {retry_after} s.",
+                code="dependency_unavailable",
+                headers={"Retry-After": str(retry_after)},
+                peer=exc.peer,
+                retry_after=retry_after,
+            ) from exc
     return OrderOutcome(order=order)
 
 

@@ -200,6 +200,25 @@ def test_reserve_unavailable_cancels_without_charging(alice, fake_inventory, fak
     assert fake_payment.calls == []
 
 
+def test_a_reservation_our_bulkhead_turns_away_is_a_503_with_no_order(alice, fake_payment, monkeypatch):
+    """Ensure a reservation refused unsent (our bulkhead or breaker) answers 503 with Retry-After, no order kept."""
+    from chassis.client import PeerUnavailable
+    from orders.clients import inventory
+
+    def turned_away(**kwargs):
+        raise PeerUnavailable("inventory", "bulkhead full (1 calls in flight)", rejected=True, attempts=0)
+
+    monkeypatch.setattr(inventory, "inventory_reserve", turned_away)
+
+    response = place(alice)
+
+    assert response.status_code == 503, response.data
+    assert response.data["code"] == "dependency_unavailable" and response.data["peer"] == "inventory"
+    assert response["Retry-After"] == "1"
+    assert Order.objects.count() == 0 and OrderEvent.objects.count() == 0
+    assert fake_payment.calls == []
+
+
 def test_replay_returns_the_same_order_without_a_second_saga(alice, fake_inventory, fake_payment):
     """Ensure the same key and body answer 200 with the first order, marked replayed, and nothing runs again."""
     body = order_body()

@@ -67,7 +67,7 @@ def order_saga_run(
     on_unavailable: SagaPolicy = "compensate",
     runner: str = "",
     keep_lease: bool = False,
-    raise_refused_lines: bool = False,
+    raise_unreserved: bool = False,
     order: Order | None = None,
 ) -> Order:
     """Run the saga of an order whose lease ``runner`` holds, from its ``saga_step`` to the end.
@@ -76,9 +76,11 @@ def order_saga_run(
     synchronous request (``"compensate"``) the saga decides at once (cancel,
     compensate, or stop where it is when nothing safe can be decided); a
     background worker (``"raise"``) gets the :class:`PeerUnavailable` to retry later.
-    Lines inventory refuses to reserve (unknown or inactive skus) cancel the order, or,
-    with ``raise_refused_lines``, raise :class:`inventory.LinesRefused` with nothing recorded
-    (the request placing the order answers 400 instead).
+    A reservation that holds nothing at inventory, because inventory refused its lines
+    (unknown or inactive skus) or our breaker or bulkhead turned the call away unsent,
+    cancels the order; with ``raise_unreserved`` it raises (:class:`inventory.LinesRefused`,
+    or the :class:`PeerUnavailable` with ``rejected``) with nothing recorded, so that the
+    request placing the order answers 400 or 503 and keeps no order instead.
     The lease is given back at the end unless ``keep_lease`` (the worker does it).
     ``order`` is the caller's copy of the order as it has just written it (else it is read).
     """
@@ -109,10 +111,12 @@ def order_saga_run(
                         was == SagaStep.RESERVING and order is not None and order.saga_step == SagaStep.CHARGING
                     )
             except inventory.LinesRefused as exc:
-                if raise_refused_lines:
+                if raise_unreserved:
                     raise
                 order = reserve_refused(order_id, exc)
             except PeerUnavailable as exc:
+                if raise_unreserved and exc.rejected and order.saga_step == SagaStep.RESERVING:
+                    raise
                 order = None
                 _note_unknown_reservation(order_id, exc)
                 if on_unavailable == "raise":
