@@ -308,7 +308,6 @@ def _recorded_checkout(ctx: LabContext) -> dict:
 
 
 HOP_CHOICES = (
-    "order → inventory: GET /api/products/",
     "order → inventory: POST /internal/reservations/",
     "order → payment: POST /internal/charges/",
     "order → inventory: POST /internal/reservations/<id>/commit/",
@@ -349,18 +348,17 @@ QUESTIONS = [
         "hops",
         "In your checkout of step 1, how many HTTP calls did order_service make to other services?",
         _hops,
-        explanation="One to read the products (names, prices), then one per saga step: reserve, "
-        "charge, commit. Each is a client span in order with the peer's server span "
-        "under it; a retry would add another.",
+        explanation="One per saga step: reserve, charge, commit (the reservation answers with the "
+        "names and prices, so nothing reads the products first). Each is a client span in "
+        "order with the peer's server span under it; a retry would add another.",
     ),
     Question(
         "slowest-hop",
         "Which hop of your checkout of step 1 took longest? (the waterfall's bars, or each client span's duration_ms)",
         _slowest_hop,
         choices=HOP_CHOICES,
-        explanation="The answer is read from your own trace: the sum of the client spans of each hop. The "
-        "calls that write (reserve, charge, commit) usually cost more than the read, as they "
-        "lock rows and commit a transaction in the peer's database.",
+        explanation="The answer is read from your own trace: the sum of the client spans of each hop. "
+        "Each of them writes: it locks rows and commits a transaction in the peer's database.",
     ),
     Question(
         "stamped",
