@@ -6,7 +6,11 @@ dashboard comes back as one waterfall.
 
 Run it by hand to look around (Ctrl-C or ``kill <pid>`` stops everything)::
 
-    .venv/bin/python -m tests.browser.lab
+    .venv/bin/python -m tests.browser.lab            # add --worker for the Celery worker and beat
+
+``LAB_BROWSER_DASHBOARD_DIR`` serves another copy of ``dashboard/`` (an older
+commit's, say) against the same services: how a browser test is shown to
+fail on the code before its change.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import sys
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -25,7 +30,7 @@ try:  # under pytest, tests/ itself is on sys.path; run as a module, the reposit
 except ImportError:
     from tests.integration.harness import ROOT, Lab, free_port, read_env_file, start_django, start_lab
 
-DASHBOARD_DIR = ROOT / "dashboard"
+DASHBOARD_DIR = Path(os.environ.get("LAB_BROWSER_DASHBOARD_DIR") or ROOT / "dashboard")
 DASHBOARD_REDIS_DB = 10  # the real lab uses 0-4, the harness 11-15 (15: the worker's broker)
 
 
@@ -110,6 +115,9 @@ if __name__ == "__main__":
     # A background job ignores Ctrl-C's SIGINT; `kill <pid>` must stop the whole lab too.
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     running = start_lab_with_dashboard(ROOT / "var" / "browser-manual")
+    if "--worker" in sys.argv[1:]:  # the async flow and the periodic jobs need them
+        running.start_worker()
+        running.start_beat()
     print("dashboard:", running.urls["dashboard"], flush=True)
     for name, url in running.urls.items():
         print(f"  {name}: {url}", flush=True)
@@ -119,4 +127,5 @@ if __name__ == "__main__":
     except KeyboardInterrupt:
         pass
     finally:
+        running.stop_celery()
         running.stop()
