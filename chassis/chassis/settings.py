@@ -96,6 +96,17 @@ def _revocation_cache(env: environ.Env, root: Path, redis_url: str, service: str
     }
 
 
+def _secret_from_file(name: str, path: str) -> str:
+    """The secret in the file the variable ``name`` points at; a missing or empty file fails at start."""
+    try:
+        value = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ImproperlyConfigured(f"{name}={path}: cannot read it ({exc.strerror}).") from exc
+    if not value:
+        raise ImproperlyConfigured(f"{name}={path}: the file is empty.")
+    return value
+
+
 def build(
     *,
     service: str,
@@ -123,7 +134,7 @@ def build(
     secret_file = env.str("DJANGO_SECRET_KEY_FILE", default="")
     if not secret_key and secret_file:
         # docker-compose: a random key its keys job wrote on first start, in this service's keys dir.
-        secret_key = Path(secret_file).read_text().strip()
+        secret_key = _secret_from_file("DJANGO_SECRET_KEY_FILE", secret_file)
     if not secret_key:
         if not debug:
             raise ImproperlyConfigured(
@@ -135,6 +146,10 @@ def build(
     (Path(base_dir) / "staticfiles").mkdir(exist_ok=True)  # WhiteNoise warns on every start without it
     sqlite_path = root / "var" / "db" / f"{service}.sqlite3"
     database = env.db_url("DATABASE_URL", default=f"sqlite:///{sqlite_path}")
+    password_file = env.str("DATABASE_PASSWORD_FILE", default="")
+    if password_file and not database.get("PASSWORD"):
+        # docker-compose and Kubernetes: a random password the keys job wrote on first start.
+        database["PASSWORD"] = _secret_from_file("DATABASE_PASSWORD_FILE", password_file)
     if database["ENGINE"] == "django.db.backends.sqlite3":
         Path(database["NAME"]).parent.mkdir(parents=True, exist_ok=True)
         database.setdefault("OPTIONS", {})["timeout"] = 20

@@ -67,11 +67,18 @@ def cmd_keys(paths: Paths, args) -> int:
     created = provision.ensure_keys(keys_dir, [s.short for s in config.APPS])
     if args.django_secrets:
         provision.ensure_secret_files(keys_dir, [s.short for s in config.APPS])
-    # In containers each service runs as its own user, which must own its keys dir.
+    if args.database_passwords:
+        provision.ensure_database_passwords(keys_dir, {s.short: s.schema for s in config.APPS})
+    # In containers each service (and the MySQL server, for its passwords) runs as its own user,
+    # which must own its dir.
     for owner in args.owner:
         name, _, ids = owner.partition("=")
-        if name not in config.APP_BY_NAME or not ids:
-            raise provision.ProvisionError(f"--owner wants SERVICE=UID[:GID], got {owner!r}")
+        server = name == provision.DATABASE_SECRETS_DIR and args.database_passwords
+        if not (name in config.APP_BY_NAME or server) or not ids:
+            raise provision.ProvisionError(
+                f"--owner wants SERVICE=UID[:GID] (or {provision.DATABASE_SECRETS_DIR}=UID with "
+                f"--database-passwords), got {owner!r}"
+            )
         uid, _, gid = ids.partition(":")
         # Its dir (0700) and the files in it: its private key and the public keys.
         for path in [keys_dir / name, *(keys_dir / name).iterdir()]:
@@ -293,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--django-secrets",
         action="store_true",
         help="also a random django-secret-key in each identity's dir, kept once made (docker-compose)",
+    )
+    keys.add_argument(
+        "--database-passwords",
+        action="store_true",
+        help="also random MySQL passwords: root's and each app's in mysql/, each app's in its dir (docker-compose)",
     )
     keys.add_argument(
         "--owner",

@@ -116,6 +116,37 @@ def ensure_secret_files(keys_dir: Path, names: Iterable[str]) -> list[str]:
     return created
 
 
+# The dir (a volume of its own in docker-compose) where the MySQL server finds its passwords.
+DATABASE_SECRETS_DIR = "mysql"
+
+
+def ensure_database_passwords(keys_dir: Path, schemas: Mapping[str, str]) -> list[str]:
+    """A random password (0600) for MySQL's root and for each app's MySQL user, kept once made.
+
+    ``schemas`` maps an identity to its MySQL user (its schema's name). For docker-compose, whose
+    database server and apps read them from files, so that no password ships in the file: the
+    server's ``keys_dir/mysql/`` holds ``root-password`` (``MARIADB_ROOT_PASSWORD_FILE``) and
+    one file per user (``deploy/mysql-init``'s script); each identity's own dir holds its user's
+    as ``database-password`` (``DATABASE_PASSWORD_FILE``). Returns the users whose password was created.
+    """
+    server = keys_dir / DATABASE_SECRETS_DIR
+    server.mkdir(parents=True, exist_ok=True)
+    os.chmod(server, 0o700)
+    created = []
+    for user in ["root", *schemas.values()]:
+        path = server / ("root-password" if user == "root" else user)
+        if not path.exists() or not path.read_text().strip():
+            _write_private(path, secrets.token_urlsafe(32).encode())
+            created.append(user)
+    for name, user in schemas.items():
+        password = (server / user).read_bytes()
+        own = keys_dir / name / "database-password"
+        if not own.exists() or own.read_bytes() != password:
+            (keys_dir / name).mkdir(parents=True, exist_ok=True)
+            _write_private(own, password)
+    return created
+
+
 def _write_private(path: Path, data: bytes) -> None:
     """Write a secret file that is never, even briefly, readable by others."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -25,6 +25,9 @@ from labctl import config, provision
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 INIT_SQL = ROOT / "deploy" / "mysql-init" / "01-schemas.sql"
+INIT_PASSWORDS = ROOT / "deploy" / "mysql-init" / "02-passwords.sh"
+# Where MySQL's passwords are, in the keys job and in the MySQL container.
+MYSQL_SECRETS = "mysql-secrets"
 SERVICE_DOCKERFILE = "deploy/service.Dockerfile"
 COLLECTOR = "http://dashboard:8000"
 LOCUST_SERVICES = ("locust-master", "locust-worker")
@@ -149,8 +152,8 @@ def test_one_app_service_per_lab_service(compose):
 
 
 def test_each_app_uses_its_own_schema_and_user(compose, init_sql):
-    """Ensure DATABASE_URL names the app's own schema, user and that user's password."""
-    passwords = dict(re.findall(r"CREATE USER IF NOT EXISTS '(\w+)'@'%' IDENTIFIED BY '([^']*)'", init_sql))
+    """Ensure DATABASE_URL names the app's own schema and user, the password being the file in its keys dir."""
+    users = set(re.findall(r"CREATE USER IF NOT EXISTS '(\w+)'@'%';", init_sql))
     redis_dbs = set()
     for service in config.APPS:
         app = compose["services"][compose_name(service)]
@@ -159,8 +162,9 @@ def test_each_app_uses_its_own_schema_and_user(compose, init_sql):
         assert url.scheme == "mysql"
         assert url.hostname == "mysql"
         assert url.path == f"/{service.schema}"
-        assert url.username == service.schema
-        assert url.password == passwords[service.schema]
+        assert url.username == service.schema in users
+        assert url.password is None
+        assert env["DATABASE_PASSWORD_FILE"] == f"{env['LAB_KEYS_DIR']}/database-password", service.short
         assert env["REDIS_URL"] == f"redis://redis:6379/{service.redis_db}"
         redis_dbs.add(env["REDIS_URL"])
         assert env["LAB_KEYS_DIR"] == keys_mount(app)
@@ -180,13 +184,17 @@ def test_apps_wait_for_keys_database_and_redis(compose):
             "redis": {"condition": "service_healthy"},
         }
         assert keys_mount(app) == app["environment"]["LAB_KEYS_DIR"]
-    assert compose["services"]["keys"]["volumes"] == [f"keys-{s.short}:/keys/{s.short}" for s in config.APPS]
+    assert compose["services"]["keys"]["volumes"] == [
+        *(f"keys-{s.short}:/keys/{s.short}" for s in config.APPS),
+        f"{MYSQL_SECRETS}:/keys/{provision.DATABASE_SECRETS_DIR}",
+    ]
 
 
 def test_each_container_mounts_only_its_own_keys(compose):
     """Ensure a container gets one keys volume, its identity's, so it holds no other issuer's private key."""
     job_writes = dict(v.split(":") for v in compose["services"]["keys"]["volumes"])
     assert set(compose["volumes"]) == {"mysql-data", *job_writes}
+    job_writes.pop(MYSQL_SECRETS)
     holders = {}
     for name, service in compose["services"].items():
         if name in ("keys", "mysql", "redis"):
@@ -222,8 +230,33 @@ def test_init_sql_grants_each_user_its_own_schema_only(init_sql):
     assert "CREATE DATABASE IF NOT EXISTS `lab_dashboard`" in init_sql
 
 
-def test_init_sql_really_walls_users_in(mysql_admin, init_sql):
-    """Ensure, on a real server, each init-script user reaches its schema and no other."""
+def run_passwords_script(client: str, target, script: Path, passwords_dir: Path) -> subprocess.CompletedProcess:
+    """Source the init script as the mariadb image does: with a docker_process_sql that runs the client as root."""
+    client_argv = shlex.join([client, "--protocol=tcp", "-h", target.host, "-P", str(target.port), "-u", target.user])
+    return subprocess.run(
+        ["bash", "-c", f"set -eo pipefail; docker_process_sql() {{ {client_argv}; }}; . {shlex.quote(str(script))}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "MYSQL_PWD": target.password, "DATABASE_PASSWORDS_DIR": str(passwords_dir)},
+    )
+
+
+def test_init_sets_each_user_the_keys_jobs_password(compose):
+    """Ensure the init script sets the password of every user the SQL creates, from the file the keys job writes."""
+    script = INIT_PASSWORDS.read_text()
+    users = re.search(r"^for user in ([\w ]+); do$", script, flags=re.MULTILINE)
+    assert users and users.group(1).split() == [s.schema for s in config.APPS]
+    assert "ALTER USER '$user'@'%' IDENTIFIED BY '$password';" in script
+    # The image sources a non-executable *.sh (docker_process_sql is its function); an executable one runs apart.
+    assert not os.access(INIT_PASSWORDS, os.X_OK)
+    mysql = compose["services"]["mysql"]
+    assert mysql["environment"]["DATABASE_PASSWORDS_DIR"] == "/run/lab-secrets"
+    assert f"{MYSQL_SECRETS}:/run/lab-secrets:ro" in mysql["volumes"]
+
+
+def test_init_sql_really_walls_users_in(mysql_admin, init_sql, tmp_path):
+    """Ensure, on a real server, each init user reaches its schema, with the keys job's password only, and no other."""
     import MySQLdb
 
     target, conn = mysql_admin
@@ -233,6 +266,16 @@ def test_init_sql_really_walls_users_in(mysql_admin, init_sql):
     prefix = f"lt{secrets.token_hex(3)}"
     sql = init_sql.replace("lab\\_", f"{prefix}\\_").replace("lab_", f"{prefix}_")
     schemas = [s.schema.replace("lab_", f"{prefix}_") for s in config.APPS]
+    # The keys job's files, under the test's names.
+    provision.ensure_database_passwords(tmp_path, {s.short: s.schema for s in config.APPS})
+    passwords_dir = tmp_path / "renamed"
+    passwords_dir.mkdir()
+    script = tmp_path / "02-passwords.sh"
+    script.write_text(INIT_PASSWORDS.read_text().replace("lab_", f"{prefix}_"))
+    for service in config.APPS:
+        (passwords_dir / service.schema.replace("lab_", f"{prefix}_")).write_bytes(
+            (tmp_path / provision.DATABASE_SECRETS_DIR / service.schema).read_bytes()
+        )
     try:
         # The mariadb image feeds the script to the command-line client; so do we.
         proc = subprocess.run(
@@ -244,8 +287,13 @@ def test_init_sql_really_walls_users_in(mysql_admin, init_sql):
             env={**os.environ, "MYSQL_PWD": target.password},
         )
         assert proc.returncode == 0, proc.stderr
+        proc = run_passwords_script(client, target, script, passwords_dir)
+        assert proc.returncode == 0, proc.stderr
         for schema in schemas:
-            password = f"{schema}_pw"
+            password = (passwords_dir / schema).read_text()
+            with pytest.raises(MySQLdb.OperationalError) as excinfo:
+                MySQLdb.connect(host=target.host, port=target.port, user=schema, passwd="", connect_timeout=3)
+            assert excinfo.value.args[0] == 1045  # access denied: no password is no entry
             user = MySQLdb.connect(
                 host=target.host, port=target.port, user=schema, passwd=password, db=schema, connect_timeout=3
             )
@@ -258,6 +306,10 @@ def test_init_sql_really_walls_users_in(mysql_admin, init_sql):
                     cur.execute(f"USE `{other}`")
                 assert excinfo.value.args[0] == 1044  # access denied to database
             user.close()
+        # A password file that is not what the keys job writes stops the init (no SQL built from it).
+        (passwords_dir / schemas[0]).write_text("x'; DROP USER root; --")
+        proc = run_passwords_script(client, target, script, passwords_dir)
+        assert proc.returncode != 0 and "not URL-safe base64" in proc.stderr
     finally:
         for schema in schemas:
             provision.mysql_drop(conn, schema=schema, hosts=("%",))
@@ -298,6 +350,8 @@ def test_key_owners_match_the_users_in_the_dockerfiles(compose):
     """Ensure each private key goes to the uid its app's Dockerfile runs as."""
     command = compose["services"]["keys"]["command"]
     owners = dict(arg.split("=", 1) for arg in command if "=" in arg)
+    # MySQL's passwords go to the mariadb image's mysql user (test_no_password_ships_in_the_file).
+    owners.pop(provision.DATABASE_SECRETS_DIR)
     assert set(owners) == {s.short for s in config.APPS} == signing_identities()
     for service in config.APPS:
         uid = image_uid(compose, compose_name(service))
@@ -316,7 +370,7 @@ def test_keys_job_creates_a_key_for_each_signing_identity(compose, tmp_path):
     assert argv[-2:] == ["--dir", "/keys"]
     # --owner chowns (root only in the job); the keys are the same without it.
     command = [a for a in compose["services"]["keys"]["command"] if not a.startswith("--owner") and "=" not in a]
-    assert command == ["--django-secrets"]
+    assert command == ["--django-secrets", "--database-passwords"]
     run = [sys.executable, *argv[1:-1], str(tmp_path), *command]
     subprocess.run(run, cwd=ROOT, check=True, capture_output=True, text=True, timeout=60)
     identities = signing_identities()
@@ -325,16 +379,32 @@ def test_keys_job_creates_a_key_for_each_signing_identity(compose, tmp_path):
         # What the identity's volume holds: its own private key, every public key, its Django secret.
         own = tmp_path / identity
         assert sorted(p.name for p in own.iterdir()) == sorted(
-            [f"{identity}.private.pem", "django-secret-key", *(f"{i}.public.pem" for i in identities)]
+            [
+                f"{identity}.private.pem",
+                "django-secret-key",
+                "database-password",
+                *(f"{i}.public.pem" for i in identities),
+            ]
         ), identity
-        assert (own / f"{identity}.private.pem").stat().st_mode & 0o077 == 0, identity
-        assert (own / "django-secret-key").stat().st_mode & 0o077 == 0, identity
+        for secret in (f"{identity}.private.pem", "django-secret-key", "database-password"):
+            assert (own / secret).stat().st_mode & 0o077 == 0, (identity, secret)
         secrets_made[identity] = (own / "django-secret-key").read_text()
         assert len(secrets_made[identity]) >= 50, identity
     assert len(set(secrets_made.values())) == len(identities)
-    # A later start keeps them (sessions and signed cookies survive a restart).
+    # MySQL's volume: root's password and each app's user's, the one in that app's dir.
+    server = tmp_path / provision.DATABASE_SECRETS_DIR
+    by_user = {s.schema: (tmp_path / s.short / "database-password").read_text() for s in config.APPS}
+    assert sorted(p.name for p in server.iterdir()) == sorted(["root-password", *by_user])
+    assert {user: (server / user).read_text() for user in by_user} == by_user
+    passwords = [*by_user.values(), (server / "root-password").read_text()]
+    assert len(set(passwords)) == len(passwords) and all(len(p) >= 40 for p in passwords)
+    assert server.stat().st_mode & 0o077 == 0
+    assert all(p.stat().st_mode & 0o077 == 0 for p in server.iterdir())
+    # A later start keeps them (sessions and signed cookies survive a restart, MySQL keeps its passwords).
     subprocess.run(run, cwd=ROOT, check=True, capture_output=True, text=True, timeout=60)
     assert {i: (tmp_path / i / "django-secret-key").read_text() for i in identities} == secrets_made
+    assert {s.schema: (tmp_path / s.short / "database-password").read_text() for s in config.APPS} == by_user
+    assert (server / "root-password").read_text() == passwords[-1]
 
 
 def test_no_secret_ships_in_the_file(compose):
@@ -347,6 +417,34 @@ def test_no_secret_ships_in_the_file(compose):
     for worker in config.WORKERS:
         env = compose["services"][worker.short]["environment"]
         assert env["DJANGO_SECRET_KEY_FILE"] == f"{env['LAB_KEYS_DIR']}/django-secret-key", worker.short
+
+
+def test_no_password_ships_in_the_file(compose):
+    """Ensure no password is in docker-compose.yml: MySQL and every app read the keys job's random ones from files."""
+    for name, service in compose["services"].items():
+        for var, value in (service.get("environment") or {}).items():
+            value = str(value)
+            if "PASSWORD" in var:
+                assert var.endswith(("_FILE", "_DIR")) and value.startswith("/"), f"{name}: {var}={value}"
+            if "://" in value:
+                assert urlsplit(value).password is None, f"{name}: {var} carries a password"
+    mysql = compose["services"]["mysql"]
+    assert mysql["environment"]["MARIADB_ROOT_PASSWORD_FILE"] == "/run/lab-secrets/root-password"
+    assert mysql["depends_on"] == {"keys": {"condition": "service_completed_successfully"}}
+    # Only MySQL and the job that writes it see MySQL's passwords; the job gives them to the image's mysql user.
+    holders = {
+        n
+        for n, s in compose["services"].items()
+        if any(v.startswith(f"{MYSQL_SECRETS}:") for v in s.get("volumes", []))
+    }
+    assert holders == {"mysql", "keys"}
+    assert f"{provision.DATABASE_SECRETS_DIR}=999" in compose["services"]["keys"]["command"]
+    for service in config.APPS:
+        env = compose["services"][compose_name(service)]["environment"]
+        assert env["DATABASE_PASSWORD_FILE"] == f"{env['LAB_KEYS_DIR']}/database-password", service.short
+    for worker in config.WORKERS:
+        env = compose["services"][worker.short]["environment"]
+        assert env["DATABASE_PASSWORD_FILE"] == f"{env['LAB_KEYS_DIR']}/database-password", worker.short
 
 
 def test_only_loopback_publishes_a_port(compose):

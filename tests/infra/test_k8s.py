@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
@@ -502,11 +503,15 @@ def test_images_users_and_commands_match_compose(base, compose, service):
         assert c["command"] == expected, f"{service}: {c['command']} vs compose {theirs['command']}"
 
 
-def test_mysql_init_script_is_the_compose_one():
-    """Ensure deploy/k8s/base/mysql-init/01-schemas.sql is a byte-for-byte copy of deploy/mysql-init's."""
-    ours = (K8S / "base" / "mysql-init" / "01-schemas.sql").read_bytes()
-    theirs = (ROOT / "deploy" / "mysql-init" / "01-schemas.sql").read_bytes()
-    assert ours == theirs, "deploy/k8s/base/mysql-init/01-schemas.sql differs from deploy/mysql-init/01-schemas.sql"
+def test_mysql_init_scripts_are_the_compose_ones(base):
+    """Ensure deploy/k8s/base/mysql-init/ is a byte-for-byte copy of deploy/mysql-init/, all of it in the ConfigMap."""
+    theirs = sorted(p.name for p in (ROOT / "deploy" / "mysql-init").iterdir())
+    assert sorted(p.name for p in (K8S / "base" / "mysql-init").iterdir()) == theirs
+    for name in theirs:
+        ours = (K8S / "base" / "mysql-init" / name).read_bytes()
+        assert ours == (ROOT / "deploy" / "mysql-init" / name).read_bytes(), f"mysql-init/{name} differs from compose's"
+    init = next(o for o in of_kind(base, "ConfigMap") if o["metadata"]["name"].startswith("mysql-init"))
+    assert sorted(init["data"]) == theirs
 
 
 def test_each_pod_mounts_only_its_own_keys_secret(base, compose, tmp_path):
@@ -525,11 +530,18 @@ def test_each_pod_mounts_only_its_own_keys_secret(base, compose, tmp_path):
     names = [app.short for app in config.APPS]
     provision.ensure_keys(tmp_path, names)
     provision.ensure_secret_files(tmp_path, names)
+    provision.ensure_database_passwords(tmp_path, publish_keys.DATABASE_USERS)
     manifests = {m["metadata"]["name"]: m for m in publish_keys.secret_manifests(tmp_path, NAMESPACE)}
+    assert set(manifests) == {*publish_keys.OWNERS, publish_keys.DATABASE_SECRETS}
     publics = {f"{n}.public.pem" for n in names}
     for secret, owner in publish_keys.OWNERS.items():
-        extra = set() if secret == "locust-keys" else {"django-secret-key"}
+        extra = set() if secret == "locust-keys" else {"django-secret-key", "database-password"}
         assert set(manifests[secret]["data"]) == {f"{owner}.private.pem", *publics, *extra}, secret
+    # MySQL's: root's password and each app's user's, the one in that app's own Secret.
+    server = manifests[publish_keys.DATABASE_SECRETS]["data"]
+    assert set(server) == {"root-password", *(s.schema for s in config.APPS)}
+    for service in config.APPS:
+        assert server[service.schema] == manifests[f"{service.short}-keys"]["data"]["database-password"]
     for service, (kind, name, cname) in COUNTERPARTS.items():
         if service in ("mysql", "redis"):
             continue
@@ -550,3 +562,40 @@ def test_each_pod_mounts_only_its_own_keys_secret(base, compose, tmp_path):
     for name in ("user-env", "order-env", "inventory-env", "payment-env", "dashboard-env"):
         generated = next(o for o in of_kind(base, "Secret") if o["metadata"]["name"].startswith(name))
         assert "DJANGO_SECRET_KEY" not in generated["data"], name
+
+
+def test_no_password_ships_and_every_database_client_mounts_its_own(base):
+    """Ensure no password is in the manifests: each container that reaches MySQL mounts its app's keys Secret
+    where DATABASE_PASSWORD_FILE points (migrations and init containers too), and only MySQL mounts its passwords.
+    """
+    from chassis import parts
+
+    for secret in of_kind(base, "Secret") + of_kind(base, "ConfigMap"):
+        for key, value in (secret.get("data") or {}).items():
+            text = base64.b64decode(value).decode() if secret["kind"] == "Secret" else value
+            assert "PASSWORD" not in key or key.endswith(("_FILE", "_DIR")), (secret["metadata"]["name"], key)
+            if "://" in text and "\n" not in text:
+                assert urlsplit(text).password is None, (secret["metadata"]["name"], key)
+    for workload in (o for o in base if o["kind"] in WORKLOADS):
+        spec = pod_spec(workload)
+        secrets = {v["name"]: v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            owner = f"{workload['kind']}/{workload['metadata']['name']}/{c['name']}"
+            mounts = {m["mountPath"]: secrets.get(m["name"]) for m in c.get("volumeMounts", [])}
+            env = k8s_env(base, c)
+            if "/run/lab-secrets" in mounts:
+                assert mounts["/run/lab-secrets"] == "mysql-secrets"
+                assert owner == "StatefulSet/mysql/mysql"
+                assert env["MARIADB_ROOT_PASSWORD_FILE"] == "/run/lab-secrets/root-password"
+                assert env["DATABASE_PASSWORDS_DIR"] == "/run/lab-secrets"
+            assert "mysql-secrets" not in secrets.values() or workload["metadata"]["name"] == "mysql", owner
+            if "DATABASE_URL" not in env:
+                continue
+            app = urlsplit(env["DATABASE_URL"]).path.lstrip("/")
+            keys_dir, file = env["DATABASE_PASSWORD_FILE"].rsplit("/", 1)
+            assert file == "database-password", owner
+            assert keys_dir in mounts, f"{owner} reads {env['DATABASE_PASSWORD_FILE']} but mounts nothing there"
+            short = next(s.name for s in parts.APPS if s.schema == app)
+            assert mounts[keys_dir] == f"{short}-keys", owner
+            # The same dir holds its Django secret key.
+            assert env["DJANGO_SECRET_KEY_FILE"] == f"{keys_dir}/django-secret-key", owner

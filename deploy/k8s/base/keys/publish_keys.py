@@ -1,18 +1,24 @@
 """The keys Job of deploy/k8s: an Ed25519 key pair per signing identity, one Secret per app.
 
 Each app's Secret ``<app>-keys`` holds its own private key, every identity's
-public key and a random Django secret key (``django-secret-key``, read through
-``DJANGO_SECRET_KEY_FILE``); no pod ever holds another app's private key. The
+public key, a random Django secret key (``django-secret-key``, read through
+``DJANGO_SECRET_KEY_FILE``) and its MySQL user's random password
+(``database-password``, read through ``DATABASE_PASSWORD_FILE``); no pod ever
+holds another app's private key. ``mysql-secrets``, mounted by MySQL only,
+holds root's password and each app's user's (``deploy/mysql-init``). The
 Secret is mounted as the app's keys dir, the layout ``labctl keys`` writes in
 ``var/keys/<name>/``: ``$LAB_KEYS_DIR/<name>.private.pem`` to sign,
 ``<other>.public.pem`` to verify. Locust signs the lab admin's calls as the
-dashboard, so ``locust-keys`` holds the dashboard's key (not its Django secret),
-as docker-compose.yml mounts the dashboard's keys volume into Locust.
+dashboard, so ``locust-keys`` holds the dashboard's key (not its Django secret
+nor its database password), as docker-compose.yml mounts the dashboard's keys
+volume into Locust.
 
 Idempotent: when every Secret exists the Job leaves them alone, so keys
 survive a re-apply. When one is missing, every pair is made anew and every
 Secret written; pods already running keep the keys they read until restarted
-(``kubectl -n lab rollout restart deployment``).
+(``kubectl -n lab rollout restart deployment``). The database passwords are
+the exception: MySQL set them when it first started, so once ``mysql-secrets``
+exists its passwords are read back and kept.
 
 Runs in the keys image (deploy/keys/Dockerfile: cryptography, the chassis,
 labctl) with the Job's service account; the API calls use the standard library.
@@ -39,12 +45,16 @@ OWNERS: dict[str, str] = {
     **{f"{app.name}-keys": app.name for app in parts.APPS},
     "locust-keys": parts.DASHBOARD.name,
 }
+DATABASE_SECRETS = "mysql-secrets"
+# Each identity's MySQL user (its schema's name).
+DATABASE_USERS = {app.name: app.schema for app in parts.APPS}
 
 
 def secret_files(keys_dir: Path, owner: str, *, django_secret: bool = True) -> dict[str, bytes]:
     """What one Secret holds: ``owner``'s own keys dir (``keys_dir/<owner>/``) as ``labctl keys`` wrote it.
 
-    Its private key, every identity's public key and (``django_secret``) its Django secret key.
+    Its private key, every identity's public key and (``django_secret``) its Django secret key
+    and its database password.
     """
     own = keys_dir / owner
     files = {f"{owner}.private.pem": (own / f"{owner}.private.pem").read_bytes()}
@@ -52,23 +62,34 @@ def secret_files(keys_dir: Path, owner: str, *, django_secret: bool = True) -> d
         files[f"{app.name}.public.pem"] = (own / f"{app.name}.public.pem").read_bytes()
     if django_secret:
         files["django-secret-key"] = (own / "django-secret-key").read_bytes()
+        files["database-password"] = (own / "database-password").read_bytes()
     return files
 
 
+def database_secret_files(keys_dir: Path) -> dict[str, bytes]:
+    """What ``mysql-secrets`` holds: ``keys_dir/mysql/`` as ``labctl keys --database-passwords`` wrote it."""
+    server = keys_dir / provision.DATABASE_SECRETS_DIR
+    return {p.name: p.read_bytes() for p in sorted(server.iterdir())}
+
+
+def _manifest(name: str, namespace: str, files: dict[str, bytes]) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/name": "keys"}},
+        "type": "Opaque",
+        "data": {k: base64.b64encode(v).decode() for k, v in files.items()},
+    }
+
+
 def secret_manifests(keys_dir: Path, namespace: str) -> list[dict]:
-    """Every Secret the apps mount, from the key pairs under ``keys_dir``."""
+    """Every Secret the apps and MySQL mount, from the key pairs and passwords under ``keys_dir``."""
     return [
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/name": "keys"}},
-            "type": "Opaque",
-            "data": {
-                k: base64.b64encode(v).decode()
-                for k, v in secret_files(keys_dir, owner, django_secret=name != "locust-keys").items()
-            },
-        }
-        for name, owner in OWNERS.items()
+        *(
+            _manifest(name, namespace, secret_files(keys_dir, owner, django_secret=name != "locust-keys"))
+            for name, owner in OWNERS.items()
+        ),
+        _manifest(DATABASE_SECRETS, namespace, database_secret_files(keys_dir)),
     ]
 
 
@@ -111,6 +132,21 @@ class Api:
     def exists(self, name: str) -> bool:
         return self._call("GET", f"/{name}") == 200
 
+    def read(self, name: str) -> dict[str, bytes] | None:
+        """The files of the Secret ``name``, or None when there is none."""
+        request = urllib.request.Request(
+            f"{self.base_url}/api/v1/namespaces/{self.namespace}/secrets/{name}",
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10, context=self.context) as response:
+                data = json.load(response).get("data") or {}
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise RuntimeError(f"GET secrets/{name}: HTTP {exc.code} {exc.read()[:300]!r}") from exc
+        return {k: base64.b64decode(v) for k, v in data.items()}
+
     def write(self, manifest: dict) -> None:
         name = manifest["metadata"]["name"]
         if self.exists(name):
@@ -120,15 +156,26 @@ class Api:
 
 
 def publish(api: Api, echo=print) -> list[str]:
-    """Write every key Secret unless all exist already; return the names written."""
-    missing = [name for name in OWNERS if not api.exists(name)]
+    """Write every key Secret unless all exist already; return the names written.
+
+    The database passwords of an existing ``mysql-secrets`` are kept (MySQL has them already).
+    """
+    names = [*OWNERS, DATABASE_SECRETS]
+    missing = [name for name in names if not api.exists(name)]
     if not missing:
-        echo(f"keys: all {len(OWNERS)} Secrets present in {api.namespace}, kept")
+        echo(f"keys: all {len(names)} Secrets present in {api.namespace}, kept")
         return []
     echo(f"keys: missing {', '.join(missing)}; making every key pair anew")
     with tempfile.TemporaryDirectory() as tmp:
         provision.ensure_keys(Path(tmp), [app.name for app in parts.APPS])
         provision.ensure_secret_files(Path(tmp), [app.name for app in parts.APPS])
+        kept = api.read(DATABASE_SECRETS)
+        if kept:
+            server = Path(tmp) / provision.DATABASE_SECRETS_DIR
+            server.mkdir()
+            for file, password in kept.items():
+                (server / file).write_bytes(password)
+        provision.ensure_database_passwords(Path(tmp), DATABASE_USERS)
         manifests = secret_manifests(Path(tmp), api.namespace)
     for manifest in manifests:
         api.write(manifest)
