@@ -118,6 +118,10 @@ def lab_overview() -> dict:
     programs = results.get("programs")
     nodes = {c["name"]: {"state": c["state"], "detail": c["detail"], "label": c["label"]} for c in cards}
     nodes["worker"] = {**lab.program_state(programs, settings.DASHBOARD_WORKER_PROGRAM), "label": "Celery worker"}
+    queued = summary["services"].get("order", {}).get("queue_depth")
+    if queued is not None:  # tasks waiting in the broker for a worker (order's gauge; Redis broker only)
+        nodes["worker"]["detail"] = f"{nodes['worker']['detail']} · {int(queued)} queued"
+        nodes["worker"]["queued"] = int(queued)
     nodes["load"] = {**_load_node(results.get("load"), programs), "label": "Load generator"}
     nodes["mysql"] = _dependency_node(cards, "database", "MySQL")
     nodes["redis"] = _dependency_node(cards, "cache", "Redis")

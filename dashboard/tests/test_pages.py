@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -111,6 +112,18 @@ def test_breaker_states_are_drawn_on_the_edges(client, lab):
     html = client.get("/partials/overview/").content.decode()
     assert 'data-edge="order-inventory" data-state="closed"' in html
     assert 'data-edge="order-payment" data-state="open"' in html
+
+
+def test_the_worker_node_shows_the_tasks_waiting_in_its_queue(client, lab):
+    """Ensure the Celery worker's node counts the tasks queued for it (order's lab_celery_queue_depth)."""
+    lab["order"].on(
+        "GET",
+        "/metrics",
+        200,
+        'lab_celery_queue_depth{queue="saga"} 7.0\nlab_celery_queue_depth{queue="beat"} 1.0\n',
+    )
+    html = client.get("/partials/overview/").content.decode()
+    assert re.search(r"<title>Celery worker: [^<]* · 8 queued</title>", html), html
 
 
 def test_a_flow_with_every_service_dead_is_recorded_not_crashed(staff, dead_lab):

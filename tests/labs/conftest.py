@@ -3,7 +3,9 @@
 The labs are run exactly as a student's would be: the four services as real
 gunicorn processes on throwaway MySQL databases, the dashboard collecting
 their traces, the order service's Celery worker and beat resuming paused
-sagas. Each test gets an engine with a fresh, in-memory progress.
+sagas. No supervisord runs here: the engine's context kills the worker with
+the harness and starts it again itself. Each test gets an engine with a
+fresh, in-memory progress.
 """
 
 from __future__ import annotations
@@ -47,10 +49,30 @@ def staff_token(lab) -> str:
     return response.json()["access"]
 
 
+def kill_worker(lab) -> str:
+    """SIGKILL the worker, then start it again: what supervisord's autorestart does under make up."""
+    lab.kill_worker()
+    lab.start_worker()
+    return "SIGKILL to the worker's process group; started again (as supervisord would)"
+
+
+def start_worker(lab) -> str:
+    if lab.running("worker"):
+        return "the worker runs"
+    lab.start_worker()
+    return "worker started"
+
+
 def make_engine(lab, student: str = "ci-student") -> Engine:
     api = LabApi(Paths(ROOT), urls=lab.urls, timeout=10)
     api.session.headers["Connection"] = "close"  # no race with gunicorn's 2 s keepalive
-    ctx = LabContext(api=api, urls=dict(lab.urls), staff_token=lambda: staff_token(lab))
+    ctx = LabContext(
+        api=api,
+        urls=dict(lab.urls),
+        staff_token=lambda: staff_token(lab),
+        kill_worker=lambda: kill_worker(lab),
+        start_worker=lambda: start_worker(lab),
+    )
     return Engine(root=ROOT / "labs", ctx=ctx, store=MemoryStore(), student=student)
 
 

@@ -25,6 +25,7 @@ import requests
 
 from chassis import parts
 
+from .. import config
 from ..labapi import LabApi, LabApiError
 from .model import CheckError, SolveError
 
@@ -34,6 +35,7 @@ DECLINED_CARD = "4000000000000002"
 TERMINAL = ("CONFIRMED", "CANCELLED", "SHIPPED", "DELIVERED")
 # Every worker process of a service follows a change of its lab state within a second.
 SPREAD_SECONDS = 1.1
+WORKER_PROGRAM = config.WORKERS[0].short  # the order service's Celery worker, as supervisord names it
 
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -126,6 +128,12 @@ class LabContext:
     user's access token (called when needed, so it may log in lazily).
     ``progress`` is the student's record of this lab, set by the engine
     before each check, so a check can use what earlier steps observed.
+
+    ``kill_worker`` and ``start_worker`` do to the order service's Celery
+    worker what the process manager can (each returns a sentence saying what
+    was done). Left out, they go through supervisord (``labctl.process``), as
+    the Faults page's “Kill the worker” does under ``make up``; a lab started
+    another way (the tests' lab) passes its own.
     """
 
     def __init__(
@@ -136,12 +144,16 @@ class LabContext:
         staff_token: Callable[[], str],
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        kill_worker: Callable[[], str] | None = None,
+        start_worker: Callable[[], str] | None = None,
     ):
         self.api = api
         self.urls = urls
         self._staff_token = staff_token
         self.clock = clock
         self.sleep = sleep
+        self._kill_worker = kill_worker
+        self._start_worker = start_worker
         self.progress: dict = {}
         self._staff: requests.Session | None = None
 
@@ -347,6 +359,42 @@ class LabContext:
             self.admin("DELETE", service, "/_lab/resilience/")
         self.admin("DELETE", "order", "/_lab/saga/")
         self.sleep(SPREAD_SECONDS)
+
+    def kill_worker(self) -> str:
+        """SIGKILL the order service's Celery worker, mid-task if it is busy; what was done.
+
+        Under ``make up`` supervisord's autorestart starts it again within seconds.
+        """
+        if self._kill_worker is not None:
+            return self._kill_worker()
+        from .. import process
+
+        if not self._supervised():
+            raise SolveError(
+                f"this lab's order service is {self.urls.get('order')}, not the one supervisord runs "
+                f"({config.SERVICE_BY_NAME['order'].url}): its worker is not supervisord's to kill"
+            )
+        try:
+            return "; ".join(process.process_fault(self.api.paths, program=WORKER_PROGRAM, action="kill"))
+        except process.ProcessFaultError as exc:
+            raise SolveError(f"could not kill the worker: {exc}") from exc
+
+    def start_worker(self) -> str:
+        """Start the order service's Celery worker if it is not running (part of a reset); what was done."""
+        if self._start_worker is not None:
+            return self._start_worker()
+        from .. import process, supervisor
+
+        if not self._supervised() or not supervisor.is_running(self.api.paths):
+            return "no supervisord runs this lab's worker: nothing to start"
+        try:
+            return "; ".join(process.start(self.api.paths, WORKER_PROGRAM)) or "the worker runs"
+        except process.ProcessFaultError as exc:
+            raise SolveError(f"could not start the worker: {exc}") from exc
+
+    def _supervised(self) -> bool:
+        """Whether these URLs reach the lab supervisord runs (never touch another lab's processes)."""
+        return self.urls.get("order", "").rstrip("/") == config.SERVICE_BY_NAME["order"].url
 
     def new_customer(self, *, card: str | None = APPROVED_CARD) -> Customer:
         """Register and log in a fresh customer (with a saved card unless ``card`` is None)."""
