@@ -9,25 +9,117 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 
+import requests
 from playwright.sync_api import expect
 
 from .conftest import Page
+from .lab import ROOT
 
-PAGES = ["/", "/faults/", "/resilience/", "/flows/", "/traces/", "/data/", "/audit/", "/load/"]
+PAGES = ["/", "/faults/", "/resilience/", "/flows/", "/traces/", "/data/", "/audit/", "/load/", "/labs/"]
+SERVICES = ("user", "order", "inventory", "payment")
+FLOWS = ("register", "browse", "checkout-sync", "checkout-async", "declined", "idempotent", "cancel-refund")
 
 
-def test_each_page_loads_without_console_errors(staff, anonymous):
-    """Ensure every page renders, polls at least once, and logs no error, logged in or not."""
+def test_each_page_shows_what_it_is_for(staff, browser, lab, admin_api):
+    """Ensure each page shows its real content from the running lab, polls once, and logs no error.
+
+    Not a heading: the overview's cards up, each service's faults as the
+    service lists them, order's breakers with the threshold order reports, a
+    request of this test in the trace list, a product of the catalog on the
+    Data page, the audit's checks, every scenario and lab, logged in or not.
+    """
+    request_id = f"pages-{uuid.uuid4().hex[:12]}"
+    products = requests.get(
+        f"{lab.urls['inventory']}/api/products/", headers={"X-Request-ID": request_id}, timeout=10
+    ).json()["results"]
+    product = products[0]
+    order_lab = admin_api.get(f"{lab.urls['order']}/_lab/resilience/", timeout=10).json()
+    assert set(order_lab["breakers"]) == {"inventory", "payment"}, order_lab
+    scenarios = sorted(p.stem for p in (ROOT / "loadtests").glob("*.py") if p.stem in _load_scenarios())
+    labs = sorted(p.name for p in (ROOT / "labs").iterdir() if (p / "lab.md").is_file())
+    watching = browser.new_context(viewport={"width": 1366, "height": 900})  # no cookie of the staff tab's
+    watching.set_default_timeout(15_000)
+    anonymous = Page(watching, lab.urls["dashboard"])
+
     for page in (staff, anonymous):
-        for path in PAGES + (["/login/"] if page is anonymous else []):
-            tab = page.open(path)
-            expect(tab.locator("main h1")).to_be_visible()
-            tab.wait_for_timeout(2300)  # one live refresh of the polled parts
+        tab = page.open("/")
+        for service in SERVICES:
+            expect(tab.locator(f"article.card[data-service={service}]")).to_have_attribute("data-state", "up")
+        expect(tab.get_by_test_id("fault-banner")).to_contain_text("Every service answers its health check")
+        expect(tab.locator("[data-node=order]")).to_have_attribute("data-state", "up")
+
+        tab = page.open("/faults/")
+        for service in SERVICES:
+            count = str(len(admin_api.faults(service)))
+            expect(tab.get_by_test_id(f"faults-{service}")).to_have_attribute("data-count", count)
+        expect(tab.get_by_test_id("faults-payment")).to_contain_text("Healthy: nothing injected.")
+        if page is staff:  # a watcher sees the faults, not the controls
+            expect(tab.get_by_test_id("preset-lasts-payment-outage")).to_contain_text("2 minutes")
+        expect(tab.get_by_test_id("worker-process")).to_contain_text("Celery worker process")
+
+        tab = page.open("/resilience/")
+        for peer, breaker in order_lab["breakers"].items():
+            row = tab.locator(f"[data-testid=breakers] tr[data-breaker=order-{peer}]")
+            expect(row).to_have_attribute("data-state", breaker["state"])
+            expect(row).to_contain_text(f"{breaker['fail_max']} failures")
+        expect(tab.get_by_test_id("switches-order")).to_be_visible()
+
+        tab = page.open("/flows/")
+        for flow in FLOWS:
+            button = tab.get_by_test_id(f"flow-{flow}")
+            expect(button).to_be_enabled() if page is staff else expect(button).to_be_disabled()
+
+        tab = page.open(f"/traces/?request_id={request_id}")
+        root = tab.locator("#trace-filters ~ div tbody tr td:nth-child(2)")
+        expect(root).to_contain_text("GET api/products/", timeout=15_000)  # exported within a second; polled
+        expect(root.locator(".wf-svc")).to_have_text("inventory")
+
+        tab = page.open("/data/")
+        if page is staff:
+            inventory = tab.get_by_test_id("data-inventory")
+            expect(inventory.locator("td", has_text=product["sku"]).first).to_be_visible()
+            expect(inventory.locator("td", has_text=product["name"]).first).to_be_visible()
+            expect(tab.get_by_test_id("data-needs-login")).to_have_count(0)
+        else:
+            expect(tab.get_by_test_id("data-needs-login")).to_contain_text("This page needs a staff login.")
+
+        tab = page.open("/audit/")
+        result = tab.get_by_test_id("audit-result")
+        expect(result).to_be_visible(timeout=20_000)
+        assert tab.locator("[data-check]").count() >= 3
+
+        tab = page.open("/load/")
+        for scenario in scenarios:
+            expect(tab.get_by_test_id(f"scenario-{scenario}")).not_to_be_empty()
+        expect(tab.get_by_test_id("load-start")).to_have_count(1 if page is staff else 0)
+
+        tab = page.open("/labs/")
+        expect(tab.get_by_test_id("lab-list")).to_be_visible()
+        broken = tab.get_by_test_id("labs-broken")
+        broken = broken.inner_text() if broken.count() else ""  # a lab being written may not load: it says so
+        for name in labs:
+            if name not in broken:
+                expect(tab.get_by_test_id(f"lab-{name}")).to_be_visible()
+        assert sum(name not in broken for name in labs) >= 5, (labs, broken)
+
+        if page is anonymous:
+            tab = page.open("/login/")
+            expect(tab.locator("form #email")).to_be_editable()
+            expect(tab.locator("form #password")).to_be_editable()
+        tab.wait_for_timeout(2300)  # one live refresh of the last page's polled parts
         assert page.errors == [], page.errors
+    watching.close()
     staff.open("/")
     staff.tab.wait_for_timeout(2300)
     staff.screenshot("overview-idle")
+
+
+def _load_scenarios() -> tuple[str, ...]:
+    from labctl import facade
+
+    return facade.load_scenarios()
 
 
 def test_anonymous_visitors_see_no_controls(anonymous):
