@@ -405,11 +405,9 @@ def audit_partial(request):
     if not staff:
         wait = anonymous_rate_limited(request.META.get("REMOTE_ADDR", ""))
         if wait:
-            response = HttpResponse(
-                f"Too many audit reads from your address: try again in {wait} s (or log in as staff).",
-                status=429,
-                content_type="text/plain; charset=utf-8",
-            )
+            # An HTML fragment the page swaps in like a 200 (console.js: data-swap-refusals), so
+            # the visitor reads why nothing changed instead of a page that silently stays put.
+            response = render(request, "console/_audit_throttled.html", {"wait": wait}, status=429)
             response["Retry-After"] = str(wait)
             return response
     audit = audit_shared(force=staff and request.GET.get("fresh") == "1")

@@ -85,8 +85,23 @@ def test_anonymous_reads_beyond_the_limit_are_429_with_retry_after(client, lab, 
     assert [client.get("/partials/audit/").status_code for _ in range(3)] == [200, 200, 200]
     response = client.get("/partials/audit/")
     assert response.status_code == 429
-    assert int(response["Retry-After"]) >= 1
-    assert "try again in" in response.content.decode()
+    wait = int(response["Retry-After"])
+    assert wait >= 1
+    # An HTML fragment the page swaps in (htmx shows nothing of a 4xx unless told to: console.js).
+    assert response["Content-Type"].startswith("text/html")
+    body = response.content.decode()
+    assert f"Too many audits from your address: the next one in {wait} s." in body
+    assert 'role="alert"' in body
+
+
+def test_the_audit_page_swaps_the_refusal_in(client, lab):
+    """Ensure the Audit page's target accepts the partial's 429 and the dashboard's script swaps such refusals."""
+    from pathlib import Path
+
+    page = client.get("/audit/").content.decode()
+    assert 'id="audit"' in page and "data-swap-refusals" in page.split('id="audit"', 1)[1].split(">", 1)[0]
+    script = (Path(audit.__file__).parent / "static" / "console" / "console.js").read_text()
+    assert 'closest("[data-swap-refusals]")' in script and "xhr.status === 429" in script
 
 
 def test_staff_can_force_a_fresh_audit(client, lab, computations):

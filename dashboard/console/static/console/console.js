@@ -49,6 +49,17 @@
 
   document.addEventListener("DOMContentLoaded", function () { init(document); });
   document.addEventListener("htmx:load", function (event) { init(event.target); });
+
+  // htmx drops a 4xx answer; where a partial answers a refusal as HTML to show (the Audit's 429
+  // "too many audits from your address"), the target says so with data-swap-refusals.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var xhr = event.detail.xhr;
+    var type = xhr.getResponseHeader("Content-Type") || "";
+    if (xhr.status === 429 && type.indexOf("text/html") === 0 && event.detail.target.closest("[data-swap-refusals]")) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
 })();
 
 // The Labs page (console/lab.html). No inline script anywhere: the Content-Security-Policy allows
