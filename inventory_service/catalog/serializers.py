@@ -28,6 +28,8 @@ sku_validator = RegexValidator(SKU_PATTERN, SKU_MESSAGE)
 # The same alphabet as the chassis' Idempotency-Key header.
 KEY_PATTERN = r"^[A-Za-z0-9._:-]{8,128}$"
 ORDER_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+_SKU_PART = r"\s*(?:[A-Za-z0-9-]{3,32}\s*)?"
+SKU_LIST_PATTERN = rf"^{_SKU_PART}(?:,{_SKU_PART})*$"
 
 
 def _normalize_sku(value: str) -> str:
@@ -83,6 +85,8 @@ class ProductListQuery(serializers.Serializer):
         required=False,
         allow_blank=True,
         max_length=MAX_SKU_LOOKUP * 33,
+        # What validate_sku accepts, for the schema: skus in any case, spaces around them, empty parts.
+        validators=[RegexValidator(SKU_LIST_PATTERN, f"Each sku: {SKU_MESSAGE}")],
         help_text=f"Exact skus, comma separated (at most {MAX_SKU_LOOKUP}).",
     )
     include_inactive = serializers.BooleanField(

@@ -8,6 +8,8 @@ from drf_spectacular.drainage import GENERATOR_STATS
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.validation import validate_schema
 
+from catalog.serializers import SKU_LIST_PATTERN
+
 pytestmark = pytest.mark.django_db
 
 OWN_ROUTES = [path("api/", include("catalog.urls")), path("internal/", include("catalog.internal_urls"))]
@@ -59,3 +61,21 @@ def test_browsable_api_offers_staff_a_prefilled_form(client, staff, make_product
     assert response["Content-Type"].startswith("text/html")
     page = response.content.decode()
     assert "PATCH" in page and "Tenkeyless keyboard" in page
+
+
+def test_schema_says_what_a_sku_lookup_and_a_reservation_line_accept(client, make_product):
+    """Ensure the sku list's and a reservation line's patterns are in the schema, and the list's holds as validated."""
+    schema = json.loads(client.get("/api/schema/", HTTP_ACCEPT="application/json").content)
+    sku = next(p for p in schema["paths"]["/api/products/"]["get"]["parameters"] if p["name"] == "sku")
+    line = schema["components"]["schemas"]["ReservationLineInputRequest"]["properties"]["sku"]
+    lines = schema["components"]["schemas"]["ReservationCreateInputRequest"]["properties"]["lines"]
+    assert sku["schema"]["oneOf"][0]["pattern"] == SKU_LIST_PATTERN  # or blank: no filter
+    assert line["pattern"] == "^[A-Za-z0-9-]{3,32}$"
+    assert lines["minItems"] == 1 and lines["maxItems"] >= 1
+    make_product("KB-001")
+
+    found = client.get("/api/products/", {"sku": " kb-001 ,, KB-404"}).json()["results"]
+    refused = client.get("/api/products/", {"sku": "KB-001;KB-002"})
+
+    assert [p["sku"] for p in found] == ["KB-001"]
+    assert refused.status_code == 400 and "sku" in refused.json()["fields"]
