@@ -717,19 +717,27 @@ def expectation(flow: Flow, state: LabState) -> tuple[str, Callable[[Journey, st
                 "503 at once with Retry-After: the breaker order → payment is open and fails fast "
                 "before the saga's first step (nothing reserved, no order saved)"
             )
-            return text[
-                :200
-            ], lambda j, outcome: j.facts.get("accepted_status") == 503 and bool(j.facts.get("refused")) and not j.order
+            return text[:200], lambda j, outcome: _refused_at_once(j)
         else:
             breaker = state.breaker or {}
             counted = (
-                f" ({breaker.get('fail_counter', 0)}/{breaker.get('fail_max', '?')} before, opens at "
-                f"{breaker.get('fail_max', '?')})"
+                f" ({breaker.get('fail_counter', 0)} before; it opens after {breaker.get('fail_max', '?')} failures)"
                 if breaker
                 else ""
             )
-            text = f"{pause} and the breaker order → payment counts the failure{counted}"
-    return text[:200], lambda j, outcome: bool(paused_note(j.order)) and j.facts.get("accepted_status") == 202
+            # The worker retries paused orders meanwhile, and its failures count too: the breaker may open between
+            # this reading and the order, which is then refused at once, as an open breaker should.
+            text = f"{pause}, the breaker order → payment counts the failure{counted}; once open, 503 at once"
+            return text[:200], lambda j, outcome: _paused(j) or _refused_at_once(j)
+    return text[:200], lambda j, outcome: _paused(j)
+
+
+def _paused(j) -> bool:
+    return bool(paused_note(j.order)) and j.facts.get("accepted_status") == 202
+
+
+def _refused_at_once(j) -> bool:
+    return j.facts.get("accepted_status") == 503 and bool(j.facts.get("refused")) and not j.order
 
 
 @dataclass

@@ -105,9 +105,26 @@ def test_the_expectation_follows_a_payment_outage(lab, staff):
     run = FlowRun.objects.get()
     assert run.ok, run.outcome
     assert run.expected.startswith("the saga pauses (202 PENDING, paused: payment unavailable)")
-    assert "breaker order → payment counts the failure (2/5 before" in run.expected
+    assert "breaker order → payment counts the failure (2 before; it opens after 5 failures)" in run.expected
     assert len(run.expected) <= 200
     assert any(n.startswith("breaker order → payment: closed, 2/5 failures before") for n in run.notes)
+
+
+@pytest.mark.django_db
+def test_a_breaker_that_opens_just_before_the_order_refuses_it_and_that_is_as_expected(lab, staff):
+    """Ensure a breaker read closed before the order and open by then (the worker's retries count) is no red verdict."""
+    prepare()
+    shop(lab, order_status=202, order={"id": 12, "status": "PENDING", "history": PAUSED})
+    refusal = {"code": "dependency_unavailable", "message": "The payment service is unavailable.", "peer": "payment"}
+    lab["order"].on("POST", "/api/orders/", 503, refusal, headers={"Retry-After": "7"})
+    payment_outage(lab, breaker={"state": "closed", "fail_counter": 4, "fail_max": 5})
+
+    staff.post("/flows/checkout-sync/run/")
+
+    run = FlowRun.objects.get()
+    assert run.expected.endswith("once open, 503 at once"), run.expected
+    assert run.ok, run.outcome
+    assert run.outcome.startswith("503 at once (Retry-After: 7 s), no order saved"), run.outcome
 
 
 @pytest.mark.django_db
