@@ -58,6 +58,8 @@ def check(data: dict, *, deadline_seconds: int = DEFAULT_DEADLINE_SECONDS, now: 
     for order_id, order in orders.items():
         charges = charges_by_order.get(order_id, [])
         captured = [c for c in charges if c["status"] == "CAPTURED"]
+        # A capture refunded in full (the repair of an order charged twice) no longer holds the customer's money.
+        holding = [c for c in captured if c["amount_cents"] - c.get("refunded_cents", 0) > 0]
         reservations = reservations_by_order.get(order_id, [])
         ids = {
             "order": order_id,
@@ -65,18 +67,18 @@ def check(data: dict, *, deadline_seconds: int = DEFAULT_DEADLINE_SECONDS, now: 
             "reservations": [r["id"] for r in reservations],
         }
         if order["status"] in SOLD_STATUSES:
-            if len(captured) != 1:
+            if len(holding) != 1:
                 confirmed.append(
                     {
-                        "message": f"order {order_id} is {order['status']} with {len(captured)} captured charges",
+                        "message": f"order {order_id} is {order['status']} with {len(holding)} captured charges",
                         "ids": ids,
                     }
                 )
-            elif captured[0]["amount_cents"] != order["total_cents"] or captured[0].get("refunded_cents", 0):
+            elif holding[0]["amount_cents"] != order["total_cents"] or holding[0].get("refunded_cents", 0):
                 confirmed.append(
                     {
-                        "message": f"order {order_id}: charge of {captured[0]['amount_cents']} "
-                        f"(refunded {captured[0].get('refunded_cents', 0)}) for a total of {order['total_cents']}",
+                        "message": f"order {order_id}: charge of {holding[0]['amount_cents']} "
+                        f"(refunded {holding[0].get('refunded_cents', 0)}) for a total of {order['total_cents']}",
                         "ids": ids,
                     }
                 )

@@ -56,6 +56,18 @@ def test_confirmed_order_charged_twice_fails():
     assert violation["ids"]["charges"] == ["c1", "c9"]
 
 
+def test_confirmed_order_whose_second_charge_was_refunded_in_full_passes():
+    """Ensure the repair of a double capture (the extra charge refunded in full) makes the order consistent again."""
+    data = clean()
+    extra = {"id": "c9", "order_id": "1", "status": "CAPTURED", "amount_cents": 500, "refunded_cents": 500}
+    data["charges"].append(extra)
+    assert check(data, now=NOW)["ok"]
+    extra["refunded_cents"] = 499  # a cent still taken twice
+    result = check(data, now=NOW)
+    assert failing(result) == {"confirmed_paid_and_committed"}
+    assert result["checks"][0]["violations"][0]["message"] == "order 1 is CONFIRMED with 2 captured charges"
+
+
 def test_confirmed_order_with_wrong_amount_or_uncommitted_stock_fails():
     """Ensure amount mismatches and HELD stock on a confirmed order are caught."""
     data = clean()
