@@ -42,7 +42,10 @@ def _running(ctx: LabContext, since: float) -> dict | None:
 def _no_run_yet(ctx: LabContext, since: float, what: str) -> str:
     live = _running(ctx, since)
     if live:
-        return f"Chaos run {live['run_id']} is still {live['state']}: wait for its end (about a minute), then check."
+        return (
+            f"Chaos run {live['run_id']} is still {live['state']}: its page (Load → the run) says Finished once it "
+            "has settled its orders and run its audit, about a minute in all; then check again."
+        )
     return what
 
 
@@ -89,7 +92,8 @@ def check_chaos(ctx: LabContext):
                 ctx,
                 ctx.started_at,
                 "No chaos run of yours has finished since you started this lab: on the Faults page apply "
-                "“Payment's answers lost”, then on the Load page run chaos_timeline (4 users, 30s).",
+                "“Payment's answers lost”, then on the Load page run chaos_timeline (4 users, spawn rate 2, "
+                "duration 30s).",
             )
         )
     orders = _run_orders(ctx, run)
@@ -205,7 +209,7 @@ def check_safe_again(ctx: LabContext):
     if not lost:
         return failed(
             "No checkout since step 3 had its charge's answer lost: apply “Payment's answers lost” on the "
-            "Faults page, then run “Checkout (sync)” on the Flows page."
+            "Faults page, run “Checkout (sync)” on the Flows page, clear payment's fault, then check again."
         )
     order = lost[0]
     captured, held = _charges(ctx, order["id"])
