@@ -54,6 +54,11 @@ clock = time.time  # injectable in tests
 sleep = time.sleep
 
 
+def forget_shared() -> None:
+    """Drop the shared audit: after a lab's reset, the next reader audits the lab as it is now, not as it was."""
+    cache.delete(AUDIT_CACHE_KEY)
+
+
 class BoundedLabApi(DashboardLabApi):
     """The dashboard's lab-admin client, walking at most ``max_pages`` pages of one endpoint."""
 

@@ -23,7 +23,7 @@ from labctl.facade import LabNotFound
 from . import auth, flows, lab, links, peers, selectors, tracing
 from . import labs as lab_pages
 from . import load as load_runs
-from .audit import anonymous_rate_limited, audit_shared
+from .audit import anonymous_rate_limited, audit_shared, forget_shared
 from .models import FlowRun
 from .services import flow_run_record
 
@@ -659,6 +659,7 @@ def lab_reset(request, name: str):
     engine, lab_def = _lab_or_404(request, name)
     with tracing.untraced():
         outcome = engine.reset(lab_def)
+    forget_shared()  # the audit shown next is of the lab as the reset left it (a repair may have run)
     restored = (
         "Reset: cleared every fault, put every resilience switch and the saga mode back to their defaults "
         "and closed every breaker" + (", then ran this lab's clean-up" if lab_def.cleanup else "") + ". "

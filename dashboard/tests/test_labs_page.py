@@ -9,9 +9,12 @@ the step observed and one multiple choice.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
+from django.core.cache import cache
 
+from console import audit
 from console import labs as lab_pages
 from console.models import LabProgress
 
@@ -300,6 +303,13 @@ def test_reset_restores_the_defaults_and_says_the_steady_state(staff, demo):
     assert demo["order"].sent("DELETE", "/_lab/saga/")
     assert "Reset: cleared every fault" in html and "Steady state: PASS" in html
     assert progress()["steps"]["steady-state"]["passed_at"]
+
+
+def test_reset_drops_the_shared_audit(staff, demo):
+    """Ensure the audit read after a reset is computed anew, not the red one cached from before it."""
+    cache.set(audit.AUDIT_CACHE_KEY, {"computed_at": time.time(), "result": {"ok": False}})
+    staff.post("/labs/01-demo/reset/")
+    assert cache.get(audit.AUDIT_CACHE_KEY) is None
 
 
 def test_start_over_forgets_the_progress(staff, demo):
