@@ -139,3 +139,24 @@ def test_scenario_descriptions_read_their_docstrings_as_plain_text():
     assert described["step_load"]["summary"].startswith("Step load")
     assert "CHAOS_GRACE" in described["chaos_timeline"]["detail"]
     assert not any("``" in d["summary"] + d["detail"] for d in described.values())
+
+
+def test_a_run_that_ended_with_a_red_audit_says_so_not_that_locust_stopped(client, monkeypatch):
+    """Ensure a chaos run that went to its end with its audit red (exit code 1) is not read as a crash."""
+    ended = {
+        **status("failed"),
+        "exit_code": 1,
+        "finished_at": "2026-01-01T12:01:00+00:00",
+        "summary": {
+            "finished_at": "2026-01-01T12:01:00+00:00",
+            "totals": {"requests": 80, "failures": 0, "rps": 20.0, "failure_ratio": 0.0},
+            "audit": {"ok": False, "checks": []},
+        },
+    }
+    monkeypatch.setattr(load, "run_status", lambda run_id, paths=None, **kw: ended)
+    page = client.get(f"/load/{RUN_ID}/").content.decode()
+    assert "its audit found invariants broken (exit code 1, as a red audit makes it)" in page
+    assert "what Locust wrote before it stopped" not in page
+    crashed = {**status("failed"), "exit_code": 2, "finished_at": "2026-01-01T12:00:20+00:00"}
+    monkeypatch.setattr(load, "run_status", lambda run_id, paths=None, **kw: crashed)
+    assert "what Locust wrote before it stopped" in client.get(f"/load/{RUN_ID}/").content.decode()
