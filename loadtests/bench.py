@@ -896,9 +896,15 @@ def flow(label: str, *, users: int, seconds: int, env: dict) -> dict:
     return {"summary": summary, "rows": rows, "exit_code": code, "run_dir": summary["run_id"], "cpu": (before, after)}
 
 
-def order_row(result: dict, *, with_cpu: bool = True) -> dict:
-    """The figures of POST /api/orders/ (and the lab's CPU per order: all requests of the run, warm-up included)."""
-    row = result["rows"].get("/api/orders/") or {}
+REFUSED_AT_ONCE = "dependency_unavailable"  # order's 503 when a peer's breaker is open: the fail-fast answer
+
+
+def order_row(result: dict, *, with_cpu: bool = True, name: str = "/api/orders/") -> dict:
+    """The figures of POST /api/orders/ (and the lab's CPU per order: all requests of the run, warm-up included).
+
+    ``name`` picks another row of the same endpoint, as the breaker-open step picks the refusals.
+    """
+    row = result["rows"].get(name) or {}
     figures = {
         "rps": row.get("rps"),
         "requests": row.get("requests"),
@@ -1116,20 +1122,19 @@ def main(argv=None) -> int:
             )
             try:
                 for breaker in (True, False):
-                    label = "breaker on (open)" if breaker else "breaker off"
+                    label = "breaker on (open): refused at once, 503" if breaker else "breaker off"
                     say(f"6. order creation with payment down, {label}, {PAYMENT_DOWN_USERS} users ...")
 
                     def payment_down(breaker=breaker):
                         set_resilience(lab_api(), breaker={"enabled": breaker}, reset_breakers=True)
-                        result = flow(
-                            "payment-down",
-                            users=PAYMENT_DOWN_USERS,
-                            seconds=window,
-                            env={"ACCOUNTS_FILE": str(accounts), "FOLLOW_ORDERS": "false", "SAGA_MODE": "sync"},
-                        )
+                        env = {"ACCOUNTS_FILE": str(accounts), "FOLLOW_ORDERS": "false", "SAGA_MODE": "sync"}
+                        if breaker:  # once open, the breaker refuses at once: that answer is what is measured
+                            env["EXPECTED_REFUSALS"] = REFUSED_AT_ONCE
+                        result = flow("payment-down", users=PAYMENT_DOWN_USERS, seconds=window, env=env)
+                        name = f"/api/orders/ [refused: {REFUSED_AT_ONCE}]" if breaker else "/api/orders/"
                         return {
-                            **order_row(result),
-                            "unit": "orders/s",
+                            **order_row(result, name=name),
+                            "unit": "refusals/s" if breaker else "orders/s",
                             "generator": generator_flows(PAYMENT_DOWN_USERS),
                             "run": result["run_dir"],
                         }
