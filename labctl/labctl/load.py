@@ -37,7 +37,7 @@ from . import config
 from .config import Paths
 from .text import table
 
-SCENARIOS = ("browse", "checkout", "mixed", "step_load", "chaos_timeline")
+SCENARIOS = ("browse", "checkout", "mixed", "step_load", "chaos_timeline", "bulkhead")
 FLOW = "FLOW"  # request_type of loadtests' end-to-end entries (not HTTP requests)
 # Bounds of one run: far beyond what a laptop (or a workshop's shared lab) can drive, and
 # never so large that one click ties the machine up for hours. One run at a time (start_run).
