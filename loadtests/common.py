@@ -211,7 +211,7 @@ IN_FLIGHT = InFlight()
 def _json(response) -> dict:
     try:
         data = response.json()
-    except ValueError:  # not JSON (requests' JSONDecodeError is a ValueError)
+    except (ValueError, TypeError):  # not JSON (a ValueError), or no answer at all (no body: a TypeError)
         return {}
     return data if isinstance(data, dict) else {}
 
