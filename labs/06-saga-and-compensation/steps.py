@@ -67,10 +67,6 @@ def _audit_red(problems: str):
     )
 
 
-def _since(ctx: LabContext, step_key: str) -> float:
-    return ctx.passed_at(step_key) or ctx.started_at
-
-
 def _outage_on(ctx: LabContext) -> dict | None:
     return next((f for f in ctx.faults("payment") if f.get("kind") in ("outage", "error")), None)
 
@@ -136,7 +132,7 @@ def solve_declined(ctx: LabContext) -> None:
 def _cancelled_by_customer(ctx: LabContext) -> list[dict]:
     return [
         o
-        for o in ctx.orders_since(_since(ctx, "declined"))
+        for o in ctx.orders_since(ctx.since_passed("declined"))
         if o.get("status") == "CANCELLED"
         and o.get("status_reason") == "Cancelled by customer"
         and "confirmed" in _steps(o)
@@ -195,7 +191,7 @@ def solve_cancel(ctx: LabContext) -> None:
 
 def _paused(ctx: LabContext) -> list[tuple[dict, dict]]:
     found = []
-    for order in ctx.orders_since(_since(ctx, "cancel")):
+    for order in ctx.orders_since(ctx.since_passed("cancel")):
         if order.get("status") == "PENDING" and order.get("saga_step") == "charging" and "reserved" in _steps(order):
             reservation = _reservation(ctx, order["id"])
             if reservation is not None and reservation["status"] == "HELD":
@@ -246,7 +242,7 @@ def solve_pause(ctx: LabContext) -> None:
 def _commit_failed(ctx: LabContext) -> list[dict]:
     return [
         o
-        for o in ctx.orders_since(_since(ctx, "cancel"))
+        for o in ctx.orders_since(ctx.since_passed("cancel"))
         if o.get("status") == "CANCELLED" and str(o.get("status_reason", "")).startswith(COMMIT_FAILED)
     ]
 
@@ -393,26 +389,19 @@ STEPS = [
 # --- questions --------------------------------------------------------------------------------
 
 
-def _observed(ctx: LabContext, step: str, key: str):
-    value = ctx.observed(step).get(key)
-    if value is None:
-        raise CheckError(f"pass step “{step}” first")
-    return value
-
-
 def _declined_compensation(ctx: LabContext, progress: dict) -> str:
-    answer = _observed(ctx, "declined", "compensations")
+    answer = ctx.figure("declined", "compensations")
     if answer not in COMPENSATION_CHOICES:
         raise CheckError(f"your declined order's compensations were “{answer}”, not one of this question's choices")
     return answer
 
 
 def _first_compensation(ctx: LabContext, progress: dict) -> str:
-    return _observed(ctx, "commit-fails", "compensations").split(", ")[0]
+    return ctx.figure("commit-fails", "compensations").split(", ")[0]
 
 
 def _still_captured(ctx: LabContext, progress: dict) -> int:
-    return _money(ctx, _observed(ctx, "commit-fails", "commit_failed_order"))[1]
+    return _money(ctx, ctx.figure("commit-fails", "commit_failed_order"))[1]
 
 
 COMPENSATION_CHOICES = ("refunded", "released", "returned", "refunded, released", "refunded, returned")

@@ -30,16 +30,8 @@ RESPONSIVE_MS = 2500
 # --- what the checks read -------------------------------------------------------------------
 
 
-def _since(ctx: LabContext, step_key: str) -> float:
-    return ctx.passed_at(step_key) or ctx.started_at
-
-
-def _finished_run(ctx: LabContext, since: float) -> dict | None:
-    return next((run for run in ctx.load_runs(SCENARIO, since=since) if run.get("summary")), None)
-
-
 def _no_run_yet(ctx: LabContext, since: float, what: str) -> str:
-    live = next((r for r in ctx.load_runs(SCENARIO, since=since) if r["state"] in ("starting", "running")), None)
+    live = ctx.running_run(SCENARIO, since)
     if live:
         return f"Run {live['run_id']} is still {live['state']}: its page says Finished at its end; check again then."
     return what
@@ -103,7 +95,7 @@ def _run(ctx: LabContext, *, wait_for_others: float = 120) -> None:
 
 
 def check_baseline(ctx: LabContext):
-    run = _finished_run(ctx, ctx.started_at)
+    run = ctx.finished_run(SCENARIO, ctx.started_at)
     if run is None:
         return failed(
             _no_run_yet(
@@ -174,8 +166,8 @@ def solve_hang(ctx: LabContext) -> None:
 
 
 def check_stall(ctx: LabContext):
-    since = _since(ctx, "hang")
-    run = _finished_run(ctx, since)
+    since = ctx.since_passed("hang")
+    run = ctx.finished_run(SCENARIO, since)
     if run is None:
         return failed(
             _no_run_yet(
@@ -218,8 +210,8 @@ def check_bulkhead(ctx: LabContext):
         return failed("order's bulkhead is off: tick it on the Resilience page and Apply to order.")
     if _hang(ctx) is None:
         return failed("payment's hang is gone: add the fault of step 2 again, then run again.")
-    since = _since(ctx, "stall")
-    run = _finished_run(ctx, since)
+    since = ctx.since_passed("stall")
+    run = ctx.finished_run(SCENARIO, since)
     if run is None:
         return failed(
             _no_run_yet(
@@ -323,18 +315,11 @@ STEPS = [
 # --- questions --------------------------------------------------------------------------------
 
 
-def _observed(ctx: LabContext, step: str, key: str):
-    value = ctx.observed(step).get(key)
-    if value is None:
-        raise CheckError(f"pass step “{step}” first")
-    return value
-
-
 QUESTIONS = [
     Question(
         "baseline-p95",
         "In your baseline run (step 1), what was the p95 of list orders, in milliseconds?",
-        lambda ctx, progress: _observed(ctx, "baseline", "list_p95_ms"),
+        lambda ctx, progress: ctx.figure("baseline", "list_p95_ms"),
         relative=0.1,
         tolerance=5,
         unit="ms",
@@ -344,7 +329,7 @@ QUESTIONS = [
     Question(
         "stalled-lists",
         "In the run without a bulkhead (step 3), how many lists of orders failed?",
-        lambda ctx, progress: _observed(ctx, "stall", "stall_list_failures"),
+        lambda ctx, progress: ctx.figure("stall", "stall_list_failures"),
         explanation="Each checkout held one of order's request threads while it waited for payment. With more "
         "such checkouts than threads, a list of orders queued behind them — although it needed nothing from "
         "payment — and its reader gave up after 5 s.",
@@ -352,7 +337,7 @@ QUESTIONS = [
     Question(
         "max-concurrent",
         "With the bulkhead on (step 4), how many calls to payment may one order process have waiting at once?",
-        lambda ctx, progress: _observed(ctx, "bulkhead-on", "max_concurrent"),
+        lambda ctx, progress: ctx.figure("bulkhead-on", "max_concurrent"),
         explanation="The bulkhead's size, by default half of the process's request threads: at most that many "
         "threads can be stuck on payment, so the other half always remains for requests that do not need it. "
         "A call beyond it waits half a second for a place, then is refused at once (503) instead of hanging.",

@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from labctl.labs.context import TERMINAL, LabContext, parse_time
-from labctl.labs.model import CheckError, Question, SolveError, Step, failed, fixed, passed
+from labctl.labs.model import Question, SolveError, Step, failed, fixed, passed
 
 # A charge that takes 1.5 s at payment: a dying worker is then always caught in the middle of some sagas.
 SLOW_CHARGE = {"kind": "latency", "delay_ms": 1500, "path_prefix": "/internal/charges/", "method": "POST"}
@@ -33,10 +33,6 @@ _AT_STEP = re.compile(r"at step (\w+)")
 
 
 # --- what the checks read -------------------------------------------------------------------
-
-
-def _since(ctx: LabContext, step_key: str) -> float:
-    return ctx.passed_at(step_key) or ctx.started_at
 
 
 def _history(order: dict) -> list[dict]:
@@ -74,7 +70,7 @@ def _recoveries(order: dict) -> list[tuple[float, float, str]]:
 
 def _burst(ctx: LabContext) -> list[dict]:
     """The checkouts handed to the worker since step 1 passed, newest first."""
-    return [o for o in ctx.orders_since(_since(ctx, "async")) if _queued_at(o) is not None]
+    return [o for o in ctx.orders_since(ctx.since_passed("async")) if _queued_at(o) is not None]
 
 
 def _peak_waiting(orders: list[dict], now: float) -> int:
@@ -402,13 +398,6 @@ CLEANUP = cleanup
 # --- questions --------------------------------------------------------------------------------
 
 
-def _observed(ctx: LabContext, step: str, key: str):
-    value = ctx.observed(step).get(key)
-    if value is None:
-        raise CheckError(f"pass step “{step}” first")
-    return value
-
-
 QUESTIONS = [
     Question(
         "accepted",
@@ -425,7 +414,7 @@ QUESTIONS = [
     Question(
         "recovered",
         "How many of your orders did the worker hold when it died (step 2: the sagas the recovery job queued again)?",
-        lambda ctx, progress: _observed(ctx, "kill-worker", "recovered_orders"),
+        lambda ctx, progress: ctx.figure("kill-worker", "recovered_orders"),
         explanation="A worker takes one task per thread (prefetch multiplier 1): with four threads it held at most "
         "four, plus the ones it had received but not started. Every one of them came back; the others waited in "
         "the broker's queue for the worker to return.",
@@ -434,7 +423,7 @@ QUESTIONS = [
         "lease-wait",
         "For your first recovered order, how many seconds passed between its last step under the dead worker "
         "and the recovery job queuing it again?",
-        lambda ctx, progress: _observed(ctx, "kill-worker", "lease_wait_s"),
+        lambda ctx, progress: ctx.figure("kill-worker", "lease_wait_s"),
         tolerance=2,
         unit="s",
         explanation="The worker's lease on an order lasts 30 s from its last step; the recovery job runs every "
@@ -444,7 +433,7 @@ QUESTIONS = [
     Question(
         "peak-waiting",
         "At most how many of your orders waited for a worker at the same time during the burst (step 2)?",
-        lambda ctx, progress: _observed(ctx, "kill-worker", "peak_waiting"),
+        lambda ctx, progress: ctx.figure("kill-worker", "peak_waiting"),
         tolerance=1,
         explanation="Accepting an order does not need the worker, so checkouts kept being answered 202 while it was "
         "dead: they piled up in the queue (the Overview's count) and drained once supervisord had started it again.",
@@ -453,7 +442,7 @@ QUESTIONS = [
         "captured-early",
         "How many of your recovered orders had payment already charged for the dead worker (its ledger's charge "
         "older than the recovery)?",
-        lambda ctx, progress: _observed(ctx, "none-lost", "captured_for_dead_worker"),
+        lambda ctx, progress: ctx.figure("none-lost", "captured_for_dead_worker"),
         explanation="Those sagas died after their charge reached payment: payment finished it without anyone to "
         "answer. The new runner sent the same charge under the same key, order-<id>-charge, and payment answered "
         "with the first charge again (a replay): one charge per order.",

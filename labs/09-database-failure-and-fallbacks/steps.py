@@ -391,15 +391,8 @@ STEPS = [
 # --- questions --------------------------------------------------------------------------------
 
 
-def _observed(ctx: LabContext, step: str, key: str):
-    value = ctx.observed(step).get(key)
-    if value in (None, ""):
-        raise CheckError(f"pass step “{step}” first")
-    return value
-
-
 def _overstated(ctx: LabContext, progress: dict) -> int:
-    return int(_observed(ctx, "stale-catalog", "stale_available")) - int(_observed(ctx, "recover", "fresh_available"))
+    return int(ctx.figure("stale-catalog", "stale_available")) - int(ctx.figure("recover", "fresh_available"))
 
 
 MAY_SERVE = (
@@ -421,7 +414,7 @@ QUESTIONS = [
     Question(
         "reserve-503s",
         "How many reservation requests did inventory refuse with 503 during your checkout of step 4?",
-        lambda ctx, progress: _observed(ctx, "reserve-refused", "reserve_503s"),
+        lambda ctx, progress: ctx.figure("reserve-refused", "reserve_503s"),
         explanation="order_service's client retried the reservation (it carries an Idempotency-Key, so a retry "
         "is safe): each attempt reached inventory and was refused, then the saga compensated — it asked "
         "inventory whether anything was held and, as inventory could not answer, paused until it can.",
@@ -438,7 +431,7 @@ QUESTIONS = [
     Question(
         "health",
         "What did inventory's /health/ answer while its database was down (step 2)?",
-        lambda ctx, progress: _observed(ctx, "db-down", "inventory_health"),
+        lambda ctx, progress: ctx.figure("db-down", "inventory_health"),
         explanation="/health/ checks each dependency and answers 503 when one is down, naming it (database: "
         "down): the Overview turns inventory degraded, and a load balancer would stop sending it traffic.",
     ),

@@ -26,21 +26,8 @@ MONEY_CHECKS = ("confirmed_paid_and_committed", "cancelled_clean")
 # --- what the checks read -------------------------------------------------------------------
 
 
-def _since(ctx: LabContext, step_key: str) -> float:
-    return ctx.passed_at(step_key) or ctx.started_at
-
-
-def _finished_run(ctx: LabContext, since: float) -> dict | None:
-    """The newest chaos run started since ``since`` that has finished (its summary written)."""
-    return next((run for run in ctx.load_runs(SCENARIO, since=since) if run.get("summary")), None)
-
-
-def _running(ctx: LabContext, since: float) -> dict | None:
-    return next((run for run in ctx.load_runs(SCENARIO, since=since) if run["state"] in ("starting", "running")), None)
-
-
 def _no_run_yet(ctx: LabContext, since: float, what: str) -> str:
-    live = _running(ctx, since)
+    live = ctx.running_run(SCENARIO, since)
     if live:
         return (
             f"Chaos run {live['run_id']} is still {live['state']}: its page (Load → the run) says Finished once it "
@@ -85,7 +72,7 @@ def _unsafe_on(ctx: LabContext) -> bool:
 
 
 def check_chaos(ctx: LabContext):
-    run = _finished_run(ctx, ctx.started_at)
+    run = ctx.finished_run(SCENARIO, ctx.started_at)
     if run is None:
         return failed(
             _no_run_yet(
@@ -152,8 +139,8 @@ def solve_unsafe_on(ctx: LabContext) -> None:
 
 
 def check_unsafe_chaos(ctx: LabContext):
-    since = _since(ctx, "unsafe-on")
-    run = _finished_run(ctx, since)
+    since = ctx.since_passed("unsafe-on")
+    run = ctx.finished_run(SCENARIO, since)
     if run is None:
         return failed(
             _no_run_yet(
@@ -204,7 +191,7 @@ def solve_unsafe_chaos(ctx: LabContext) -> None:
 def check_safe_again(ctx: LabContext):
     if _unsafe_on(ctx):
         return failed("The unsafe switch is still on: untick it on the Resilience page and Apply to order.")
-    since = _since(ctx, "unsafe-chaos")
+    since = ctx.since_passed("unsafe-chaos")
     lost = [o for o in ctx.orders_since(since) if _lost_answer(o) and o.get("status") == "CONFIRMED"]
     if not lost:
         return failed(
@@ -315,13 +302,6 @@ CLEANUP = cleanup
 # --- questions --------------------------------------------------------------------------------
 
 
-def _observed(ctx: LabContext, step: str, key: str):
-    value = ctx.observed(step).get(key)
-    if value is None:
-        raise CheckError(f"pass step “{step}” first")
-    return value
-
-
 INVARIANTS = (
     "Each confirmed order has one captured charge of its total and committed stock",
     "Each cancelled order has no net charge and holds no stock",
@@ -331,7 +311,7 @@ INVARIANTS = (
 
 
 def _broken_invariant(ctx: LabContext, progress: dict) -> str:
-    answer = _observed(ctx, "unsafe-chaos", "broken_invariant")
+    answer = ctx.figure("unsafe-chaos", "broken_invariant")
     if answer not in INVARIANTS:
         raise CheckError(f"the invariant your audit named (“{answer}”) is not one of this question's choices")
     return answer
@@ -342,7 +322,7 @@ QUESTIONS = [
         "lost-answers",
         "In your first chaos run (step 1), how many orders had their charge's answer lost — and still ended "
         "with exactly one charge?",
-        lambda ctx, progress: _observed(ctx, "chaos", "lost_answers"),
+        lambda ctx, progress: ctx.figure("chaos", "lost_answers"),
         explanation="Payment captured each of those charges and answered 503 afterwards. The client retried "
         "under the order's key (order-<id>-charge): payment replayed its first charge instead of taking a "
         "second one. When every attempt's answer was lost, the saga asked payment what it held for the order "
@@ -351,7 +331,7 @@ QUESTIONS = [
     Question(
         "charged-twice",
         "After the unsafe run (step 3), how many of your orders did the audit name as charged more than once?",
-        lambda ctx, progress: _observed(ctx, "unsafe-chaos", "charged_twice_count"),
+        lambda ctx, progress: ctx.figure("unsafe-chaos", "charged_twice_count"),
         explanation="Each of them lost a charge's answer while the switch was on: the saga sent the charge "
         "again under a new key, and payment — which can only recognise a retry by its key — captured again.",
     ),

@@ -481,18 +481,11 @@ STEPS = [
 # --- questions --------------------------------------------------------------------------------
 
 
-def _observed(ctx: LabContext, step: str, key: str):
-    value = ctx.observed(step).get(key)
-    if value is None:
-        raise CheckError(f"pass step “{step}” first")
-    return value
-
-
 QUESTIONS = [
     Question(
         "orders-while-down",
         "How many orders were confirmed while user_service was down (step 4's check)?",
-        lambda ctx, progress: _observed(ctx, "user-down", "orders_while_down"),
+        lambda ctx, progress: ctx.figure("user-down", "orders_while_down"),
         explanation="An order needs a valid customer token, not user_service: every service verifies the token's "
         "signature with user's public key, and reads the revocations from the shared store, not from "
         "user_service. Only logging in, registering and refreshing needed it.",
@@ -500,7 +493,7 @@ QUESTIONS = [
     Question(
         "private-keys",
         "How many private keys does order_service's keys dir hold (step 3's check)?",
-        lambda ctx, progress: _observed(ctx, "stolen-key", "order_private_keys"),
+        lambda ctx, progress: ctx.figure("stolen-key", "order_private_keys"),
         explanation="Its own only: order.private.pem, with every identity's public key beside it. A thief with "
         "the dir can sign as order, and as no one else; chassis' load_private_key refuses to start from a dir "
         "that holds another issuer's private key.",

@@ -176,6 +176,17 @@ class LabContext:
     def passed_at(self, step_key: str) -> float | None:
         return parse_time((self.progress.get("steps", {}).get(step_key) or {}).get("passed_at"))
 
+    def since_passed(self, step_key: str) -> float:
+        """When step ``step_key`` last passed, else the lab's start: where the next step's evidence begins."""
+        return self.passed_at(step_key) or self.started_at
+
+    def figure(self, step_key: str, key: str):
+        """The figure ``key`` step ``step_key``'s check recorded; a question asked before it raises CheckError."""
+        value = self.observed(step_key).get(key)
+        if value in (None, ""):
+            raise CheckError(f"pass step “{step_key}” first")
+        return value
+
     # --- the lab admin's surfaces ---------------------------------------------------------
 
     def admin(self, method: str, service: str, path: str, **kwargs):
@@ -282,6 +293,14 @@ class LabContext:
         return response.json()
 
     # --- load runs (the Load page's and labctl load's, under var/loadtests/) ---------------
+
+    def finished_run(self, scenario: str, since: float) -> dict | None:
+        """The newest run of ``scenario`` started since ``since`` that has finished (its summary written)."""
+        return next((run for run in self.load_runs(scenario, since=since) if run.get("summary")), None)
+
+    def running_run(self, scenario: str, since: float) -> dict | None:
+        """The newest run of ``scenario`` started since ``since`` that is starting or running."""
+        return next((r for r in self.load_runs(scenario, since=since) if r["state"] in ("starting", "running")), None)
 
     def load_runs(self, scenario: str, *, since: float | None = None) -> list[dict]:
         """Runs of ``scenario`` against this lab's services started since ``since`` (default: the lab's
