@@ -177,16 +177,17 @@ def test_dependency_fault_bites_only_the_caller(lab, lab_admin, shopper, anonymo
 
 
 def test_hanging_dependency_waits_for_the_callers_timeout(lab, lab_admin, shopper):
-    """Ensure a hanging peer costs the caller its read timeout per attempt, then a clear 503, nothing saved."""
+    """Ensure a hanging peer costs the caller its read timeout per attempt; the reservation's outcome then unknown,
+    the order is kept PENDING to be settled (a sync checkout has no product lookup to fail first), nothing charged."""
     lab_admin.set_switches("order", timeouts={"read": 0.3}, retries={"attempts": 2, "backoff": 0.0})
     lab_admin.add_fault("order", kind="dependency", target="inventory", mode="hang")
 
     placed = shopper.order(shopper.sku)
 
-    assert placed["status_code"] == 503, placed
-    assert placed["data"]["code"] == "dependency_unavailable"
+    assert placed["status_code"] == 202, placed
+    assert placed["data"]["status"] == "PENDING", placed
     assert placed["seconds"] >= 2 * 0.3 * 0.7
-    assert shopper.api.get("order", "/api/orders/").json()["count"] == 0
+    assert shopper.api.get("payment", "/api/payments/").json()["count"] == 0
 
 
 # ----------------------------------------------------------------------------- all workers
