@@ -11,7 +11,10 @@ worker processes (all bound to 127.0.0.1), and writes under
 * ``run.json``: the parameters, the processes and the state of the run;
 * ``summary.json``: totals, requests/s, failure ratio, p50/p95/p99 per
   endpoint, the expected outcomes counted apart (declined cards, failures an
-  injected fault explains), one entry per user level (step load), the machine.
+  injected fault explains), one entry per user level (step load), the machine
+  and what its cores did during the run (``cpu``);
+* ``cpu.csv``: the machine's CPU counters sampled every second (all cores, the
+  load generator's processes, the database server's), from ``/proc``.
 
 For the dashboard's Load page: :func:`start_run` (a background run),
 :func:`stop_run`, :func:`run_status` (live figures from the stats history
@@ -193,6 +196,136 @@ def lab_healthy(urls: dict[str, str], timeout: float = 3.0) -> dict[str, str]:
     return problems
 
 
+# ------------------------------------------------------------------ CPU
+
+CPU_FILE = "cpu.csv"
+CPU_COLUMNS = ("t", "total", "idle", "load_generator", "database")
+DATABASE_PROGRAMS = ("mariadbd", "mysqld")
+
+
+def _machine_jiffies() -> tuple[int, int] | None:
+    """(all, idle) jiffies of every core since boot, from /proc/stat (None off Linux)."""
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    values = [int(v) for v in first[1:9]]  # user nice system idle iowait irq softirq steal
+    return sum(values), values[3] + values[4]
+
+
+def _process_jiffies(pid: int) -> int | None:
+    """utime + stime of ``pid`` (None once it has gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[11]) + int(fields[12])
+
+
+def database_pids() -> list[int]:
+    """The pids of the MySQL/MariaDB servers on this machine (by command name)."""
+    found = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() in DATABASE_PROGRAMS:
+                found.append(int(comm.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+class CpuSampler:
+    """Every second, the machine's CPU counters into ``cpu.csv``: all cores, the load generator, the database.
+
+    Counters are cumulative (jiffies); :func:`cpu_between` turns two rows into cores busy. A process
+    that has ended keeps its last count, so the load generator's total does not drop at its end.
+    """
+
+    def __init__(self, path: Path, *, interval: float = 1.0):
+        import threading
+
+        self.path = path
+        self.interval = interval
+        self.load_pids: list[int] = []
+        self.database = database_pids()
+        self._last: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="cpu-sampler", daemon=True)
+
+    def start(self) -> CpuSampler:
+        with self.path.open("w", encoding="utf-8") as out:
+            out.write(",".join(CPU_COLUMNS) + "\n")
+        self.sample()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sample()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def _sum(self, pids: list[int]) -> int:
+        total = 0
+        for pid in pids:
+            now = _process_jiffies(pid)
+            if now is not None:
+                self._last[pid] = max(now, self._last.get(pid, 0))
+            total += self._last.get(pid, 0)
+        return total
+
+    def sample(self) -> None:
+        machine = _machine_jiffies()
+        if machine is None:
+            return
+        row = (f"{time.time():.3f}", *machine, self._sum(self.load_pids), self._sum(self.database))
+        try:
+            with self.path.open("a", encoding="utf-8") as out:
+                out.write(",".join(str(v) for v in row) + "\n")
+        except OSError:
+            pass
+
+
+def read_cpu(run_dir: Path) -> list[dict]:
+    """The rows of a run's ``cpu.csv`` as numbers."""
+    rows = []
+    for row in _read_csv(run_dir / CPU_FILE):
+        values = {key: _number(row.get(key)) for key in CPU_COLUMNS}
+        if all(v is not None for v in values.values()):
+            rows.append(values)
+    return rows
+
+
+def cpu_between(samples: list[dict], start: float, end: float) -> dict | None:
+    """Cores busy between ``start`` and ``end`` (Unix times): the machine's, the load generator's, the database's.
+
+    From the samples nearest the two ends; None when fewer than two fall in the window.
+    """
+    inside = [s for s in samples if start - 0.5 <= s["t"] <= end + 0.5]
+    if len(inside) < 2:
+        return None
+    first, last = inside[0], inside[-1]
+    total = last["total"] - first["total"]
+    seconds = last["t"] - first["t"]
+    if total <= 0 or seconds <= 0:
+        return None
+    cores = os.cpu_count() or 1
+
+    def busy(column: str) -> float:
+        return round(cores * (last[column] - first[column]) / total, 2)
+
+    return {
+        "cores": cores,
+        "busy_cores": round(cores * (1 - (last["idle"] - first["idle"]) / total), 2),
+        "load_generator_cores": busy("load_generator"),
+        "database_cores": busy("database"),
+        "seconds": round(seconds, 1),
+    }
+
+
 # -------------------------------------------------------------------- a run
 
 
@@ -300,6 +433,7 @@ def run(
     log = (run_dir / "locust.log").open("w", encoding="utf-8")
     started = time.monotonic()
     code = 1
+    sampler = CpuSampler(run_dir / CPU_FILE).start()
     try:
         for n, cmd in enumerate(worker_cmds, 1):
             workers.append(
@@ -323,6 +457,7 @@ def run(
             bufsize=1,
         )
         state.update(pid=master.pid, worker_pids=[w.pid for w in workers])
+        sampler.load_pids = [master.pid, *state["worker_pids"]]
         _write_json(run_dir / "run.json", state)
         deadline = started + parse_duration(spec.duration) + GRACE_SECONDS + (60 if workers else 0)
         code = _pump(master, log, echo if stream else None, deadline)
@@ -330,6 +465,7 @@ def run(
         log.close()
         for worker in workers:  # the master tells them to quit; these are the stragglers
             _end_process(worker, timeout=15)
+        sampler.stop()
     elapsed = time.monotonic() - started
     summary = summarize(run_dir, spec=spec, exit_code=code, elapsed=elapsed)
     state.update(state="finished" if code == 0 else "failed", exit_code=code, finished_at=datetime.now(UTC).isoformat())
@@ -434,12 +570,15 @@ def _endpoint(row: dict) -> dict:
     }
 
 
-def steps_from_history(rows: list[dict]) -> list[dict]:
+def steps_from_history(rows: list[dict], cpu: list[dict] | None = None) -> list[dict]:
     """One entry per user level held a while: its requests/s and windowed percentiles (medians).
 
     Requests/s and failures/s come from Locust's running totals (requests done while the level
     held, over the seconds it held), not from its "current" rate: that one is a sliding window
     that reads 0 for the first seconds of a run, so a short first step would show no traffic.
+    ``mean_ms`` is the mean response time of the requests done while the level held (from the
+    running total average), ``cpu`` what the cores did meanwhile (``cpu.csv``'s samples), with
+    ``cpu_ms_per_request``: busy core-milliseconds of the whole machine per request.
     """
     levels: list[dict] = []
     previous: dict | None = None  # the last aggregated row before the current one
@@ -463,24 +602,60 @@ def steps_from_history(rows: list[dict]) -> list[dict]:
         done = (_number(end.get(column)) or 0) - (_number(start.get(column)) or 0)
         return round(done / seconds, 2) if seconds > 0 else None
 
+    def mean(level):
+        start, end = level["start"], level["samples"][-1]
+        count = (_number(end.get("Total Request Count")) or 0) - (_number(start.get("Total Request Count")) or 0)
+        avg_end, avg_start = (
+            _number(end.get("Total Average Response Time")),
+            _number(start.get("Total Average Response Time")),
+        )
+        if count <= 0 or avg_end is None:
+            return None
+        spent = avg_end * (_number(end.get("Total Request Count")) or 0) - (avg_start or 0) * (
+            _number(start.get("Total Request Count")) or 0
+        )
+        return round(spent / count, 1)
+
+    def cores(level, rps):
+        if not cpu:
+            return None
+        start, end = _number(level["start"].get("Timestamp")), _number(level["samples"][-1].get("Timestamp"))
+        used = cpu_between(cpu, start or 0, end or 0)
+        if used and rps:
+            used["cpu_ms_per_request"] = round(1000 * used["busy_cores"] / rps, 1)
+        return used
+
     steps = []
     for level in levels:
         # The first seconds of a level still carry the previous level's window: drop a third.
         samples = level["samples"][len(level["samples"]) // 3 :] or level["samples"]
         if len(level["samples"]) < 3:
             continue
+        rps = rate(level, "Total Request Count")
         steps.append(
             {
                 "users": level["users"],
                 "seconds": len(level["samples"]),
-                "rps": rate(level, "Total Request Count"),
+                "rps": rps,
                 "failures_per_s": rate(level, "Total Failure Count"),
+                "mean_ms": mean(level),
                 "p50_ms": median(_number(s.get("50%")) for s in samples),
                 "p95_ms": median(_number(s.get("95%")) for s in samples),
                 "p99_ms": median(_number(s.get("99%")) for s in samples),
+                "cpu": cores(level, rps),
             }
         )
     return steps
+
+
+def _run_cpu(samples: list[dict], requests: int) -> dict | None:
+    """What the cores did over the whole run, and busy core-milliseconds per request."""
+    if len(samples) < 2:
+        return None
+    used = cpu_between(samples, samples[0]["t"], samples[-1]["t"])
+    if used and requests:
+        used["cpu_ms_per_request"] = round(1000 * used["busy_cores"] * used["seconds"] / requests, 1)
+    return used
 
 
 def summarize(run_dir: Path, *, spec: RunSpec, exit_code: int | None, elapsed: float | None) -> dict:
@@ -518,6 +693,7 @@ def summarize(run_dir: Path, *, spec: RunSpec, exit_code: int | None, elapsed: f
     }
     failures = list(failures_rows)
     failures.sort(key=lambda f: -(f["occurrences"] or 0))
+    cpu = read_cpu(run_dir)
     summary = {
         "run_id": run_dir.name,
         "scenario": spec.scenario,
@@ -544,7 +720,8 @@ def summarize(run_dir: Path, *, spec: RunSpec, exit_code: int | None, elapsed: f
             "failures": sum(r["failures"] for r in rows),
             "rps": round(sum(r["rps"] for r in rows), 2),
         },
-        "steps": steps_from_history(_read_csv(run_dir / "locust_stats_history.csv")),
+        "steps": steps_from_history(_read_csv(run_dir / "locust_stats_history.csv"), cpu),
+        "cpu": _run_cpu(cpu, total),
         "failures": failures[:50],
         "files": {
             name: str(run_dir / name)
@@ -607,10 +784,19 @@ def render_summary(summary: dict) -> str:
             f"expected outcomes (not failures): {expected['declined']} declined cards, "
             f"{expected['explained']} failures explained by an injected fault"
         )
-    for step in summary["steps"] if len(summary["steps"]) > 1 else []:
+    cpu = summary.get("cpu")
+    if cpu:
         out.append(
-            f"  step {step['users']:>4} users: {_fmt(step['rps'], 1)} req/s, p95 {_fmt(step['p95_ms'])} ms, "
-            f"{_fmt(step['failures_per_s'], 1)} failures/s"
+            f"cpu: {cpu['busy_cores']:.2f} of {cpu['cores']} cores busy "
+            f"(load generator {cpu['load_generator_cores']:.2f}, database {cpu['database_cores']:.2f}), "
+            f"{_fmt(cpu.get('cpu_ms_per_request'), 1)} core-ms per request"
+        )
+    for step in summary["steps"] if len(summary["steps"]) > 1 else []:
+        used = step.get("cpu") or {}
+        out.append(
+            f"  step {step['users']:>4} users: {_fmt(step['rps'], 1)} req/s, mean {_fmt(step.get('mean_ms'))} ms, "
+            f"p95 {_fmt(step['p95_ms'])} ms, {_fmt(step['failures_per_s'], 1)} failures/s"
+            + (f", {used['busy_cores']:.2f} cores busy" if used else "")
         )
     for failure in summary["failures"][:10]:
         out.append(f"  failure x{failure['occurrences']}: {failure['method']} {failure['name']}: {failure['error']}")

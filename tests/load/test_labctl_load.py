@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -160,6 +161,55 @@ def test_summary_counts_expected_outcomes_apart_and_leaves_flows_out_of_requests
     assert summary["machine"]["cpus"] >= 1
     assert json.loads((tmp_path / "summary.json").read_text())["totals"] == totals
     assert "5 declined cards" in load.render_summary(summary)
+
+
+def test_each_step_has_its_mean_response_time_and_what_the_cores_did(tmp_path):
+    """Ensure a step's mean is that of its own requests (not the run's so far) and its CPU is read from cpu.csv."""
+    history = [
+        "Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,95%,99%,Total Request Count,"
+        "Total Failure Count,Total Average Response Time"
+    ]
+    cpu = [",".join(load.CPU_COLUMNS)]
+    cores = os.cpu_count() or 1
+    total = spent = 0
+    for second in range(12):
+        users, mean = (2, 10) if second < 6 else (4, 40)  # 10 requests/s at 10 ms, then 20/s at 40 ms
+        total += users * 5
+        spent += users * 5 * mean
+        history.append(f"{1000 + second},{users},,Aggregated,0,0,{mean},{mean},{mean},{total},0,{spent / total}")
+        # 100 jiffies per core and second; the cores idle half the time during the first step, never after;
+        # Locust uses 0.1 of a core, the database 0.3.
+        idle = 50 * cores * min(second, 5)
+        cpu.append(f"{1000 + second},{100 * cores * second},{idle},{10 * second},{30 * second}")
+    (tmp_path / "locust_stats_history.csv").write_text("\n".join(history) + "\n")
+    (tmp_path / load.CPU_FILE).write_text("\n".join(cpu) + "\n")
+    summary = load.summarize(tmp_path, spec=load.RunSpec(scenario="step_load"), exit_code=0, elapsed=12.0)
+    first, second = summary["steps"]
+    assert (first["mean_ms"], second["mean_ms"]) == (10, 40)
+    assert first["cpu"]["busy_cores"] == pytest.approx(cores * 0.5, abs=0.01)
+    assert second["cpu"]["busy_cores"] == pytest.approx(cores, abs=0.01)
+    assert second["cpu"]["load_generator_cores"] == pytest.approx(0.1, abs=0.01)
+    assert second["cpu"]["database_cores"] == pytest.approx(0.3, abs=0.01)
+    assert second["cpu"]["cpu_ms_per_request"] == pytest.approx(1000 * cores / 20, rel=0.02)
+    assert summary["cpu"]["cores"] == cores
+    assert "cores busy" in load.render_summary(summary)
+
+
+def test_the_cpu_sampler_writes_the_machine_and_its_own_process(tmp_path):
+    """Ensure the sampler's rows count this process as the load generator and the machine's jiffies grow."""
+    sampler = load.CpuSampler(tmp_path / load.CPU_FILE, interval=0.05)
+    sampler.load_pids = [os.getpid()]
+    sampler.start()
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:
+        pass  # busy: this process' CPU time grows
+    sampler.stop()
+    rows = load.read_cpu(tmp_path)
+    assert len(rows) >= 3
+    assert rows[-1]["total"] > rows[0]["total"]
+    assert rows[-1]["load_generator"] > rows[0]["load_generator"]
+    used = load.cpu_between(rows, rows[0]["t"], rows[-1]["t"])
+    assert used["load_generator_cores"] > 0.3
 
 
 def test_runs_are_listed_and_a_finished_one_reports_its_summary(tmp_path):
