@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ast
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 
@@ -85,10 +85,39 @@ class StartRequest:
     spawn_rate: float
     duration: str
     workers: int
+    env: dict[str, str] = field(default_factory=dict)
 
 
 # What one run may ask for at most (labctl.load refuses more); the form's fields say so.
 LIMITS = {"users": facade.LOAD_MAX_USERS, "workers": facade.LOAD_MAX_WORKERS}
+# The step load's own settings (loadtests/step_load.py reads them from its environment); blank: its defaults.
+STEP_USERS = ("browse", "mixed", "checkout")
+MAX_STEPS = 20
+THINK_TIME = re.compile(r"\d{1,3}(\.\d{1,2})?(-\d{1,3}(\.\d{1,2})?)?")
+
+
+def _step_env(data, scenario: str) -> tuple[dict[str, str], str]:
+    """The environment the form's step fields ask for, or ({}, why not). Think time applies to every scenario."""
+    env: dict[str, str] = {}
+    think = (data.get("think_time") or "").strip()
+    if think:
+        if not THINK_TIME.fullmatch(think):
+            return {}, f"Think time {think!r}: seconds, like 1 or 0.5-2."
+        env["THINK_TIME"] = think
+    if scenario != "step_load":
+        return env, ""
+    for field_name, name, top in (("steps", "STEPS", MAX_STEPS), ("step_seconds", "STEP_SECONDS", 600)):
+        raw = (data.get(field_name) or "").strip()
+        if raw:
+            if not raw.isdigit() or not 1 <= int(raw) <= top:
+                return {}, f"{field_name.replace('_', ' ').capitalize()} {raw!r}: a whole number from 1 to {top}."
+            env[name] = raw
+    user = (data.get("step_user") or "").strip()
+    if user:
+        if user not in STEP_USERS:
+            return {}, f"Step users {user!r}: one of {', '.join(STEP_USERS)}."
+        env["STEP_USER"] = user
+    return env, ""
 
 
 def start_request_from_form(data) -> tuple[StartRequest | None, str]:
@@ -102,6 +131,9 @@ def start_request_from_form(data) -> tuple[StartRequest | None, str]:
         )
     except ValueError:
         return None, "Users, spawn rate and workers are numbers."
+    request.env, error = _step_env(data, request.scenario)
+    if error:
+        return None, error
     return request, ""
 
 
@@ -117,6 +149,7 @@ def start(request: StartRequest) -> tuple[str | None, str]:
                 duration=request.duration,
                 workers=request.workers,
                 urls=settings.CHASSIS["PEERS"],
+                env=request.env,
             ), ""
     except facade.LoadError as exc:
         return None, str(exc)

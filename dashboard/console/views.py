@@ -429,6 +429,8 @@ def load(request):
             "runs": load_runs.runs(),
             "form": request.GET,
             "limits": load_runs.LIMITS,
+            "step_users": load_runs.STEP_USERS,
+            "max_steps": load_runs.MAX_STEPS,
         },
     )
 

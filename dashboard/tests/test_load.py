@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import pytest
 
 load = pytest.importorskip("labctl.load")
@@ -160,3 +162,70 @@ def test_a_run_that_ended_with_a_red_audit_says_so_not_that_locust_stopped(clien
     crashed = {**status("failed"), "exit_code": 2, "finished_at": "2026-01-01T12:00:20+00:00"}
     monkeypatch.setattr(load, "run_status", lambda run_id, paths=None, **kw: crashed)
     assert "what Locust wrote before it stopped" in client.get(f"/load/{RUN_ID}/").content.decode()
+
+
+def test_a_step_load_takes_its_steps_users_and_think_time_from_the_form(staff, lab, monkeypatch):
+    """Ensure the step fields reach the step load's environment, only for step_load, and bad ones start nothing."""
+    started = []
+
+    def start_run(spec, paths=None):
+        started.append(spec)
+        return RUN_ID
+
+    monkeypatch.setattr(load, "start_run", start_run)
+    monkeypatch.setattr(load, "run_status", lambda run_id, paths=None, **kw: status("running"))
+    form = {"scenario": "step_load", "users": "40", "spawn_rate": "40", "duration": "32s", "workers": "0"}
+    steps = {"steps": "4", "step_seconds": "8", "step_user": "browse", "think_time": "0.5"}
+    assert staff.post("/load/start/", {**form, **steps}).status_code == 302
+    assert started[-1].env == {"STEPS": "4", "STEP_SECONDS": "8", "STEP_USER": "browse", "THINK_TIME": "0.5"}
+    staff.post("/load/start/", {**form, **steps, "scenario": "browse"})
+    assert started[-1].env == {"THINK_TIME": "0.5"}  # the step fields are the step load's only
+    staff.post("/load/start/", {**form, "steps": "", "step_seconds": "", "step_user": "", "think_time": ""})
+    assert started[-1].env == {}
+    for bad, said in (
+        ({"steps": "0"}, "Steps '0'"),
+        ({"steps": "x"}, "Steps 'x'"),
+        ({"step_seconds": "601"}, "Step seconds '601'"),
+        ({"step_user": "robot"}, "Step users 'robot'"),
+        ({"think_time": "soon"}, "Think time 'soon'"),
+    ):
+        count = len(started)
+        response = staff.post("/load/start/", {**form, **bad}, follow=True)
+        assert len(started) == count, bad
+        assert said in html.unescape(response.content.decode()), bad
+    page = staff.get("/load/?scenario=step_load&steps=4&step_user=browse").content.decode()
+    assert 'data-testid="step-fields"' in page and 'value="browse" selected' in page
+
+
+def test_a_step_loads_run_page_shows_each_step_and_its_cores(client, monkeypatch):
+    """Ensure a finished step load lists its steps (req/s, mean, p95, cores busy) and the run's CPU."""
+    cpu = {"cores": 2, "busy_cores": 1.9, "load_generator_cores": 0.4, "database_cores": 0.3}
+    steps = [
+        {
+            "users": users,
+            "seconds": 8,
+            "rps": rps,
+            "failures_per_s": 0,
+            "mean_ms": mean,
+            "p50_ms": mean,
+            "p95_ms": 2 * mean,
+            "p99_ms": 3 * mean,
+            "cpu": {**cpu, "cpu_ms_per_request": 12.5},
+        }
+        for users, rps, mean in ((10, 80.0, 20.0), (20, 150.0, 31.0), (30, 152.0, 90.0))
+    ]
+    finished = {
+        **status("finished"),
+        "finished_at": "2026-01-01T12:01:00+00:00",
+        "summary": {
+            "finished_at": "2026-01-01T12:01:00+00:00",
+            "totals": {"requests": 80, "failures": 0, "rps": 20.0, "failure_ratio": 0.0},
+            "steps": steps,
+            "cpu": {**cpu, "cpu_ms_per_request": 11.0},
+        },
+    }
+    monkeypatch.setattr(load, "run_status", lambda run_id, paths=None, **kw: finished)
+    page = client.get(f"/load/{RUN_ID}/").content.decode()
+    assert page.count('data-testid="load-step"') == 3
+    assert "152" in page and "90" in page and "12.5" in page
+    assert "1.9 of 2 cores busy" in page and "11.0 busy core-ms per request" in page

@@ -116,13 +116,21 @@ def load_start(
     duration: str,
     workers: int,
     urls: dict[str, str],
+    env: dict[str, str] | None = None,
 ) -> str:
     """Start a Locust run against the services at ``urls``, in a process of its own; returns its id.
 
+    ``env`` is extra environment for the locustfile (the step load's ``STEPS``, ``THINK_TIME``...).
     Raises :class:`LoadError` when the run is refused (unknown scenario, the lab not healthy...).
     """
     spec = load.RunSpec(
-        scenario=scenario, users=users, spawn_rate=spawn_rate, duration=duration, workers=workers, urls=dict(urls)
+        scenario=scenario,
+        users=users,
+        spawn_rate=spawn_rate,
+        duration=duration,
+        workers=workers,
+        urls=dict(urls),
+        env=dict(env or {}),
     )
     return load.start_run(spec, lab_paths(root))
 
