@@ -436,7 +436,10 @@ QUESTIONS = [
         lambda ctx, progress: ctx.figure("kill-worker", "peak_waiting"),
         tolerance=1,
         explanation="Accepting an order does not need the worker, so checkouts kept being answered 202 while it was "
-        "dead: they piled up in the queue (the Overview's count) and drained once supervisord had started it again.",
+        "dead. Few of them waited in the queue, because each shopper follows its order to its end before placing the "
+        "next, and the restarted worker took what was queued within seconds. The orders the dead worker held were "
+        "never in the queue: taken and not acknowledged, they waited for their lease to run out, which no queue "
+        "count shows.",
     ),
     Question(
         "captured-early",
