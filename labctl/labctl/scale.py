@@ -2,14 +2,16 @@
 
     labctl scale                      each service's workers: configured and running
     labctl scale inventory=3          inventory runs 3 workers (only inventory restarts)
-    labctl scale inventory=default    back to the default (2)
+    labctl scale inventory=default    back to the default (1)
 
 The counts are kept in ``var/scale.json``; ``supervisor.program_command``
 reads them whenever it writes ``supervisord.conf``, so a scaled service stays
 scaled across ``make down`` / ``make up``. A change is applied the way
 ``supervisorctl reread`` + ``update <program>`` does: only the programs whose
-command changed restart. Each worker has 4 threads, so a service handles
-``4 x workers`` requests at once.
+command changed restart. Each worker has ``supervisor.THREADS_PER_WORKER``
+(8) threads, so a service handles ``8 x workers`` requests at once; more
+workers also means more processes to share this machine's cores (and more
+memory: about 90 MB each).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from .provision import ProvisionError
 from .text import table
 
 MIN_WORKERS, MAX_WORKERS = 1, 16
-THREADS_PER_WORKER = 4
+THREADS_PER_WORKER = supervisor.THREADS_PER_WORKER  # what GUNICORN_ARGS gives each worker
 
 
 class ScaleError(ProvisionError):

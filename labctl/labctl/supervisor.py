@@ -25,7 +25,10 @@ from .provision import child_env
 # Django process of about 90 MB), with as many request slots as two workers of four threads gave.
 # ``labctl scale`` adds processes when someone wants to see what more of them buys on this machine.
 DEFAULT_WORKERS = 1
-GUNICORN_ARGS = f"--workers {DEFAULT_WORKERS} --threads 8 --worker-class gthread --timeout 30 --access-logfile -"
+THREADS_PER_WORKER = 8
+GUNICORN_ARGS = (
+    f"--workers {DEFAULT_WORKERS} --threads {THREADS_PER_WORKER} --worker-class gthread --timeout 30 --access-logfile -"
+)
 
 
 def gunicorn_workers(paths: Paths, service: Service) -> int:

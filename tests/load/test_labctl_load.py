@@ -253,12 +253,19 @@ def test_the_locustfiles_refuse_a_target_off_this_machine():
     assert "only target this machine" in result.stderr
 
 
-def test_scale_is_kept_and_changes_only_the_workers_of_that_service(tmp_path):
+def test_scale_is_kept_and_changes_only_the_workers_of_that_service(tmp_path, monkeypatch):
     """Ensure labctl scale's counts reach the program's command, default counts render as before, bad input fails."""
     paths = Paths(tmp_path)
     inventory, order = SERVICE_BY_NAME["inventory"], SERVICE_BY_NAME["order"]
     default = supervisor.program_command(paths, inventory)
     assert "--workers 1 --threads 8 " in default
+    # What `labctl scale` tells is what the command runs: 1 worker x 8 threads by default.
+    assert (supervisor.DEFAULT_WORKERS, scale.THREADS_PER_WORKER) == (1, 8)
+    monkeypatch.setattr(Paths, "service_present", lambda self, service: True)
+    shown = scale.render_scale(paths)
+    rows = {line.split()[0]: line.split()[1:] for line in shown.splitlines()[2:]}
+    assert rows["inventory"] == ["1", "(default)", "-", "8"], shown
+    assert "back to the default (1)" in scale.__doc__
     scale.write_scale(paths, scale.parse_assignments(["inventory=3"]))
     assert "--workers 3 " in supervisor.program_command(paths, inventory)
     assert supervisor.program_command(paths, order) == supervisor.program_command(
