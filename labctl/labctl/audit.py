@@ -25,6 +25,8 @@ from .labapi import LabApi
 
 SOLD_STATUSES = {"CONFIRMED", "SHIPPED", "DELIVERED"}
 DEFAULT_DEADLINE_SECONDS = 120
+# The checks an order charged more than once breaks (confirmed with two charges, cancelled with one left).
+MONEY_CHECKS = ("confirmed_paid_and_committed", "cancelled_clean")
 
 
 def _parse_time(value: str) -> datetime:
@@ -196,6 +198,19 @@ def check(data: dict, *, deadline_seconds: int = DEFAULT_DEADLINE_SECONDS, now: 
         "products": len(data["stock"]),
     }
     return {"ok": all(c["ok"] for c in checks), "checks": checks, "counts": counts}
+
+
+def money_orders(result: dict) -> list[int]:
+    """The ids of the orders a money check of ``result`` names: what order's ``/_lab/repair/`` can make right."""
+    return sorted(
+        {
+            int(violation["ids"]["order"])
+            for item in result["checks"]
+            if item["name"] in MONEY_CHECKS
+            for violation in item["violations"]
+            if str(violation["ids"].get("order", "")).isdigit()
+        }
+    )
 
 
 def _count(values) -> dict:

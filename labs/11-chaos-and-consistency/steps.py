@@ -10,6 +10,7 @@ order from payment's ledger, and the audit across the four services.
 from __future__ import annotations
 
 from chassis import parts
+from labctl.audit import MONEY_CHECKS
 from labctl.labs.context import LabContext, parse_time
 from labctl.labs.model import CheckError, Question, SolveError, Step, failed, fixed, passed
 
@@ -19,8 +20,6 @@ UNSAFE = "charge_retry_new_key"
 # What the solves run: small enough for two cores, long enough for every phase of the timeline.
 CHAOS_USERS, CHAOS_DURATION = 4, "30s"
 LOST_NOTE = "after its answer was lost"
-# The audit's checks an order charged more than once breaks (confirmed with two charges, cancelled with one left).
-MONEY_CHECKS = ("confirmed_paid_and_committed", "cancelled_clean")
 
 
 # --- what the checks read -------------------------------------------------------------------
@@ -238,8 +237,8 @@ STEPS = [
             "page open in another tab while it runs.",
             "The run ends with its own audit (about a minute in all): then press Check.",
         ),
-        link="/load/",
-        link_label="Load: chaos_timeline",
+        link="/faults/#preset-payment-answers-lost",
+        link_label="Faults: Payment's answers lost, then Load",
         terminal="labctl fault add payment error --status 503 --mode after --path-prefix /internal/charges/ "
         "--method POST --ttl 300 && labctl load --scenario chaos_timeline --users 4 --duration 30s",
     ),
@@ -262,9 +261,10 @@ STEPS = [
             "Apply “Payment's answers lost” again: the first chaos run cleared every fault at its end.",
             "Load page → chaos_timeline with the same figures → Start; then the Audit page.",
         ),
-        link="/load/",
-        link_label="Load: chaos_timeline again",
-        terminal="labctl load --scenario chaos_timeline --users 4 --duration 30s; labctl audit",
+        link="/faults/#preset-payment-answers-lost",
+        link_label="Faults: Payment's answers lost again, then Load",
+        terminal="labctl fault add payment error --status 503 --mode after --path-prefix /internal/charges/ "
+        "--method POST --ttl 300 && labctl load --scenario chaos_timeline --users 4 --duration 30s; labctl audit",
     ),
     Step(
         "safe-again",
@@ -280,23 +280,6 @@ STEPS = [
         terminal="labctl resilience order --set unsafe.charge_retry_new_key=false",
     ),
 ]
-
-
-# --- clean-up: the reset refunds what the unsafe run took twice ----------------------------------
-
-
-def cleanup(ctx: LabContext) -> None:
-    """Refund the charges the saga never recorded, for every order the audit names (the switches are reset)."""
-    try:
-        audit = ctx.audit()
-    except CheckError:
-        return  # a service is down: the reset's steady-state check says which
-    orders = sorted({int(v["order"]) for v in _money_violations(audit) if v["order"].isdigit()})
-    if orders:
-        ctx.admin("POST", "order", "/_lab/repair/", json={"order_ids": orders})
-
-
-CLEANUP = cleanup
 
 
 # --- questions --------------------------------------------------------------------------------

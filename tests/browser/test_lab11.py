@@ -120,11 +120,10 @@ def _do_lab(staff, admin_api, runs: list[str]) -> None:
     # 1. "Payment's answers lost" on Faults, chaos_timeline on Load; Check while it runs says to wait.
     assert not _check(tab, "chaos")
     expect(tab.locator("[data-testid=message-chaos]")).to_contain_text("No chaos run of yours has finished")
-    _nav(tab, "Faults")
+    _follow_link(tab, "chaos", "/faults/")  # the step's first action is on Faults, the run on Load
     _answers_lost(tab)
     assert [f["id"] for f in admin_api.faults("payment")] == ["preset-payment-answers-lost"]
-    tab = _lab_page(staff)
-    _follow_link(tab, "chaos", "/load/")
+    _nav(tab, "Load")
     runs.append(_start_chaos(tab))
     tab = _lab_page(staff)
     assert not _check(tab, "chaos")
@@ -148,10 +147,9 @@ def _do_lab(staff, admin_api, runs: list[str]) -> None:
     # 3. The same chaos without the defence: the run's audit and the Audit page are red, naming the orders.
     assert not _check(tab, "unsafe-chaos")
     expect(tab.locator("[data-testid=message-unsafe-chaos]")).to_contain_text("since you turned the unsafe switch on")
-    _nav(tab, "Faults")
+    _follow_link(tab, "unsafe-chaos", "/faults/")
     _answers_lost(tab)
-    tab = _lab_page(staff)
-    _follow_link(tab, "unsafe-chaos", "/load/")
+    _nav(tab, "Load")
     runs.append(_start_chaos(tab))
     assert "invariants broken" in _wait_for_the_run(staff, runs[-1], "lab11-unsafe-run")
     tab = _lab_page(staff)

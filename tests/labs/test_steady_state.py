@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from chassis import parts
 from labctl.labs.context import SPREAD_SECONDS
 
 
@@ -30,3 +31,28 @@ def test_steady_state_names_what_is_off(engine, change, named):
     assert named in broken.message
     engine.ctx.sleep(SPREAD_SECONDS)
     assert engine.reset(lab).passed
+
+
+def test_steady_state_is_red_while_the_audit_is_and_the_reset_repairs_it(engine):
+    """Ensure money taken twice (the unsafe switch, payment's answers lost) fails the steady state once every
+    fault and switch is back, naming the audit, and that the reset refunds it so the steady state passes."""
+    lab = engine.labs()[0]
+    assert engine.reset(lab).passed
+    ctx = engine.ctx
+    customer = ctx.new_customer()
+    ctx.set_switches("order", unsafe={"charge_retry_new_key": True})
+    ctx.add_fault("payment", **parts.preset_fault("payment-answers-lost"))
+    try:
+        response = customer.order(ctx.in_stock_sku())
+    finally:
+        for service in ("payment", "order"):  # put everything back but the money: not restore_defaults
+            ctx.admin("DELETE", service, "/_lab/faults/")
+            ctx.admin("DELETE", service, "/_lab/resilience/")
+        ctx.sleep(SPREAD_SECONDS)
+    assert response.status_code == 201, response.text
+    order_id = response.json()["id"]
+    broken = engine.check(lab, "steady-state")
+    assert not broken.passed
+    assert "the audit is red" in broken.message and f"order {order_id} " in broken.message, broken.message
+    assert engine.reset(lab).passed
+    assert engine.check(lab, "steady-state").observed["audit_ok"] is True

@@ -11,7 +11,8 @@ DEFAULT_SAGA_MODE = parts.DEFAULT_SAGA_MODE
 
 
 def steady_state(ctx: LabContext) -> Outcome:
-    """Every service healthy, no fault anywhere, every switch at its default, every breaker closed, saga sync."""
+    """Every service healthy, no fault anywhere, every switch at its default, every breaker closed, saga sync,
+    and the audit green: an earlier experiment left no money, stock or order out of place."""
     problems, observed = [], {}
     for service in SERVICES:
         status, body = ctx.health(service)
@@ -55,6 +56,8 @@ def steady_state(ctx: LabContext) -> Outcome:
         observed["saga_mode"] = saga["mode"]
         if saga["mode"] != DEFAULT_SAGA_MODE:
             problems.append(f"the saga runs {saga['mode']}, not {DEFAULT_SAGA_MODE}")
+    if not problems:
+        problems.extend(_audit_problems(ctx, observed))
     if problems:
         return failed(
             "Not at the steady state: " + "; ".join(problems) + ". Press “Reset this lab” (or: labctl lab reset N).",
@@ -62,9 +65,23 @@ def steady_state(ctx: LabContext) -> Outcome:
         )
     return passed(
         "Every service is healthy, no fault is active, every switch is at its default, "
-        "every breaker is closed and the saga runs sync.",
+        "every breaker is closed, the saga runs sync and the audit is green.",
         **observed,
     )
+
+
+def _audit_problems(ctx: LabContext, observed: dict) -> list[str]:
+    """What the audit finds broken (an earlier experiment's leftovers), at most three violations named."""
+    audit = ctx.audit()
+    observed["audit_ok"] = audit["ok"]
+    if audit["ok"]:
+        return []
+    violations = [v["message"] for item in audit["checks"] for v in item["violations"]]
+    shown = "; ".join(violations[:3]) + (f"; and {len(violations) - 3} more" if len(violations) > 3 else "")
+    return [
+        f"the audit is red ({shown}): the reset refunds what was charged twice, an order still in its saga "
+        "ends within its deadline, and the Audit page names the rest"
+    ]
 
 
 STEADY = Step(
