@@ -21,6 +21,8 @@ CHECKOUT_ROW = "/api/orders/"
 HANG = {"id": "payment-hangs", "kind": "dependency", "target": "payment", "mode": "hang", "ttl_seconds": 600}
 # What the solves run: more buyers than the order service has request threads (8), two readers.
 USERS, SPAWN_RATE, DURATION = 18, 10, "20s"
+# The Load page opened from a step with the scenario and these figures filled in.
+LOAD_LINK = f"/load/?scenario={SCENARIO}&users={USERS}&spawn_rate={SPAWN_RATE}&duration={DURATION}"
 # A list of orders is stalled when it failed (the reader gave up after 5 s) or its p95 grew this much.
 STALL_FACTOR, STALL_FLOOR_MS = 5, 2000
 # ... and responsive when none failed and its p95 stayed under half a reader's patience (5 s).
@@ -262,7 +264,7 @@ STEPS = [
             f"Load page → scenario bulkhead, {USERS} users, spawn rate {SPAWN_RATE}, duration {DURATION} → Start.",
             "Its page shows one row per request: note list orders' p50 and p95.",
         ),
-        link="/load/",
+        link=LOAD_LINK,
         link_label="Load: the bulkhead scenario",
         terminal=f"labctl load --scenario bulkhead --users {USERS} --spawn-rate {SPAWN_RATE} --duration {DURATION}",
     ),
@@ -290,7 +292,7 @@ STEPS = [
             "Load page → the bulkhead scenario again, the same figures.",
             "Compare list orders' row with the baseline's: failures, p95.",
         ),
-        link="/load/",
+        link=LOAD_LINK,
         link_label="Load: the bulkhead scenario again",
         terminal=f"labctl load --scenario bulkhead --users {USERS} --spawn-rate {SPAWN_RATE} --duration {DURATION}",
     ),
