@@ -7,6 +7,7 @@ resume a checkout or a cancellation from where the last one stopped.
 """
 
 from django.db import models
+from django.utils import timezone
 
 
 class OrderStatus(models.TextChoices):
@@ -67,7 +68,8 @@ class Order(models.Model):
     charge_outcome_unknown = models.BooleanField(default=False)
     refund_id = models.CharField(max_length=64, blank=True, default="")
 
-    created_at = models.DateTimeField(auto_now_add=True)
+    # Set when the order is made (as auto_now_add would), or given: an async checkout's deadline counts from it.
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -125,7 +127,8 @@ class OrderEvent(models.Model):
     # confirmed, compensating, refunded, released, returned, cancelled, paused...
     step = models.CharField(max_length=32)
     note = models.CharField(max_length=255)
-    created_at = models.DateTimeField(auto_now_add=True)
+    # When it happened: an outcome written with a later step's record keeps its own time (saga.progress.defer).
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
         ordering = ["id"]

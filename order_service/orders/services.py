@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import transaction
+from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
 from chassis.auth import LabUser
@@ -34,6 +35,7 @@ from .saga import (
     order_saga_resume,
     order_saga_run,
     record_event,
+    record_events,
     request_runner,
     send_saga_task,
     task_runner,
@@ -103,13 +105,13 @@ def order_create(
     in_background = checkout and (saga_mode or saga["mode"]) == "async"
     runner = (task_runner() if in_background else request_runner()) if checkout else ""
 
-    # A synchronous checkout writes first and learns a replay from the unique key (one lookup less
-    # for every new order); a draft or an async checkout looks first, since its catalog lookup
-    # (a peer call) comes before its write.
-    writes_first = checkout and not in_background
+    # A checkout writes first and learns a replay from the unique key (one lookup less for every
+    # new order); a draft looks first. An async checkout's catalog lookup (a peer call) comes
+    # before its write: a replay is told by the key too, or, when that lookup fails, looked up then.
+    writes_first = checkout
 
     def create() -> Order:
-        if writes_first:
+        if writes_first and not in_background:
             try:
                 _fail_fast(started)
             except Unavailable:
@@ -119,8 +121,17 @@ def order_create(
                 raise
             # The reservation prices the lines and refuses unknown skus: no catalog lookup first.
             priced_lines, currency = _unpriced_lines(lines), "EUR"
+        elif writes_first:
+            try:
+                priced_lines, currency = _priced_lines(lines)
+            except (Unavailable, ValidationError):
+                earlier = once.replay()  # a replay is answered, inventory down or its skus gone since
+                if earlier is not None:
+                    return earlier
+                raise
         else:
             priced_lines, currency = _priced_lines(lines)
+        created_at = timezone.now()
         with transaction.atomic():
             order = Order.objects.create(
                 customer_id=customer_id,
@@ -133,28 +144,29 @@ def order_create(
                 saga_step=SagaStep.RESERVING if checkout else SagaStep.NONE,
                 saga_lease_until=lease_end() if checkout else None,
                 saga_runner=runner,
+                created_at=created_at,
+                # The worker retries a peer that is down until then, counted from the order's creation.
+                saga_deadline=created_at + timedelta(seconds=saga["deadline_seconds"]) if in_background else None,
             )
             for line in priced_lines:
                 line.order = order
             OrderLine.objects.bulk_create(priced_lines)
-            if not in_background:
-                # The saga (run with this very order) and the answer read the lines and the
-                # history from here, not from the database; a queued saga is another story.
-                with_lines_and_history(order, priced_lines, [])
-            record_event(order, "received", "order received" if checkout else "order received as a draft")
+            # The saga (run with this very order) and the answer read the lines and the history
+            # from here, not from the database (a queued saga's worker reads them afresh).
+            with_lines_and_history(order, priced_lines, [])
+            events = [("received", "order received" if checkout else "order received as a draft")]
             if in_background:
-                order.saga_deadline = order.created_at + timedelta(seconds=saga["deadline_seconds"])
-                order.save(update_fields=["saga_deadline"])
-                record_event(
-                    order, "queued", f"checkout queued for the worker (gives up after {saga['deadline_seconds']} s)"
+                events.append(
+                    ("queued", f"checkout queued for the worker (gives up after {saga['deadline_seconds']} s)")
                 )
+            record_events(order, events)
         return order
 
     order, replayed = once.run(create, look_first=not writes_first)
     if replayed:
         return _replayed(order)
     if in_background:
-        send_saga_task(order_id=order.pk, runner=runner)
+        send_saga_task(order_id=order.pk, runner=runner, answered=order)
         return OrderOutcome(order=order, queued=True)
     if checkout:
         try:

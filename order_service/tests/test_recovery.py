@@ -85,3 +85,47 @@ def test_recovery_is_bounded_per_run(queued):
     assert background.orders_recover_stalled(limit=3) == 3
     assert background.orders_recover_stalled(limit=3) == 2
     assert sorted(order_id for order_id, _ in queued.sent) == sorted(o.pk for o in orders)
+
+
+class _Killed(BaseException):
+    """The process dying where it stands: no handler of the saga's runs (as SIGKILL would leave it)."""
+
+
+def test_a_sync_request_killed_while_committing_is_confirmed_by_the_worker_with_one_charge(
+    alice, queued, fake_inventory, fake_payment, monkeypatch
+):
+    """Ensure a request killed after its charge was answered, before the commit's answer (the charge not yet
+    recorded: it is written with the commit's outcome), leaves the order at 'charging'; the worker charges
+    again under the same key, is answered with the same capture, commits and confirms: one charge, one 'charged'."""
+    from orders.clients import inventory
+
+    commit = fake_inventory.commit
+
+    def killed_after_committing(**kwargs):
+        commit(**kwargs)
+        raise _Killed
+
+    monkeypatch.setattr(inventory, "inventory_commit", killed_after_committing)
+    with pytest.raises(_Killed):
+        place(alice)
+    monkeypatch.setattr(inventory, "inventory_commit", commit)
+
+    order = Order.objects.get()
+    assert (order.status, order.saga_step, order.charge_id, order.charge_outcome_unknown) == (
+        OrderStatus.PENDING,
+        SagaStep.CHARGING,
+        "",
+        True,
+    )
+    assert "payment captured" not in notes(order.pk)
+    # The dead request's lease runs out; the recovery job hands the saga to the worker.
+    Order.objects.filter(pk=order.pk).update(saga_lease_until=timezone.now() - timedelta(seconds=1))
+    assert background.orders_recover_stalled() == 1
+    queued.run()
+
+    order.refresh_from_db()
+    assert (order.status, order.saga_step) == (OrderStatus.CONFIRMED, SagaStep.DONE)
+    [charge] = fake_payment.captured()
+    assert order.charge_id == charge.id and len(fake_payment.calls_to("charge")) == 2  # sent twice, captured once
+    assert fake_inventory.reservation_of(order.pk).status == "COMMITTED"
+    assert notes(order.pk).count("payment captured") == 1 and notes(order.pk)[-1] == "confirmed", notes(order.pk)

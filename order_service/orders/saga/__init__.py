@@ -24,7 +24,7 @@ from .leases import (
     request_runner,
     task_runner,
 )
-from .progress import SagaMoved, record_event, with_lines_and_history
+from .progress import SagaMoved, record_event, record_events, with_lines_and_history
 from .queue import order_saga_enqueue, order_saga_wait, send_saga_task
 from .runner import MAX_STEPS_PER_RUN, order_saga_give_up, order_saga_resume, order_saga_run
 from .steps import CANCELLED_BY_CUSTOMER, SagaPolicy
@@ -46,6 +46,7 @@ __all__ = [
     "order_saga_run",
     "order_saga_wait",
     "record_event",
+    "record_events",
     "request_runner",
     "send_saga_task",
     "with_lines_and_history",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from django.db import transaction
 from django.utils import timezone
@@ -32,6 +33,15 @@ def record_event(order: Order, step: str, note: str) -> OrderEvent:
     return event
 
 
+def record_events(order: Order, events: Iterable[tuple[str, str]]) -> list[OrderEvent]:
+    """Add ``(step, note)`` entries to the order's timeline in one ``INSERT``, as :func:`record_event` adds one."""
+    written = OrderEvent.objects.bulk_create(
+        [OrderEvent(order=order, status=order.status, step=step, note=note[:255]) for step, note in events]
+    )
+    _remember_events(order, written)
+    return written
+
+
 def with_lines_and_history(order: Order, lines: list, events: list) -> Order:
     """``order`` answering ``.lines.all()`` and ``.events.all()`` from what its writer holds, unread.
 
@@ -40,6 +50,14 @@ def with_lines_and_history(order: Order, lines: list, events: list) -> Order:
     """
     order._prefetched_objects_cache = {"lines": lines, "events": events}  # noqa: SLF001 — as prefetch_related would
     return order
+
+
+def forget_held(order: Order) -> None:
+    """``order`` no longer answers its lines and history from memory: whoever answers it reads it again."""
+    cache = getattr(order, "_prefetched_objects_cache", None)
+    if cache is not None:
+        cache.pop("lines", None)
+        cache.pop("events", None)
 
 
 def _remember_events(order: Order, events: list[OrderEvent]) -> None:
@@ -116,7 +134,9 @@ def advance(
     or, once the saga is done, given back in the same statement.
 
     ``order`` is the runner's copy of the order (read when not given): it is updated
-    in place and returned, so the runner need not read the order again.
+    in place and returned, so the runner need not read the order again. An outcome
+    :func:`defer` left on that copy is written first, in the same statements: the
+    ``UPDATE`` then expects the step that outcome expected.
     """
     changes = {
         "saga_step": saga_step,
@@ -135,23 +155,80 @@ def advance(
     changes = {name: value for name, value in changes.items() if value is not None}
     if order is None:
         order = Order.objects.get(pk=order_id)
+    pending = [
+        OrderEvent(order=order, status=order.status, step=step, note=note[:255], created_at=timezone.now())
+        for step, note in events
+    ]
+    deferred = getattr(order, _DEFERRED, None)
+    if deferred is not None:
+        expect, changes, pending = deferred.expect, {**deferred.changes, **changes}, [*deferred.events, *pending]
     done = changes.get("saga_step") == SagaStep.DONE
     changes["saga_lease_until"] = None if done else leases.lease_end(held_by_worker=leases.is_task(order.saga_runner))
     changes["updated_at"] = timezone.now()
     with transaction.atomic():
         if not Order.objects.filter(pk=order_id, saga_step=expect).update(**changes):
+            if deferred is not None:
+                delattr(order, _DEFERRED)  # another runner took over: its record stands, not ours
             raise SagaMoved(f"order {order_id} is no longer at {expect}")
+        if deferred is not None:
+            delattr(order, _DEFERRED)
         for name, value in changes.items():
             setattr(order, name, value)
         if then is not None:
             then(order)
-        written = OrderEvent.objects.bulk_create(
-            [OrderEvent(order=order, status=order.status, step=step, note=note[:255]) for step, note in events]
-        )
+        for event in pending[len(pending) - len(events) :]:
+            event.status = order.status  # the status this write leaves, as the events of a step have always had
+        written = OrderEvent.objects.bulk_create(pending)
     _remember_events(order, written)
     if done:
         _count_outcome(order)
     return order
+
+
+_DEFERRED = "_saga_deferred"
+
+
+@dataclass(frozen=True)
+class _Deferred:
+    expect: str
+    changes: dict
+    events: list[OrderEvent]
+
+
+def defer(order: Order, *, expect: str, events: Iterable[tuple[str, str]] = (), **fields) -> Order:
+    """Record a step's outcome on the runner's copy only, to be written with the next :func:`advance`.
+
+    For an outcome that a crash may lose because the saga redoes it (a charge answered, and
+    sent again under the same key by whoever resumes the saga at ``expect``): the next
+    ``advance`` on this copy writes both in one ``UPDATE ... WHERE saga_step = expect`` and
+    one ``INSERT`` of their events, each event with the time it happened. ``fields`` are
+    :func:`advance`'s. Whoever stops before that ``advance`` calls :func:`write_deferred`.
+    """
+    if getattr(order, _DEFERRED, None) is not None:
+        raise RuntimeError(f"order {order.pk}: an outcome is already deferred")
+    changes = {name: value for name, value in fields.items() if value is not None}
+    now = timezone.now()
+    deferred = _Deferred(
+        expect=expect,
+        changes=changes,
+        events=[
+            OrderEvent(
+                order=order, status=fields.get("status") or order.status, step=step, note=note[:255], created_at=now
+            )
+            for step, note in events
+        ],
+    )
+    for name, value in changes.items():
+        setattr(order, name, value)
+    setattr(order, _DEFERRED, deferred)
+    return order
+
+
+def write_deferred(order: Order | None) -> None:
+    """Write the outcome :func:`defer` left on ``order``, if any, on its own (the next step did not get to it)."""
+    deferred = getattr(order, _DEFERRED, None) if order is not None else None
+    if deferred is not None:
+        advance(order.pk, order=order, expect=deferred.expect)
 
 
 def _count_outcome(order: Order) -> None:

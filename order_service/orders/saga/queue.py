@@ -18,7 +18,7 @@ from chassis.client import PeerUnavailable
 from .. import lab
 from ..models import Order
 from . import leases
-from .progress import record_event
+from .progress import forget_held, record_event
 
 log = logging.getLogger("orders.saga")
 
@@ -45,18 +45,20 @@ def order_saga_enqueue(*, order_id: int, note: str) -> bool:
     return True
 
 
-def send_saga_task(*, order_id: int, runner: str) -> None:
+def send_saga_task(*, order_id: int, runner: str, answered: Order | None = None) -> None:
     """Queue the worker's task for this order, named ``runner`` (the lease's holder), once the transaction commits.
 
     Called inside the transaction that hands the order to ``runner``: a
     transaction rolled back queues nothing, and the worker never runs an order
     it cannot see yet. If the broker cannot take the task, the lease is given
     back so that the recovery job queues the saga again as soon as the broker is back.
+    ``answered``, the copy a request answers from (its lines and history as written), is then
+    read again instead: its lease and history have changed.
     """
-    transaction.on_commit(partial(_publish, order_id=order_id, runner=runner))
+    transaction.on_commit(partial(_publish, order_id=order_id, runner=runner, answered=answered))
 
 
-def _publish(*, order_id: int, runner: str) -> None:
+def _publish(*, order_id: int, runner: str, answered: Order | None = None) -> None:
     from ..tasks import order_saga_task  # tasks import this package
 
     try:
@@ -71,6 +73,8 @@ def _publish(*, order_id: int, runner: str) -> None:
         leases.order_saga_release(order_id=order_id, runner=runner)
         order = Order.objects.get(pk=order_id)
         record_event(order, "queue_failed", "the worker's queue is unreachable; the saga will be queued again")
+        if answered is not None:
+            forget_held(answered)
 
 
 def order_saga_wait(*, order_id: int, runner: str, seconds: float, exc: PeerUnavailable) -> bool:
