@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import Case, F, PositiveIntegerField, Q, When
 from django.utils import timezone
 
@@ -366,6 +366,54 @@ def _transition(*, reservation: Reservation, to: str, kind: str, source: str, ta
     reservation.save(update_fields=["status", "updated_at"])
 
 
+def _commit_held(*, reservation_id: uuid.UUID, quantities: dict[int, int], now: datetime) -> bool:
+    """HELD -> COMMITTED and its units reserved -> sold, in one multi-table UPDATE (MySQL/MariaDB); False if not HELD.
+
+    The ORM writes one table per statement; this is the conditional UPDATE of the reservation
+    (``WHERE status = 'HELD'``: it takes the row lock the sweeper and a release take, so exactly
+    one of them wins) and the stock UPDATE of :func:`_shift` as one statement. The reservation's
+    row is locked first (its primary key makes it the join's first table), then the stock rows
+    in ascending product id order, as every other writer does. Its lines' units are reserved,
+    so every stock row holds enough; one that does not is a bug, and rolls the whole back.
+    """
+    quote = connection.ops.quote_name
+    reservations, stocks = quote(Reservation._meta.db_table), quote(Stock._meta.db_table)
+    product_ids = sorted(quantities)
+    quantity_of = "CASE s.{column} {whens} END".format(
+        column=quote("product_id"), whens=" ".join(["WHEN %s THEN %s"] * len(product_ids))
+    )
+    quantity_params = [value for pid in product_ids for value in (pid, quantities[pid])]
+    at = connection.ops.adapt_datetimefield_value(now)
+    sql = (
+        f"UPDATE {reservations} AS r, {stocks} AS s "
+        f"SET r.{quote('status')} = %s, r.{quote('updated_at')} = %s, "
+        f"s.{quote('reserved')} = s.{quote('reserved')} - {quantity_of}, "
+        f"s.{quote('sold')} = s.{quote('sold')} + {quantity_of}, s.{quote('updated_at')} = %s "
+        f"WHERE r.{quote('id')} = %s AND r.{quote('status')} = %s "
+        f"AND s.{quote('product_id')} IN ({', '.join(['%s'] * len(product_ids))}) "
+        f"AND s.{quote('reserved')} >= {quantity_of}"
+    )
+    params = [
+        Status.COMMITTED,
+        at,
+        *quantity_params,
+        *quantity_params,
+        at,
+        Reservation._meta.pk.get_db_prep_value(reservation_id, connection),
+        Status.HELD,
+        *product_ids,
+        *quantity_params,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        matched = cursor.rowcount  # rows found, not only changed: Django's MySQL connection counts so
+    if matched == 0:
+        return False
+    if matched != 1 + len(product_ids):
+        raise RuntimeError(f"stock changed under lock: {matched - 1} of {len(product_ids)} rows had enough reserved")
+    return True
+
+
 def reservation_commit(*, reservation_id: uuid.UUID, now: datetime | None = None) -> Reservation:
     """HELD → COMMITTED: the reserved units are sold. Idempotent.
 
@@ -375,17 +423,28 @@ def reservation_commit(*, reservation_id: uuid.UUID, now: datetime | None = None
     now = now or timezone.now()
 
     def commit() -> Reservation | None:
-        # One conditional UPDATE checks HELD and takes the reservation's row lock, the one the sweeper
-        # takes too: exactly one of them wins. Its lines' units are reserved, so the stock UPDATE holds.
-        if not Reservation.objects.filter(pk=reservation_id, status=Status.HELD).update(
-            status=Status.COMMITTED, updated_at=now
-        ):
-            return None
-        lines = list(
-            ReservationLine.objects.select_related("reservation", "product").filter(reservation_id=reservation_id)
-        )
-        quantities = {line.product_id: line.quantity for line in lines}
-        _shift(quantities=quantities, source="reserved", target="sold", now=now)
+        if connection.vendor == "mysql":
+            # The lines first (written once, with the reservation, they never change), then one
+            # UPDATE of the reservation and its stock rows together (_commit_held).
+            lines = list(
+                ReservationLine.objects.select_related("reservation", "product").filter(reservation_id=reservation_id)
+            )
+            quantities = {line.product_id: line.quantity for line in lines}
+            if not lines or not _commit_held(reservation_id=reservation_id, quantities=quantities, now=now):
+                return None
+            lines[0].reservation.status, lines[0].reservation.updated_at = Status.COMMITTED, now
+        else:
+            # One conditional UPDATE checks HELD and takes the reservation's row lock, the one the sweeper
+            # takes too: exactly one of them wins. Its lines' units are reserved, so the stock UPDATE holds.
+            if not Reservation.objects.filter(pk=reservation_id, status=Status.HELD).update(
+                status=Status.COMMITTED, updated_at=now
+            ):
+                return None
+            lines = list(
+                ReservationLine.objects.select_related("reservation", "product").filter(reservation_id=reservation_id)
+            )
+            quantities = {line.product_id: line.quantity for line in lines}
+            _shift(quantities=quantities, source="reserved", target="sold", now=now)
         reservation = lines[0].reservation
         _record(kind=Kind.COMMIT, quantities=quantities, reservation=reservation, note=f"order {reservation.order_id}")
         return with_lines(reservation, lines)

@@ -157,3 +157,47 @@ def test_lock_conflicts_that_persist_answer_503_not_500(db):
     with pytest.raises(OperationalError):
         run_in_transaction(broken)
     assert calls["broken"] == 1
+
+
+def test_a_commit_racing_the_sweeper_and_a_release_has_one_winner(make_product, order_service):
+    """Ensure overdue HELD reservations, each committed, released and swept at once, end one way each:
+    COMMITTED (its units sold) or RELEASED / EXPIRED (back to available), with the movements to match."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from catalog.models import Reservation
+    from catalog.services import reservation_create, reservations_expire
+
+    for sku in ("KB-001", "MS-001"):
+        make_product(sku, stock=40)
+    overdue = timezone.now() - timedelta(hours=1)
+    ids = [
+        reservation_create(
+            order_id=str(i),
+            idempotency_key=f"order-{i}-reserve",
+            lines=[{"sku": "KB-001", "quantity": 1 + i % 2}, {"sku": "MS-001", "quantity": 1}],
+            ttl_seconds=60,
+            now=overdue,
+        )[0].pk
+        for i in range(8)
+    ]
+
+    def race(i: int):
+        reservation_id = ids[i // 3]
+        if i % 3 == 0:
+            return reservations_expire(now=timezone.now())
+        step = "commit" if i % 3 == 1 else "release"
+        return post(order_service, f"{URL}{reservation_id}/{step}/").status_code
+
+    results = run_threads(24, race)
+
+    assert not [r for r in results if isinstance(r, Exception)], results
+    commits = [results[i] for i in range(1, 24, 3)]
+    assert set(commits) <= {200, 409} and set(results[2::3]) == {200}, results
+    statuses = dict(Reservation.objects.values_list("id", "status"))
+    for reservation_id, commit in zip(ids, commits, strict=True):
+        # A commit answered 200 won (a release after it returns the units: RETURNED); a 409 lost to the others.
+        assert statuses[reservation_id] in (("COMMITTED", "RETURNED") if commit == 200 else ("RELEASED", "EXPIRED"))
+    assert all(stock.reserved == 0 for stock in Stock.objects.all())
+    assert_stock_conserved()

@@ -22,9 +22,9 @@ LINES = [{"sku": "KB-001", "quantity": 2}, {"sku": "MS-001", "quantity": 1}]
 # The reservation (its unique key tells a replay: no lookup first), the products, one conditional
 # UPDATE taking the stock, its lines and its stock movements.
 RESERVE = 5
-# One conditional UPDATE HELD -> COMMITTED, the lines with their products and reservation, the
-# stock UPDATE, the movements.
-COMMIT = 4
+# The lines with their products and reservation, one UPDATE of the reservation (HELD -> COMMITTED,
+# its condition) and its stock rows (reserved -> sold) together, the movements.
+COMMIT = 3
 
 
 def post(client, headers, path, body, key):
@@ -39,7 +39,7 @@ def shop(make_product):
 
 
 def test_reserve_and_commit_stay_within_their_statements(client, order_service, shop):
-    """Ensure a reservation costs 5 statements and its commit 4, with the same answers and movements as ever."""
+    """Ensure a reservation costs 5 statements and its commit 3, with the same answers and movements as ever."""
     body = {"order_id": 7, "idempotency_key": "order-7-reserve", "lines": LINES}
     with statements_counted() as reserving:
         reserved = post(client, order_service, URL, body, "order-7-reserve")
