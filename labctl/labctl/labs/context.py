@@ -134,6 +134,11 @@ class LabContext:
     was done). Left out, they go through supervisord (``labctl.process``), as
     the Faults page's “Kill the worker” does under ``make up``; a lab started
     another way (the tests' lab) passes its own.
+
+    ``scale`` restarts one service with N gunicorn worker processes (None: its
+    default) and ``service_workers`` counts the worker processes that really
+    run now (None: not known). Left out, they go through ``labctl scale``
+    (supervisord) and ``/proc``; the tests' lab passes its own.
     """
 
     def __init__(
@@ -146,6 +151,8 @@ class LabContext:
         sleep: Callable[[float], None] = time.sleep,
         kill_worker: Callable[[], str] | None = None,
         start_worker: Callable[[], str] | None = None,
+        scale: Callable[[str, int | None], str] | None = None,
+        service_workers: Callable[[str], int | None] | None = None,
     ):
         self.api = api
         self.urls = urls
@@ -154,6 +161,8 @@ class LabContext:
         self.sleep = sleep
         self._kill_worker = kill_worker
         self._start_worker = start_worker
+        self._scale = scale
+        self._service_workers = service_workers
         self.progress: dict = {}
         self._staff: requests.Session | None = None
 
@@ -319,9 +328,19 @@ class LabContext:
         return found
 
     def run_load(
-        self, scenario: str, *, users: int, duration: str, spawn_rate: float = 2, timeout: float = 400
+        self,
+        scenario: str,
+        *,
+        users: int,
+        duration: str,
+        spawn_rate: float = 2,
+        env: dict[str, str] | None = None,
+        timeout: float = 400,
     ) -> dict:
-        """Start a run as the Load page does (against this lab's services) and wait for its end; its status."""
+        """Start a run as the Load page does (against this lab's services) and wait for its end; its status.
+
+        ``env``: what the page's step fields and think time give the locustfile (``STEPS``, ``THINK_TIME``...).
+        """
         from .. import load
 
         spec = load.RunSpec(
@@ -330,6 +349,7 @@ class LabContext:
             spawn_rate=spawn_rate,
             duration=duration,
             urls={service: self.urls[service] for service in SERVICES},
+            env=dict(env or {}),
         )
         try:
             run_id = load.start_run(spec, self.api.paths)
@@ -425,6 +445,40 @@ class LabContext:
             return "; ".join(process.start(self.api.paths, WORKER_PROGRAM)) or "the worker runs"
         except process.ProcessFaultError as exc:
             raise SolveError(f"could not start the worker: {exc}") from exc
+
+    def service_workers(self, service: str) -> int | None:
+        """How many gunicorn worker processes ``service`` runs now (its master's children); None if unknown."""
+        if self._service_workers is not None:
+            return self._service_workers(service)
+        if not self._supervised():
+            return None
+        from .. import scale
+
+        try:
+            return scale.running_workers(self.api.paths).get(service)
+        except (OSError, scale.ScaleError) as exc:
+            raise CheckError(f"could not count {service}'s workers: {exc}") from exc
+
+    def scale(self, service: str, workers: int | None) -> str:
+        """Restart ``service`` with ``workers`` gunicorn workers (None: the default), as ``labctl scale`` does;
+        returns once it is healthy again, with what was done."""
+        if self._scale is not None:
+            return self._scale(service, workers)
+        from .. import scale, supervisor
+
+        if not self._supervised() or not supervisor.is_running(self.api.paths):
+            raise SolveError(
+                f"this lab's services are not the ones supervisord runs ({config.SERVICE_BY_NAME['order'].url}): "
+                "scale them the way they were started"
+            )
+        said: list[str] = []
+        try:
+            code = scale.apply_scale(self.api.paths, {service: workers}, echo=said.append)
+        except scale.ScaleError as exc:
+            raise SolveError(f"could not scale {service}: {exc}") from exc
+        if code != 0:
+            raise SolveError(f"{service} did not come back healthy: " + " ".join(said)[-300:])
+        return said[0] if said else f"{service} already runs that many workers"
 
     def _supervised(self) -> bool:
         """Whether these URLs reach the lab supervisord runs (never touch another lab's processes)."""
