@@ -663,8 +663,10 @@ def lab_reset(request, name: str):
         outcome = engine.reset(lab_def)
     forget_shared()  # the audit shown next is of the lab as the reset left it (a repair may have run)
     restored = (
-        "Reset: cleared every fault, put every resilience switch and the saga mode back to their defaults "
-        "and closed every breaker" + (", then ran this lab's clean-up" if lab_def.cleanup else "") + ". "
+        "Reset: cleared every fault, put every resilience switch and the saga mode back to their defaults, "
+        "closed every breaker and refunded any charge an unsafe switch took twice"
+        + (", then ran this lab's clean-up" if lab_def.cleanup else "")
+        + ". "
     )
     if outcome.passed:
         messages.success(request, f"{restored}Steady state: PASS — {outcome.message}")
