@@ -159,9 +159,12 @@ def test_a_run_that_ended_with_a_red_audit_says_so_not_that_locust_stopped(clien
     page = client.get(f"/load/{RUN_ID}/").content.decode()
     assert "its audit found invariants broken (exit code 1, as a red audit makes it)" in page
     assert "what Locust wrote before it stopped" not in page
+    assert 'data-testid="load-badge">finished · audit red<' in page
     crashed = {**status("failed"), "exit_code": 2, "finished_at": "2026-01-01T12:00:20+00:00"}
     monkeypatch.setattr(load, "run_status", lambda run_id, paths=None, **kw: crashed)
-    assert "what Locust wrote before it stopped" in client.get(f"/load/{RUN_ID}/").content.decode()
+    page = client.get(f"/load/{RUN_ID}/").content.decode()
+    assert "what Locust wrote before it stopped" in page
+    assert 'data-testid="load-badge">failed<' in page
 
 
 def test_a_step_load_takes_its_steps_users_and_think_time_from_the_form(staff, lab, monkeypatch):
