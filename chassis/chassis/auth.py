@@ -51,8 +51,48 @@ def sign(claims: dict, *, issuer: str | None = None) -> str:
     return jwt.encode(payload, key, algorithm=ALGORITHM)
 
 
+# Claims of tokens whose signature was verified, by the raw token: a client sends the same
+# token with each of its requests, and checking an Ed25519 signature (and decoding the token
+# twice) is most of what authenticating a request costs. An entry answers until the token
+# expires, exactly as PyJWT would (exp + leeway); revocation and the service token's lifetime
+# are checked on every request after it (``LabJWTAuthentication.principal_from``).
+VERIFIED_CACHE_SIZE = 4096
+_verified: dict[tuple[str, str, int], tuple[float, dict]] = {}
+_verified_lock = threading.Lock()
+clock = time.time  # injectable in tests
+
+
 def verify(token: str, *, leeway: int = 5) -> dict:
-    """Verify a token with its issuer's public key; raise ``jwt.InvalidTokenError``."""
+    """Verify a token with its issuer's public key; raise ``jwt.InvalidTokenError``.
+
+    A token verified before is answered from this process's cache of verified claims
+    until it expires (then ``jwt.ExpiredSignatureError``, as a fresh check would say).
+    """
+    key = (token, str(_conf()["KEYS_DIR"]), leeway)
+    hit = _verified.get(key)
+    if hit is not None:
+        if clock() < hit[0]:
+            return dict(hit[1])
+        with _verified_lock:
+            _verified.pop(key, None)
+        raise jwt.ExpiredSignatureError("Signature has expired")
+    claims = _verify_signature(token, leeway=leeway)
+    exp = claims.get("exp")
+    if isinstance(exp, (int, float)) and not isinstance(exp, bool):
+        with _verified_lock:
+            while len(_verified) >= VERIFIED_CACHE_SIZE:
+                _verified.pop(next(iter(_verified)))
+            _verified[key] = (exp + leeway, dict(claims))
+    return claims
+
+
+def forget_verified() -> None:
+    """Drop the cache of verified tokens (tests)."""
+    with _verified_lock:
+        _verified.clear()
+
+
+def _verify_signature(token: str, *, leeway: int) -> dict:
     unverified = jwt.decode(token, options={"verify_signature": False})
     issuer = unverified.get("iss")
     if issuer not in KNOWN_ISSUERS:

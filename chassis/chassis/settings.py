@@ -85,7 +85,7 @@ def _revocation_cache(env: environ.Env, root: Path, redis_url: str, service: str
             url = _shifted_redis_db(url, 8)  # beside the services' own test databases, never the lab's
             prefix = f"{prefix}:test-{service}"
         return {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "chassis.cache.RedisCache",
             "LOCATION": url,
             "KEY_PREFIX": prefix,
             "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
@@ -171,7 +171,7 @@ def build(
         redis_url = _shifted_redis_db(redis_url, 8)
     if redis_url:
         cache = {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "chassis.cache.RedisCache",
             "LOCATION": redis_url,
             "KEY_PREFIX": f"{env.str('LAB_REDIS_PREFIX', default='lab')}:{service}",
             "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},

@@ -151,3 +151,46 @@ def test_service_token_is_cached_until_near_expiry(settings):
     """Ensure the client does not sign a new token for every call."""
     assert auth.service_token("payment") == auth.service_token("payment")
     assert auth.service_token("payment") != auth.service_token("user")
+
+
+def _count_signature_checks(monkeypatch) -> list:
+    """Count the verifications of a signature (``jwt.decode`` with a key) made from now on."""
+    checks = []
+    decode = jwt.decode
+
+    def counting(token, key=None, *args, **kwargs):
+        if key is not None:
+            checks.append(token)
+        return decode(token, key, *args, **kwargs)
+
+    monkeypatch.setattr(auth.jwt, "decode", counting)
+    return checks
+
+
+def test_a_verified_token_is_checked_once_until_it_expires(api, monkeypatch):
+    """Ensure a client's token is verified once for many requests, and refused once it has expired."""
+    auth.forget_verified()
+    checks = _count_signature_checks(monkeypatch)
+    token = user_token(user_id=7, ttl=60)
+    for _ in range(10):
+        assert api.get("/whoami/", **bearer(token)).status_code == 200
+    assert len(checks) == 1
+
+    exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+    monkeypatch.setattr(auth, "clock", lambda: exp + 6)  # past exp + the 5 s leeway
+    refused = api.get("/whoami/", **bearer(token))
+    assert refused.status_code == 401
+    assert "expired" in refused.json()["message"]
+
+
+def test_a_cached_token_still_gets_every_check_after_its_signature(api, monkeypatch):
+    """Ensure the cache skips only the signature: a service token for another audience stays refused."""
+    auth.forget_verified()
+    checks = _count_signature_checks(monkeypatch)
+    token = service_token(caller="order", audience="payment")
+    for _ in range(3):
+        assert api.get("/internal/", **bearer(token)).status_code == 401
+    assert len(checks) == 1
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    assert api.get("/internal/", **bearer(forged)).status_code == 401
+    assert len(checks) == 2  # a different token string is verified afresh
