@@ -169,3 +169,11 @@ def test_without_the_fallback_a_database_failure_is_a_503(client, make_product, 
 
     assert refused.status_code == 503
     assert "stale" not in refused.json()
+
+
+def test_the_list_parameters_named_in_the_view_are_the_query_serializers():
+    """Ensure the view's shortcut (no list parameter sent: their defaults) knows every parameter the list takes."""
+    from catalog.serializers import ProductListQuery
+    from catalog.views import LIST_PARAMS
+
+    assert set(LIST_PARAMS) == set(ProductListQuery().fields)
