@@ -21,8 +21,9 @@ from labctl.labs.model import CheckError, Question, SolveError, Step, failed, pa
 
 SCENARIO = "step_load"
 SERVICE = "inventory"  # the browse users call inventory alone
-# What the solves run and the page is told: 4 steps of 12 users, 8 s each, 0.2 s of think time.
-LOAD_STEPS, STEP_SECONDS, STEP_USERS, THINK = 4, 8, 12, "0.2"
+# What the solves run and the page is told: 4 steps of 16 users, 8 s each, 0.2 s of think time: on 2 cores
+# the lab saturates around the second or third step.
+LOAD_STEPS, STEP_SECONDS, STEP_USERS, THINK = 4, 8, 16, "0.2"
 USERS = LOAD_STEPS * STEP_USERS
 DURATION = f"{LOAD_STEPS * STEP_SECONDS}s"
 ENV = {"STEPS": str(LOAD_STEPS), "STEP_SECONDS": str(STEP_SECONDS), "STEP_USER": "browse", "THINK_TIME": THINK}
@@ -206,7 +207,12 @@ def check_step_load(ctx: LabContext):
 
 
 def solve_step_load(ctx: LabContext) -> None:
-    _run(ctx)
+    # On a machine shared with other work one run may be too noisy to show its knee: as a student would,
+    # run it once more then.
+    for _attempt in range(2):
+        _run(ctx)
+        if check_step_load(ctx).passed:
+            return
 
 
 # --- 2. scale inventory out ---------------------------------------------------------------------
