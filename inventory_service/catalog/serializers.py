@@ -13,6 +13,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from chassis.serializers import FastRepresentationMixin
+
 from .models import CURRENCY_PATTERN, SKU_PATTERN, Product, Reservation, ReservationLine, StockMovement
 
 MAX_PRICE_CENTS = 10**9
@@ -180,7 +182,7 @@ class ReservationCreateInput(serializers.Serializer):
 # --- output ----------------------------------------------------------------------------
 
 
-class ProductListOutput(serializers.ModelSerializer):
+class ProductListOutput(FastRepresentationMixin, serializers.ModelSerializer):
     available = serializers.IntegerField(source="stock.available", read_only=True)
 
     class Meta:
