@@ -58,6 +58,7 @@ def test_a_context_off_supervisord_does_not_scale_or_count_workers():
     assert ctx.service_workers("inventory") is None
     with pytest.raises(SolveError, match="not the ones supervisord runs"):
         ctx.scale("inventory", 2)
+    assert "nothing to scale back" in ctx.scale("inventory", None)  # the lab's reset still finishes
     told = []
     hooked = LabContext(
         api=ctx.api,

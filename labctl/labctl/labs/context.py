@@ -467,6 +467,8 @@ class LabContext:
         from .. import scale, supervisor
 
         if not self._supervised() or not supervisor.is_running(self.api.paths):
+            if workers is None:  # a reset: nothing of supervisord's to scale back
+                return "no supervisord runs this lab's services: nothing to scale back"
             raise SolveError(
                 f"this lab's services are not the ones supervisord runs ({config.SERVICE_BY_NAME['order'].url}): "
                 "scale them the way they were started"
