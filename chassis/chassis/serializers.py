@@ -9,19 +9,39 @@ a ``Mapping`` row, a field that overrides ``get_attribute`` (related fields,
 ``source="*"``), an attribute that is missing or callable. What each field's
 ``to_representation`` returns, and ``None`` for a missing related object, are
 DRF's own.
+
+The mixin also builds a serializer class's fields once: ``ModelSerializer`` derives
+them from the model for every instance (once per request), the mixin deep-copies
+the ones it built first, as DRF copies declared fields. So it is for output
+serializers whose fields are fixed by their class, never by the request or context.
 """
 
 from __future__ import annotations
 
+import copy
+import threading
 from collections.abc import Mapping
 
 from django.core.exceptions import ObjectDoesNotExist
 from rest_framework.fields import Field, SkipField
 from rest_framework.relations import PKOnlyObject
 
+_fields_lock = threading.Lock()
+
 
 class FastRepresentationMixin:
     """Put before ``serializers.Serializer`` / ``ModelSerializer`` in an output serializer's bases."""
+
+    def get_fields(self):
+        cls = type(self)
+        built = cls.__dict__.get("_chassis_fields")
+        if built is None:
+            with _fields_lock:
+                built = cls.__dict__.get("_chassis_fields")
+                if built is None:
+                    built = super().get_fields()
+                    cls._chassis_fields = built
+        return copy.deepcopy(built)
 
     def _fast_plan(self) -> list[tuple[str, tuple[str, ...] | None, Field]]:
         plan = self.__dict__.get("_chassis_plan")

@@ -82,3 +82,21 @@ def test_plain_fields_skip_drfs_generic_attribute_lookup(monkeypatch):
     # fields (source "*") go DRF's way; n, name, note and related.level do not.
     assert sorted(set(calls)) == [(), ("broken",), ("label",)]
     assert len(calls) == 5 * len(ROWS)
+
+
+def test_a_classs_fields_are_built_once_and_copied_for_each_instance(monkeypatch):
+    """Ensure three serializers of one class build their fields once, each getting fields of its own."""
+    monkeypatch.delattr(Fast, "_chassis_fields", raising=False)  # built by an earlier test
+    built = []
+    get_fields = serializers.Serializer.get_fields
+
+    def counting(self):
+        built.append(type(self).__name__)
+        return get_fields(self)
+
+    monkeypatch.setattr(serializers.Serializer, "get_fields", counting)
+    instances = [Fast(row) for row in ROWS]
+    assert [instance.data for instance in instances] == [Plain(row).data for row in ROWS]
+    assert built.count("Fast") == 1
+    first, second = instances[0].fields["name"], instances[1].fields["name"]
+    assert first is not second and first.parent is instances[0] and second.parent is instances[1]
