@@ -157,6 +157,34 @@ def start(request: StartRequest) -> tuple[str | None, str]:
         return None, f"the run could not start: {type(exc).__name__}: {exc}"
 
 
+def scale_rows() -> list[dict] | None:
+    """Each service's gunicorn workers under supervisord (None when it does not run the lab)."""
+    try:
+        return facade.scale_rows(settings.LAB_ROOT)
+    except Exception:  # noqa: BLE001 — a broken var/scale.json or a socket error: the panel says so
+        return None
+
+
+def scale(data) -> tuple[bool, str]:
+    """``labctl scale SERVICE=WORKERS`` from the Load page's form: (done, what happened or why not)."""
+    service = (data.get("service") or "").strip()
+    raw = (data.get("workers") or "").strip().lower()
+    if raw in ("", "default"):
+        workers = None
+    elif raw.isdigit():
+        workers = int(raw)
+    else:
+        return False, f"Workers {raw!r}: a whole number from 1 to {facade.SCALE_MAX_WORKERS}, or default."
+    try:
+        with tracing.untraced():
+            said = facade.scale_service(settings.LAB_ROOT, service, workers, urls=settings.CHASSIS["PEERS"])
+    except facade.ScaleError as exc:
+        return False, str(exc)
+    except Exception as exc:  # noqa: BLE001 — supervisord gone mid-call...
+        return False, f"could not scale {service}: {type(exc).__name__}: {exc}"
+    return True, next((line for line in said if line.startswith("restarting")), said[0] if said else "Done.")
+
+
 def stop(run_id: str) -> tuple[bool, str]:
     try:
         return (

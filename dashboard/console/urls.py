@@ -30,6 +30,7 @@ urlpatterns = [
     path("partials/audit/", views.audit_partial, name="audit_partial"),
     path("load/", views.load, name="load"),
     path("load/start/", views.load_start, name="load_start"),
+    path("load/scale/", views.load_scale, name="load_scale"),
     path("load/<str:run_id>/", views.load_run, name="load_run"),
     path("load/<str:run_id>/live/", views.load_run_partial, name="load_run_partial"),
     path("load/<str:run_id>/stop/", views.load_stop, name="load_stop"),

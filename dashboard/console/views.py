@@ -431,8 +431,17 @@ def load(request):
             "limits": load_runs.LIMITS,
             "step_users": load_runs.STEP_USERS,
             "max_steps": load_runs.MAX_STEPS,
+            "scale": load_runs.scale_rows(),
         },
     )
+
+
+@require_POST
+@auth.staff_view
+def load_scale(request):
+    done, message = load_runs.scale(request.POST)
+    (messages.success if done else messages.error)(request, message if done else f"Not scaled: {message}")
+    return redirect("console:load")
 
 
 @require_POST

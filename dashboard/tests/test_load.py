@@ -232,3 +232,42 @@ def test_a_step_loads_run_page_shows_each_step_and_its_cores(client, monkeypatch
     assert page.count('data-testid="load-step"') == 3
     assert "152" in page and "90" in page and "12.5" in page
     assert "1.9 of 2 cores busy" in page and "11.0 busy core-ms per request" in page
+
+
+def test_the_load_page_scales_a_service_through_labctl(staff, monkeypatch, settings):
+    """Ensure the Scale panel shows each service's workers and its form runs labctl scale, bad input refused."""
+    from django.test import Client
+
+    from labctl import facade
+
+    rows = [
+        {"service": "inventory", "workers": 1, "default": True, "running": 1, "threads": 8},
+        {"service": "order", "workers": 2, "default": False, "running": 2, "threads": 8},
+    ]
+    monkeypatch.setattr(facade, "scale_rows", lambda root: rows)
+    asked = []
+
+    def scale_service(root, service, workers, *, urls):
+        asked.append((service, workers, urls))
+        if service == "payment":
+            raise facade.ScaleError("supervisord does not run the payment this dashboard watches")
+        return ["restarting inventory with 2 worker(s) ...", "table"]
+
+    monkeypatch.setattr(facade, "scale_service", scale_service)
+    page = staff.get("/load/").content.decode()
+    assert 'data-testid="scale-inventory"' in page and "(default)" in page and 'data-testid="scale-apply"' in page
+    said = staff.post("/load/scale/", {"service": "inventory", "workers": "2"}, follow=True).content.decode()
+    assert asked[-1] == ("inventory", 2, settings.CHASSIS["PEERS"])
+    assert "restarting inventory with 2 worker(s)" in said
+    staff.post("/load/scale/", {"service": "inventory", "workers": "default"})
+    assert asked[-1][:2] == ("inventory", None)
+    count = len(asked)
+    refused = staff.post("/load/scale/", {"service": "inventory", "workers": "lots"}, follow=True).content.decode()
+    assert len(asked) == count and "Not scaled: Workers" in html.unescape(refused)
+    refused = staff.post("/load/scale/", {"service": "payment", "workers": "2"}, follow=True).content.decode()
+    assert "Not scaled: supervisord does not run the payment" in refused
+    count = len(asked)
+    Client().post("/load/scale/", {"service": "inventory", "workers": "2"})  # not logged in: nothing happens
+    assert len(asked) == count
+    monkeypatch.setattr(facade, "scale_rows", lambda root: None)
+    assert "No supervisord runs the lab this dashboard watches" in staff.get("/load/").content.decode()

@@ -8,20 +8,22 @@ so the boundary between the two is the list below:
   process fault on one of them (:func:`program_kill`);
 - **load**: Locust runs of ``loadtests/`` (:func:`load_scenarios`,
   :func:`load_runs`, :func:`load_status`, :func:`load_start`, :func:`load_stop`);
+- **scale**: each service's gunicorn workers (:func:`scale_rows`) and ``labctl
+  scale`` on one of them (:func:`scale_service`);
 - **audit**: :func:`run_audit` with a :class:`LabApi` (the lab admin's client);
 - **guided labs**: the engine and its model, re-exported as they are.
 
 Every function takes the lab's root (``LAB_ROOT``: where ``var/``,
 ``loadtests/`` and ``labs/`` are) rather than labctl's own path objects.
 Failures are labctl's exceptions, named here: :class:`ProcessFaultError`,
-:class:`LoadError`, :class:`LabApiError`.
+:class:`LoadError`, :class:`LabApiError`, :class:`ScaleError`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from . import load, process, supervisor
+from . import config, load, process, scale, supervisor
 from .audit import run_audit
 from .config import BROWSE_PATHS, Paths
 from .labapi import LabApi, LabApiError
@@ -32,6 +34,8 @@ from .load import MAX_USERS as LOAD_MAX_USERS
 from .load import MAX_WORKERS as LOAD_MAX_WORKERS
 from .load import LoadError
 from .process import ProcessFaultError
+from .scale import MAX_WORKERS as SCALE_MAX_WORKERS
+from .scale import ScaleError
 
 __all__ = [
     "BROWSE_PATHS",
@@ -49,6 +53,8 @@ __all__ = [
     "LOAD_MAX_WORKERS",
     "Paths",
     "ProcessFaultError",
+    "SCALE_MAX_WORKERS",
+    "ScaleError",
     "lab_paths",
     "load_lab",
     "load_runs",
@@ -58,6 +64,8 @@ __all__ = [
     "load_stop",
     "program_kill",
     "run_audit",
+    "scale_rows",
+    "scale_service",
     "supervisor_programs",
 ]
 
@@ -87,6 +95,50 @@ def program_kill(root: Path | str, program: str) -> list[str]:
     Raises :class:`ProcessFaultError` in plain words (no supervisord, no such program...).
     """
     return process.process_fault(lab_paths(root), program=program, action="kill")
+
+
+# --- scale ----------------------------------------------------------------------------
+
+
+def scale_rows(root: Path | str) -> list[dict] | None:
+    """Each service's gunicorn workers: ``service``, ``workers`` (configured), ``default`` (bool), ``running``
+    (worker processes counted from /proc) and ``threads``; None when supervisord does not run the lab."""
+    paths = lab_paths(root)
+    if not supervisor.is_running(paths):
+        return None
+    counts, running = scale.read_scale(paths), scale.running_workers(paths)
+    return [
+        {
+            "service": s.short,
+            "workers": counts.get(s.short, supervisor.DEFAULT_WORKERS),
+            "default": s.short not in counts,
+            "running": running.get(s.short),
+            "threads": scale.THREADS_PER_WORKER,
+        }
+        for s in config.SERVICES
+        if paths.service_present(s)
+    ]
+
+
+def scale_service(root: Path | str, service: str, workers: int | None, *, urls: dict[str, str]) -> list[str]:
+    """``labctl scale service=workers`` (None: its default): supervisord restarts only that service, and this
+    returns once it is healthy, with what labctl said. ``urls`` are the services the caller watches: they must be
+    the ones supervisord runs. Raises :class:`ScaleError` in plain words otherwise, or when it is not healthy."""
+    paths = lab_paths(root)
+    if service not in config.SERVICE_BY_NAME:
+        raise ScaleError(f"no service {service!r}: one of {', '.join(config.SERVICE_BY_NAME)}")
+    if workers is not None and not scale.MIN_WORKERS <= workers <= scale.MAX_WORKERS:
+        raise ScaleError(f"workers {workers}: from {scale.MIN_WORKERS} to {scale.MAX_WORKERS}")
+    ours = config.SERVICE_BY_NAME[service].url
+    if (urls.get(service) or "").rstrip("/") != ours or not supervisor.is_running(paths):
+        raise ScaleError(
+            f"supervisord does not run the {service} this dashboard watches ({urls.get(service)}, not {ours}): "
+            "scale it the way it was started"
+        )
+    said: list[str] = []
+    if scale.apply_scale(paths, {service: workers}, echo=said.append) != 0:
+        raise ScaleError(f"{service} did not come back healthy: " + " ".join(said)[-300:])
+    return said
 
 
 # --- load -----------------------------------------------------------------------------

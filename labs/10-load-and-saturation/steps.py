@@ -332,11 +332,11 @@ STEPS = [
         check_scale_out,
         solve_scale_out,
         hints=(
-            f"In a terminal: labctl scale {SERVICE}=2 (twice its default of 1); supervisord restarts it.",
-            "labctl scale alone shows what each service runs.",
+            f"Load page → Scale → {SERVICE}, Workers 2 (twice its default of 1) → Scale; supervisord restarts it.",
+            f"Or in a terminal: labctl scale {SERVICE}=2; labctl scale alone shows what each service runs.",
         ),
-        link="/",
-        link_label=f"Overview: {SERVICE} restarts",
+        link="/load/#scale",
+        link_label=f"Load: scale {SERVICE}",
         terminal=f"labctl scale {SERVICE}=2 && labctl scale",
     ),
     Step(

@@ -284,3 +284,21 @@ def test_scale_is_kept_and_changes_only_the_workers_of_that_service(tmp_path, mo
     scale.scale_file(paths).write_text("{not json")
     with pytest.raises(scale.ScaleError):
         supervisor.program_command(paths, inventory)
+
+
+def test_the_dashboards_scale_refuses_what_labctl_scale_would_not_do(tmp_path):
+    """Ensure facade.scale_service refuses an unknown service, a count out of range and services supervisord
+    does not run (a test lab's), in plain words, and reports nothing to scale without supervisord."""
+    from labctl import facade
+
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in (("inventory", 1), ("order", 2))}
+    for service, workers, said in (
+        ("nobody", 2, "no service 'nobody'"),
+        ("inventory", 0, "workers 0: from 1 to 16"),
+        ("inventory", 17, "workers 17: from 1 to 16"),
+        ("inventory", 2, "supervisord does not run the inventory this dashboard watches"),
+    ):
+        with pytest.raises(facade.ScaleError, match=said):
+            facade.scale_service(tmp_path, service, workers, urls=urls)
+    assert facade.scale_rows(tmp_path) is None
+    assert not scale.scale_file(Paths(tmp_path)).exists()  # nothing was written
