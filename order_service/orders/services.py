@@ -115,7 +115,10 @@ def order_create(
             try:
                 _fail_fast(started)
             except Unavailable:
-                earlier = once.replay()  # a replay is answered, breaker open or not
+                # A replay is answered, breaker open or not; a first request, the usual refusal, is
+                # told by an EXISTS (no columns loaded) before the order is looked up.
+                keyed = Order.objects.filter(customer_id=customer_id, idempotency_key=idempotency_key)
+                earlier = once.replay() if keyed.exists() else None
                 if earlier is not None:
                     return earlier
                 raise

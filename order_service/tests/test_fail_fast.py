@@ -95,3 +95,13 @@ def test_with_the_breaker_switched_off_an_open_breaker_does_not_refuse(alice):
         resilience.switches_reset()
 
     assert response.status_code == 201 and response.data["status"] == "CONFIRMED", response.data
+
+
+def test_the_refusal_reads_no_order_it_does_not_have(alice, django_assert_num_queries):
+    """Ensure a first checkout refused at once costs one statement, an EXISTS of its key, loading no columns."""
+    _open("payment")
+
+    with django_assert_num_queries(1) as captured:
+        assert place(alice, key="fail-fast-first-1").status_code == 503
+
+    assert captured.captured_queries[0]["sql"].startswith("SELECT 1 AS")
