@@ -22,8 +22,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 # The order (its unique key tells a replay: no lookup first), its lines and its first event in
 # one transaction (the reservation's body and the answer use the lines and events as written).
 BEFORE_RESERVE = 3
-# The reservation and the charge about to be sent recorded in one UPDATE, the lines repriced, one event.
-AFTER_RESERVE = 3
+# The reservation and the charge about to be sent recorded in one UPDATE that reprices the lines too
+# (the order and its lines in one multi-table UPDATE), one event.
+AFTER_RESERVE = 2
 # Nothing: the charge is recorded with the commit's outcome (a run stopped in between leaves the
 # order at "charging", whose next run charges again under the same key, answered with the same capture).
 AFTER_CHARGE = 0
@@ -55,7 +56,7 @@ def counted(monkeypatch, fake_inventory, fake_payment):
 
 
 def test_a_checkout_stays_within_its_statements_per_step(alice, counted):
-    """Ensure a sync checkout runs 8 statements in order_service, each step its share, with the usual answer."""
+    """Ensure a sync checkout runs 7 statements in order_service, each step its share, with the usual answer."""
     response = place(alice, order_body())
 
     assert response.status_code == 201 and response.data["status"] == "CONFIRMED", response.data
@@ -65,7 +66,7 @@ def test_a_checkout_stays_within_its_statements_per_step(alice, counted):
         "inventory_commit": AFTER_CHARGE,
         "end": AFTER_COMMIT,
     }, [counted.between_marks(), counted.sql]
-    assert counted.count == BEFORE_RESERVE + AFTER_RESERVE + AFTER_CHARGE + AFTER_COMMIT == 8
+    assert counted.count == BEFORE_RESERVE + AFTER_RESERVE + AFTER_CHARGE + AFTER_COMMIT == 7
     # Answered from memory, the order reads as it does from the database.
     assert alice.get(f"/api/orders/{response.data['id']}/").data == response.data
     history = response.data["history"]

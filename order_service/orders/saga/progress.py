@@ -8,15 +8,15 @@ order only if it is still at the step the runner expected (else
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from chassis import metrics, telemetry
 
-from ..models import Order, OrderEvent, OrderStatus, SagaStep
+from ..models import Order, OrderEvent, OrderLine, OrderStatus, SagaStep
 from . import leases
 
 log = logging.getLogger("orders.saga")
@@ -110,7 +110,7 @@ def advance(
     expect: str,
     order: Order | None = None,
     events: Iterable[tuple[str, str]] = (),
-    then: Callable[[Order], None] | None = None,
+    lines: list[OrderLine] | None = None,
     saga_step: str | None = None,
     status: str | None = None,
     status_reason: str | None = None,
@@ -129,9 +129,10 @@ def advance(
     One conditional ``UPDATE ... WHERE saga_step = expect`` both checks and writes (no
     ``SELECT ... FOR UPDATE`` first): when it matches no row another runner took over
     (:class:`SagaMoved`). Every field given (not None) is set, only those; ``events``
-    are ``(step, note)`` pairs for its timeline, and ``then`` runs on the order in the
-    same transaction, the row still locked by the UPDATE. The runner's lease is renewed,
-    or, once the saga is done, given back in the same statement.
+    are ``(step, note)`` pairs for its timeline, and ``lines`` are the order's lines whose
+    name and unit price change with it (on MySQL/MariaDB in the same ``UPDATE``, see
+    :func:`_update_with_lines`). The runner's lease is renewed, or, once the saga is done,
+    given back in the same statement.
 
     ``order`` is the runner's copy of the order (read when not given): it is updated
     in place and returned, so the runner need not read the order again. An outcome
@@ -166,7 +167,13 @@ def advance(
     changes["saga_lease_until"] = None if done else leases.lease_end(held_by_worker=leases.is_task(order.saga_runner))
     changes["updated_at"] = timezone.now()
     with transaction.atomic():
-        if not Order.objects.filter(pk=order_id, saga_step=expect).update(**changes):
+        if lines and connection.vendor == "mysql":
+            matched = _update_with_lines(order_id, expect=expect, changes=changes, lines=lines)
+        else:
+            matched = Order.objects.filter(pk=order_id, saga_step=expect).update(**changes)
+            if matched and lines:
+                OrderLine.objects.bulk_update(lines, LINE_FIELDS)
+        if not matched:
             if deferred is not None:
                 delattr(order, _DEFERRED)  # another runner took over: its record stands, not ours
             raise SagaMoved(f"order {order_id} is no longer at {expect}")
@@ -174,8 +181,6 @@ def advance(
             delattr(order, _DEFERRED)
         for name, value in changes.items():
             setattr(order, name, value)
-        if then is not None:
-            then(order)
         for event in pending[len(pending) - len(events) :]:
             event.status = order.status  # the status this write leaves, as the events of a step have always had
         written = OrderEvent.objects.bulk_create(pending)
@@ -183,6 +188,44 @@ def advance(
     if done:
         _count_outcome(order)
     return order
+
+
+# What a reservation's answer changes on the order's lines.
+LINE_FIELDS = ("unit_price_cents", "name")
+
+
+def _update_with_lines(order_id: int, *, expect: str, changes: dict, lines: list[OrderLine]) -> bool:
+    """The conditional UPDATE of the order and of its ``lines``' name and price as one statement (MySQL/MariaDB).
+
+    The ORM writes one table per statement; this is ``UPDATE ... WHERE id = ? AND saga_step =
+    <expect>`` of the order and the ``bulk_update`` of its lines in one multi-table ``UPDATE``:
+    no line changes unless the order is still at ``expect`` (False, nothing written).
+    """
+    quote = connection.ops.quote_name
+    sets, params = [], []
+    for name, value in changes.items():
+        field = Order._meta.get_field(name)
+        sets.append(f"o.{quote(field.column)} = %s")
+        params.append(field.get_db_prep_save(value, connection))
+    for name in LINE_FIELDS:
+        field = OrderLine._meta.get_field(name)
+        sets.append(f"l.{quote(field.column)} = CASE l.{quote('id')} {' '.join(['WHEN %s THEN %s'] * len(lines))} END")
+        for line in lines:
+            params += [line.pk, field.get_db_prep_save(getattr(line, name), connection)]
+    sql = (
+        f"UPDATE {quote(Order._meta.db_table)} AS o, {quote(OrderLine._meta.db_table)} AS l SET {', '.join(sets)} "
+        f"WHERE o.{quote('id')} = %s AND o.{quote('saga_step')} = %s "
+        f"AND l.{quote('order_id')} = o.{quote('id')} AND l.{quote('id')} IN ({', '.join(['%s'] * len(lines))})"
+    )
+    params += [order_id, expect, *(line.pk for line in lines)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        matched = cursor.rowcount  # rows found, not only changed: Django's MySQL connection counts so
+    if matched == 0:
+        return False
+    if matched != 1 + len(lines):
+        raise RuntimeError(f"order {order_id}: {matched - 1} of its {len(lines)} lines found")
+    return True
 
 
 _DEFERRED = "_saga_deferred"

@@ -24,7 +24,7 @@ from chassis.client import PeerUnavailable
 from chassis.lab import resilience
 
 from ..clients import PeerRefused, inventory, payment
-from ..models import Order, OrderLine, OrderStatus, SagaStep
+from ..models import Order, OrderStatus, SagaStep
 from .progress import advance, defer, finish_cancelled, money, start_compensation, write_deferred
 
 log = logging.getLogger("orders.saga")
@@ -59,14 +59,12 @@ def step_reserve(order: Order, policy: SagaPolicy) -> Order:
     except PeerRefused as exc:
         return reserve_refused(order.pk, exc, order=order)
 
-    def reprice(locked: Order) -> None:
-        # The reservation's prices are authoritative: the lines show what is charged.
-        by_sku = {line.sku: line for line in reservation.lines}
-        for line in lines:
-            if line.sku in by_sku:
-                line.unit_price_cents = by_sku[line.sku].unit_price_cents
-                line.name = by_sku[line.sku].name or line.name
-        OrderLine.objects.bulk_update(lines, ["unit_price_cents", "name"])
+    # The reservation's prices are authoritative: the lines show what is charged (written with the order).
+    by_sku = {line.sku: line for line in reservation.lines}
+    for line in lines:
+        if line.sku in by_sku:
+            line.unit_price_cents = by_sku[line.sku].unit_price_cents
+            line.name = by_sku[line.sku].name or line.name
 
     # Recording the reservation also records the charge about to be sent (one write, not two), unless
     # the request's deadline has passed meanwhile: then the runner stops at "reserved" and gives up.
@@ -76,7 +74,7 @@ def step_reserve(order: Order, policy: SagaPolicy) -> Order:
         order=order,
         expect=SagaStep.RESERVING,
         events=[("reserved", "stock reserved")],
-        then=reprice,
+        lines=lines,
         saga_step=SagaStep.CHARGING if charge_next else SagaStep.RESERVED,
         charge_outcome_unknown=True if charge_next else None,
         reservation_id=reservation.id,
