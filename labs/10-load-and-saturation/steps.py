@@ -29,7 +29,7 @@ DURATION = f"{LOAD_STEPS * STEP_SECONDS}s"
 ENV = {"STEPS": str(LOAD_STEPS), "STEP_SECONDS": str(STEP_SECONDS), "STEP_USER": "browse", "THINK_TIME": THINK}
 # loadtests/browse.py's wait_time when no THINK_TIME is given: between 0.5 and 2 s.
 DEFAULT_THINK = "0.5-2"
-# The knee: the last step after which requests/s grew by less than this...
+# The knee: the first step after which requests/s grew by less than this...
 KNEE_RPS_GROWTH = 0.10
 # ... while p95 grew by more than this.
 KNEE_P95_GROWTH = 0.50
@@ -90,8 +90,9 @@ def _usable(run: dict) -> str:
 
 
 def knee(steps: list[dict]) -> int | None:
-    """The index of the last step after which requests/s grew less than KNEE_RPS_GROWTH while p95 grew more
-    than KNEE_P95_GROWTH (the first such step); None when throughput kept growing with the users."""
+    """The index of the first step after which requests/s grew less than KNEE_RPS_GROWTH while p95 grew more
+    than KNEE_P95_GROWTH (the last step whose users still bought throughput); None when throughput kept
+    growing with the users."""
     for i in range(len(steps) - 1):
         here, after = steps[i], steps[i + 1]
         if after["rps"] < here["rps"] * (1 + KNEE_RPS_GROWTH) and after["p95_ms"] > here["p95_ms"] * (
