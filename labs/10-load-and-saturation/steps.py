@@ -21,9 +21,9 @@ from labctl.labs.model import CheckError, Question, SolveError, Step, failed, pa
 
 SCENARIO = "step_load"
 SERVICE = "inventory"  # the browse users call inventory alone
-# What the solves run and the page is told: 4 steps of 16 users, 8 s each, 0.2 s of think time: on 2 cores
-# the lab saturates around the second or third step.
-LOAD_STEPS, STEP_SECONDS, STEP_USERS, THINK = 4, 8, 16, "0.2"
+# What the solves run and the page is told: 4 steps of 20 users, 8 s each, 0.2 s of think time: on 2 cores
+# the lab saturates around the second or third step (about 200 catalog requests/s), well before the last.
+LOAD_STEPS, STEP_SECONDS, STEP_USERS, THINK = 4, 8, 20, "0.2"
 USERS = LOAD_STEPS * STEP_USERS
 DURATION = f"{LOAD_STEPS * STEP_SECONDS}s"
 ENV = {"STEPS": str(LOAD_STEPS), "STEP_SECONDS": str(STEP_SECONDS), "STEP_USER": "browse", "THINK_TIME": THINK}
