@@ -114,6 +114,14 @@ def demo(settings, tmp_path, lab):
     for fake in lab.values():
         fake.on("DELETE", "/_lab/resilience/", 200, {"switches": {}, "breakers": {}})
     lab["order"].on("DELETE", "/_lab/saga/", 200, {"mode": "sync"})
+    empty = {"count": 0, "next": None, "previous": None, "results": []}  # the audit: nothing out of place
+    for service, path in (
+        ("order", "orders"),
+        ("inventory", "stock"),
+        ("inventory", "reservations"),
+        ("payment", "charges"),
+    ):
+        lab[service].on("GET", f"/internal/reconciliation/{path}/", 200, empty)
     return lab
 
 
