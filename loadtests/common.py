@@ -53,6 +53,7 @@ from locust.exception import RescheduleTask
 from locust.runners import WorkerRunner
 
 from chassis import parts
+from prepared_accounts import account_for
 from retry_after import post_waiting_out_limits
 
 SERVICES = parts.SERVICE_NAMES
@@ -307,7 +308,11 @@ class ShopUser(FastHttpUser):
 
     def sign_in(self) -> None:
         """Register a fresh account (or take a prepared one) and log in; RescheduleTask when it cannot."""
-        account = ACCOUNTS[next(_account_index) % len(ACCOUNTS)] if ACCOUNTS else None
+        account = None
+        if ACCOUNTS:
+            runner = self.environment.runner
+            workers = int(os.environ.get("LOAD_WORKERS", "1") or 1)
+            account = account_for(ACCOUNTS, next(_account_index), getattr(runner, "worker_index", 0) or 0, workers)
         if account and account.get("password"):
             self._account = (account["email"], account["password"])  # to log in again when the token expires
         if account and account.get("access") and account.get("expires_at", 0) > time.time() + 60:

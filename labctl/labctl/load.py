@@ -383,6 +383,7 @@ def run_environment(paths: Paths, spec: RunSpec) -> dict[str, str]:
     env.update(spec.env)
     env["LAB_ROOT"] = str(paths.root)
     env["PYTHONUNBUFFERED"] = "1"
+    env["LOAD_WORKERS"] = str(spec.workers or 1)  # the scenarios share prepared accounts out across workers
     return env
 
 
