@@ -14,8 +14,6 @@ requests: users = throughput × (mean response time + think time).
 
 from __future__ import annotations
 
-import time
-
 from labctl.labs.context import LabContext
 from labctl.labs.model import CheckError, Question, SolveError, Step, failed, passed
 
@@ -127,17 +125,9 @@ def _workers(ctx: LabContext) -> int:
     return count
 
 
-def _run(ctx: LabContext, *, wait_for_others: float = 300) -> None:
+def _run(ctx: LabContext) -> None:
     """One step load, as the Load page starts it; another run still going (one at a time) is waited for."""
-    deadline = time.monotonic() + wait_for_others
-    while True:
-        try:
-            ctx.run_load(SCENARIO, users=USERS, spawn_rate=STEP_USERS, duration=DURATION, env=ENV)
-            return
-        except SolveError as exc:
-            if "one run at a time" not in str(exc) or time.monotonic() > deadline:
-                raise
-        ctx.sleep(3)
+    ctx.run_load(SCENARIO, users=USERS, spawn_rate=STEP_USERS, duration=DURATION, env=ENV, wait_for_others=300)
 
 
 # --- 1. a step load: the knee and Little's law -------------------------------------------------

@@ -336,10 +336,12 @@ class LabContext:
         spawn_rate: float = 2,
         env: dict[str, str] | None = None,
         timeout: float = 400,
+        wait_for_others: float = 0,
     ) -> dict:
         """Start a run as the Load page does (against this lab's services) and wait for its end; its status.
 
         ``env``: what the page's step fields and think time give the locustfile (``STEPS``, ``THINK_TIME``...).
+        ``wait_for_others``: how long to wait, if another run is still going (one at a time), for it to end.
         """
         from .. import load
 
@@ -351,10 +353,15 @@ class LabContext:
             urls={service: self.urls[service] for service in SERVICES},
             env=dict(env or {}),
         )
-        try:
-            run_id = load.start_run(spec, self.api.paths)
-        except load.LoadError as exc:
-            raise SolveError(f"the load run did not start: {exc}") from exc
+        others_until = time.monotonic() + wait_for_others
+        while True:
+            try:
+                run_id = load.start_run(spec, self.api.paths)
+                break
+            except load.LoadError as exc:
+                if "one run at a time" not in str(exc) or time.monotonic() > others_until:
+                    raise SolveError(f"the load run did not start: {exc}") from exc
+            self.sleep(3)
         deadline = time.monotonic() + timeout
         dead_since = None
         while time.monotonic() < deadline:
