@@ -1469,6 +1469,17 @@ def explain(result: dict) -> list[str]:
                     if left == 0
                     else f"; {left} were still pending {row.get('drained_after_s')} s after the step."
                 )
+        if name == "breaker_open" and _has(row, "rps", "p99_ms") and row["rps"] > 0:
+            # A closed loop: each user sends its next request as soon as it has an answer, so the mean time
+            # in the system is users / throughput (Little's law) however cheap one answer is on its own.
+            wanted = PAYMENT_DOWN_USERS / (TARGETS["breaker_open_p99_ms"] / 1000)
+            text += (
+                f" The step is a closed loop of {PAYMENT_DOWN_USERS} users with no think time: by Little's law "
+                f"their mean wait is {PAYMENT_DOWN_USERS} / {row['rps']:g} per s = "
+                f"{1000 * PAYMENT_DOWN_USERS / row['rps']:.0f} ms; a p99 of {TARGETS['breaker_open_p99_ms']:g} ms "
+                f"needs more than {wanted:.0f} refusals/s, about {1000 * cores / wanted:.1f} ms of all the "
+                f"machine's CPU per refusal (servers, MySQL and the load generator together)."
+            )
         if row and row.get("load_average_range"):
             text += f" Load average during the step: {_range(row['load_average_range'])}."
         notes.append(text)

@@ -255,6 +255,16 @@ def test_a_missed_target_is_explained_by_its_cpu_bound_and_the_runs_spread():
     assert "other processes 12%" in spread and "the lab used 60%" in spread
 
 
+def test_a_slow_refusal_is_explained_by_the_closed_loop_of_its_users():
+    """Ensure the breaker-open note works out what a p99 of 20 ms needs of 8 users with no think time (Little's
+    law: more than 400 refusals/s, so about 5 ms of the machine's CPU per refusal on 2 cores)."""
+    rows = rows_within_targets()
+    step(rows, 6, "breaker on").update(rps=86.0, p99_ms=150.0)
+    note = next(n for n in result_of(rows)["notes"] if n.startswith("breaker_open: "))
+    assert "their mean wait is 8 / 86 per s = 93 ms" in note, note
+    assert "needs more than 400 refusals/s, about 5.0 ms of all the machine's CPU per refusal" in note, note
+
+
 def test_the_table_says_what_the_lab_runs():
     """Ensure the table's first line names the gunicorn and Celery options the lab's processes run, and the
     async row both its rates and the backlog."""
