@@ -1209,6 +1209,7 @@ def finish(result: dict, out: Path, *, readme: bool) -> int:
 def rerender(path: Path, *, readme: bool) -> int:
     """Judge, explain and render a saved result again (profiles re-read from their raw files): no measuring."""
     result = json.loads(path.read_text())
+    result["overhead"] = latest_overhead() or result.get("overhead")  # the table shows the newest, with its date
     for by_service in result.get("profiles", {}).values():
         for service, profile in by_service.items():
             if profile.get("file") and Path(profile["file"]).exists():
