@@ -40,6 +40,7 @@ from django.utils import timezone
 
 from chassis.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from chassis.idempotency import IdempotentCreate, fingerprint
+from chassis.sql import update_matched
 
 from .models import Product, Reservation, ReservationLine, Stock, StockMovement
 from .selectors import reservation_get
@@ -404,14 +405,14 @@ def _commit_held(*, reservation_id: uuid.UUID, quantities: dict[int, int], now: 
         *product_ids,
         *quantity_params,
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        matched = cursor.rowcount  # rows found, not only changed: Django's MySQL connection counts so
-    if matched == 0:
-        return False
-    if matched != 1 + len(product_ids):
-        raise RuntimeError(f"stock changed under lock: {matched - 1} of {len(product_ids)} rows had enough reserved")
-    return True
+    return update_matched(
+        sql,
+        params,
+        expected=1 + len(product_ids),
+        mismatch=lambda matched: (
+            f"stock changed under lock: {matched - 1} of {len(product_ids)} rows had enough reserved"
+        ),
+    )
 
 
 def reservation_commit(*, reservation_id: uuid.UUID, now: datetime | None = None) -> Reservation:

@@ -15,6 +15,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from chassis import metrics, telemetry
+from chassis.sql import update_matched
 
 from ..models import Order, OrderEvent, OrderLine, OrderStatus, SagaStep
 from . import leases
@@ -218,14 +219,12 @@ def _update_with_lines(order_id: int, *, expect: str, changes: dict, lines: list
         f"AND l.{quote('order_id')} = o.{quote('id')} AND l.{quote('id')} IN ({', '.join(['%s'] * len(lines))})"
     )
     params += [order_id, expect, *(line.pk for line in lines)]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        matched = cursor.rowcount  # rows found, not only changed: Django's MySQL connection counts so
-    if matched == 0:
-        return False
-    if matched != 1 + len(lines):
-        raise RuntimeError(f"order {order_id}: {matched - 1} of its {len(lines)} lines found")
-    return True
+    return update_matched(
+        sql,
+        params,
+        expected=1 + len(lines),
+        mismatch=lambda matched: f"order {order_id}: {matched - 1} of its {len(lines)} lines found",
+    )
 
 
 _DEFERRED = "_saga_deferred"
