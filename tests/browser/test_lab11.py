@@ -190,7 +190,7 @@ def _do_lab(staff, admin_api, runs: list[str]) -> None:
     # Reset this lab: the extra charges of the named orders refunded, the Audit page green again.
     _reset(tab)
     expect(tab.locator(".messages")).to_contain_text("Steady state: PASS")
-    expect(tab.locator(".messages")).to_contain_text("then ran this lab's clean-up")
+    expect(tab.locator(".messages")).to_contain_text("refunded any charge an unsafe switch took twice")
     audit, result = _audit(staff)
     assert result.get_attribute("data-ok") == "true", audit.locator("#audit").inner_text()
     staff.screenshot("lab11-audit-green")
