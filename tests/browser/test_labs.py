@@ -28,11 +28,15 @@ def _lab_page(page):
 def _check(tab, key: str) -> bool:
     """Press the step's Check (htmx swaps the widget); True when it came back PASS."""
     widget = tab.locator(f"[data-testid=step-{key}]")
+    widget.evaluate("el => { el.dataset.before = 'check'; }")  # the widget htmx is about to replace
     with tab.expect_response(lambda r: r.url.endswith(f"/steps/{key}/check/")) as answer:
         widget.locator(f"[data-testid=check-{key}]").click()
     assert answer.value.status == 200, answer.value.status
-    expect(widget).not_to_have_attribute("data-state", "new")
-    return widget.get_attribute("data-state") == "pass"
+    # Read the widget the answer put in place, not the one it replaces (already FAIL from an earlier check).
+    swapped = tab.locator(f"[data-testid=step-{key}]:not([data-before])")
+    expect(swapped).to_have_count(1)
+    expect(swapped).not_to_have_attribute("data-state", "new")
+    return swapped.get_attribute("data-state") == "pass"
 
 
 def _follow_link(tab, key: str, path: str) -> None:
