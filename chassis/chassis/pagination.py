@@ -24,6 +24,9 @@ from rest_framework.pagination import PageNumberPagination
 
 _POSITIVE_INTEGER = re.compile(r"[0-9]+")
 _TOTAL = "_lab_page_total"
+# The largest offset asked of the database with the rows; a page beyond it (page=10**30) is counted first, and
+# is a 404, instead of an OFFSET no database takes (a 500).
+_MAX_OFFSET = 2**31 - 1
 
 
 def _counts_with_rows(queryset) -> bool:
@@ -53,6 +56,8 @@ class WindowCountPaginator(Paginator):
         ):
             return super().page(number)
         bottom = (number - 1) * self.per_page
+        if bottom > _MAX_OFFSET:
+            return super().page(number)
         rows = list(self.object_list.annotate(**{_TOTAL: Window(Count("*"))})[bottom : bottom + self.per_page])
         if not rows and number > 1:
             return super().page(number)  # past the last page (or emptied since): Django's count says which

@@ -54,3 +54,11 @@ def test_querysets_that_cannot_carry_their_count_are_counted_apart(django_assert
             rows = list(rows)
         assert paginator.page.paginator.count == ContentType.objects.count()
         assert len(rows) == 2
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("page", [10**12, 10**30])
+def test_a_page_far_past_the_last_is_a_404_not_an_offset_the_database_refuses(page):
+    """Ensure page=10**30 is counted before any rows are asked for: a 404, never an OFFSET too large (a 500)."""
+    with pytest.raises(NotFound):
+        _page(ContentType.objects.order_by("id"), page)
