@@ -25,12 +25,11 @@ BEFORE_RESERVE = 3
 # The reservation and the charge about to be sent recorded in one UPDATE that reprices the lines too
 # (the order and its lines in one multi-table UPDATE), one event.
 AFTER_RESERVE = 2
-# Nothing: the charge is recorded with the commit's outcome (a run stopped in between leaves the
-# order at "charging", whose next run charges again under the same key, answered with the same capture).
-AFTER_CHARGE = 0
-# The charge and the confirmation (the lease given back) in one UPDATE, three events (charged,
-# committed, confirmed) in one INSERT; the answer is the order as the saga holds it, with its
-# lines and timeline, not read back.
+# The charge and the commit about to be sent in one UPDATE, one event: written before the commit is sent, so
+# that while it is in flight a customer's cancel or the recovery job finds the order at "committing".
+AFTER_CHARGE = 2
+# The confirmation (the lease given back) in one UPDATE, two events (committed, confirmed) in one INSERT;
+# the answer is the order as the saga holds it, with its lines and timeline, not read back.
 AFTER_COMMIT = 2
 
 
@@ -66,7 +65,7 @@ def test_a_checkout_stays_within_its_statements_per_step(alice, counted):
         "inventory_commit": AFTER_CHARGE,
         "end": AFTER_COMMIT,
     }, [counted.between_marks(), counted.sql]
-    assert counted.count == BEFORE_RESERVE + AFTER_RESERVE + AFTER_CHARGE + AFTER_COMMIT == 7
+    assert counted.count == BEFORE_RESERVE + AFTER_RESERVE + AFTER_CHARGE + AFTER_COMMIT == 9
     # Answered from memory, the order reads as it does from the database.
     assert alice.get(f"/api/orders/{response.data['id']}/").data == response.data
     history = response.data["history"]

@@ -94,9 +94,9 @@ class _Killed(BaseException):
 def test_a_sync_request_killed_while_committing_is_confirmed_by_the_worker_with_one_charge(
     alice, queued, fake_inventory, fake_payment, monkeypatch
 ):
-    """Ensure a request killed after its charge was answered, before the commit's answer (the charge not yet
-    recorded: it is written with the commit's outcome), leaves the order at 'charging'; the worker charges
-    again under the same key, is answered with the same capture, commits and confirms: one charge, one 'charged'."""
+    """Ensure a request killed after its charge was answered, before the commit's answer, leaves the order at
+    'committing' with its charge recorded (so a cancel or the recovery job meanwhile knows the commit is in
+    flight); the worker commits again (the same reservation, idempotent) and confirms: one charge."""
     from orders.clients import inventory
 
     commit = fake_inventory.commit
@@ -111,13 +111,14 @@ def test_a_sync_request_killed_while_committing_is_confirmed_by_the_worker_with_
     monkeypatch.setattr(inventory, "inventory_commit", commit)
 
     order = Order.objects.get()
+    [charge] = fake_payment.captured()
     assert (order.status, order.saga_step, order.charge_id, order.charge_outcome_unknown) == (
         OrderStatus.PENDING,
-        SagaStep.CHARGING,
-        "",
-        True,
+        SagaStep.COMMITTING,
+        charge.id,
+        False,
     )
-    assert "payment captured" not in notes(order.pk)
+    assert notes(order.pk).count("payment captured") == 1
     # The dead request's lease runs out; the recovery job hands the saga to the worker.
     Order.objects.filter(pk=order.pk).update(saga_lease_until=timezone.now() - timedelta(seconds=1))
     assert background.orders_recover_stalled() == 1
@@ -125,7 +126,6 @@ def test_a_sync_request_killed_while_committing_is_confirmed_by_the_worker_with_
 
     order.refresh_from_db()
     assert (order.status, order.saga_step) == (OrderStatus.CONFIRMED, SagaStep.DONE)
-    [charge] = fake_payment.captured()
-    assert order.charge_id == charge.id and len(fake_payment.calls_to("charge")) == 2  # sent twice, captured once
+    assert fake_payment.captured() == [charge] and len(fake_payment.calls_to("charge")) == 1
     assert fake_inventory.reservation_of(order.pk).status == "COMMITTED"
     assert notes(order.pk).count("payment captured") == 1 and notes(order.pk)[-1] == "confirmed", notes(order.pk)

@@ -13,8 +13,8 @@ COMMIT = ("inventory", "/internal/reservations/<uuid:reservation_id>/commit/")
 CHARGE = ("payment", "/internal/charges/")
 CHECKOUT_ROUTES = (ORDERS, RESERVE, COMMIT, CHARGE)
 
-# order 7, inventory 5 + 3, payment 4: each service's tests/test_query_budget.py says which.
-STATEMENTS_PER_CHECKOUT = 19
+# order 9, inventory 5 + 3, payment 4: each service's tests/test_query_budget.py says which.
+STATEMENTS_PER_CHECKOUT = 21
 # A request served on a database connection opened for it also runs the connection's setup
 # (the session's isolation level, the server's version and modes): 2 statements per service.
 CONNECTION_SETUP = 2
@@ -34,7 +34,7 @@ def _snapshot(lab_admin) -> dict:
 
 def test_one_checkout_makes_three_peer_calls_and_its_budget_of_statements(lab_admin, customer, product):
     """Ensure a sync checkout reaches inventory twice (reserve, commit; no product lookup) and payment once,
-    and the three services run 19 SQL statements for it in all (plus the setup of a new database connection)."""
+    and the three services run 21 SQL statements for it in all (plus the setup of a new database connection)."""
     sku = product(stock=10 * CHECKOUTS, price_cents=1250)
     card = customer.add_card()
     per_checkout = []

@@ -3,10 +3,11 @@
 Each step records on the order what it is about to do, calls the peer with a
 key derived from the order's id (so a second call does not do the thing
 twice), then records the answer together with a timeline event in one
-transaction (:func:`progress.advance`). The charge's answer is the exception:
-it is recorded with the commit's (:func:`progress.defer`), since a run that
-stops in between leaves the order at ``charging``, whose next run charges again
-under the same key and is answered with the same capture.
+transaction (:func:`progress.advance`). The charge's answer is written before
+the commit is sent, never with the commit's outcome: while the commit is in
+flight a customer's cancel and the recovery job must find the order at
+``committing``, not at ``charging``, where a cancel would compensate a charge
+whose commit then lands.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from chassis.lab import resilience
 
 from ..clients import PeerRefused, inventory, payment
 from ..models import Order, OrderStatus, SagaStep
-from .progress import advance, defer, finish_cancelled, money, start_compensation, write_deferred
+from .progress import advance, finish_cancelled, money, start_compensation
 
 log = logging.getLogger("orders.saga")
 
@@ -137,12 +138,13 @@ def step_charge(order: Order, policy: SagaPolicy) -> Order | None:
                 code="payment_unavailable",
             )
         note = "payment captured (learnt from payment after its answer was lost)"
-    # The charge is recorded with the commit's outcome (one write, not two): a run that stops
-    # before leaves the order at "charging", whose next run sends the charge again under the
-    # same key, answered with this same capture. Should the commit not be answered, the
-    # charge is written first, on its own (step_commit).
-    return defer(
-        order,
+    # Recording the charge also records the commit about to be sent (one write, not two). It is
+    # written before the commit is sent, not with its outcome: while the commit is in flight the
+    # order must read "committing" to everyone else (a customer's cancel, the recovery job), or a
+    # cancel finds it at "charging" and compensates a charge whose commit then lands.
+    return advance(
+        order.pk,
+        order=order,
         expect=SagaStep.CHARGING,
         events=[("charged", note)],
         saga_step=SagaStep.COMMITTING,
@@ -185,7 +187,6 @@ def step_commit(order: Order, policy: SagaPolicy) -> Order:
     try:
         inventory.inventory_commit(reservation_id=order.reservation_id)
     except PeerRefused as exc:
-        # The charge just answered, if not written yet, is written with the compensation.
         return start_compensation(
             order.pk,
             order=order,
@@ -193,11 +194,6 @@ def step_commit(order: Order, policy: SagaPolicy) -> Order:
             reason=f"Stock could not be committed: {exc.message}",
             code="commit_refused",
         )
-    except Exception:
-        # No answer (or none we understood): the charge answered just before is recorded now, as it
-        # always was before the commit was sent, and the runner decides from "committing".
-        write_deferred(order)
-        raise
     return advance(
         order.pk,
         order=order,
