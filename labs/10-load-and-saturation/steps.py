@@ -27,8 +27,9 @@ DURATION = f"{LOAD_STEPS * STEP_SECONDS}s"
 ENV = {"STEPS": str(LOAD_STEPS), "STEP_SECONDS": str(STEP_SECONDS), "STEP_USER": "browse", "THINK_TIME": THINK}
 # loadtests/browse.py's wait_time when no THINK_TIME is given: between 0.5 and 2 s.
 DEFAULT_THINK = "0.5-2"
-# The knee: the first step after which requests/s grew by less than this...
-KNEE_RPS_GROWTH = 0.10
+# The knee: the first step after which requests/s grew by less than this share of the users' growth (users
+# +50 %, req/s under +25 %): each added user bought less than half a user's worth of throughput...
+KNEE_RPS_GROWTH = 0.5
 # ... while p95 grew by more than this.
 KNEE_P95_GROWTH = 0.50
 # Little's law, users = X × (R + Z), must hold at the knee within this share.
@@ -88,12 +89,14 @@ def _usable(run: dict) -> str:
 
 
 def knee(steps: list[dict]) -> int | None:
-    """The index of the first step after which requests/s grew less than KNEE_RPS_GROWTH while p95 grew more
+    """The index of the first step after which requests/s grew by less than KNEE_RPS_GROWTH of the users'
+    growth (in %) while p95 grew more
     than KNEE_P95_GROWTH (the last step whose users still bought throughput); None when throughput kept
     growing with the users."""
     for i in range(len(steps) - 1):
         here, after = steps[i], steps[i + 1]
-        if after["rps"] < here["rps"] * (1 + KNEE_RPS_GROWTH) and after["p95_ms"] > here["p95_ms"] * (
+        users_growth = after["users"] / here["users"] - 1 if here["users"] else 0
+        if after["rps"] < here["rps"] * (1 + KNEE_RPS_GROWTH * users_growth) and after["p95_ms"] > here["p95_ms"] * (
             1 + KNEE_P95_GROWTH
         ):
             return i
@@ -155,7 +158,7 @@ def check_step_load(ctx: LabContext):
     if found is None:
         return failed(
             f"Run {run['run_id']}: users {users}, req/s {rps}, p95 {p95} ms — throughput still grew with the users "
-            f"(by {KNEE_RPS_GROWTH:.0%} or more from step to step, or p95 did not climb {KNEE_P95_GROWTH:.0%}): "
+            f"(by half as much as the users or more, from step to step, or p95 did not climb {KNEE_P95_GROWTH:.0%}): "
             "no knee yet. Run more users per step, or more steps."
         )
     at, top = steps[found], steps[-1]
@@ -172,8 +175,8 @@ def check_step_load(ctx: LabContext):
     used = _cpu(top)
     return passed(
         f"Run {run['run_id']}: users {users}, req/s {rps}, p95 {p95} ms. The knee is at {at['users']} users "
-        f"({at['rps']:.1f} req/s, p95 {at['p95_ms']:.0f} ms): after it throughput grew less than "
-        f"{KNEE_RPS_GROWTH:.0%} while p95 grew more than {KNEE_P95_GROWTH:.0%}. Little's law there: "
+        f"({at['rps']:.1f} req/s, p95 {at['p95_ms']:.0f} ms): after it throughput grew by less than half as much "
+        f"as the users while p95 grew more than {KNEE_P95_GROWTH:.0%}. Little's law there: "
         f"{at['rps']:.1f} req/s × ({at['mean_ms']:.0f} ms + {think:g} s think) = {predicted:.1f} users, "
         f"{error:+.0%} off the {at['users']} that ran. At the top step {used.get('busy_cores', '?')} of "
         f"{used.get('cores', '?')} cores were busy (the load generator {used.get('load_generator_cores', '?')}, "
